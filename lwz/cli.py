@@ -1,0 +1,85 @@
+"""The `lwz` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from lwz.errors import LwzError
+
+log = logging.getLogger("lwz")
+
+
+def _load_and_plan(recipe_path: str, overrides: Sequence[str]):
+    from lwz.plan.resolve import resolve
+    from lwz.recipe.load import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    try:
+        plan = resolve(recipe)
+    except LwzError as e:
+        raise LwzError(e.where or recipe_path, e.key, e.message) from None
+    return recipe, plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the resolved settings, the placement table and the memory table."""
+    from lwz.plan.render import render_plan
+
+    recipe, plan = _load_and_plan(args.recipe, args.overrides)
+    sys.stdout.write(render_plan(recipe, plan))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Create the run folder and start the run (or stop there with --dry-run)."""
+    from lwz.runfolder import create_run_folder
+
+    recipe, plan = _load_and_plan(args.recipe, args.overrides)
+    folder = create_run_folder(recipe, plan)
+    if args.dry_run:
+        print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")
+        return 0
+    raise LwzError(args.recipe, None, "training launch is not available yet; use --dry-run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lwz", description="GRPO for ultra-long writing (LongWriter-Zero).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="resolve a recipe and print its plan")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a recipe (locally or on SLURM)")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--dry-run", action="store_true", help="write the run folder (recipe, plan) and stop")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    unknown = [r for r in rest if r.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    try:
+        return args.func(args)
+    except LwzError as e:
+        print(f"lwz: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lwz: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

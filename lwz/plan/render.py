@@ -1,0 +1,81 @@
+"""The plan as text: settings that matter, the placement table, the memory table."""
+
+from __future__ import annotations
+
+from lwz.plan.memory import GIB, hf_param_count
+from lwz.plan.resolve import Plan
+from lwz.recipe.schema import Recipe
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:8.2f}"
+
+
+def render_plan(recipe: Recipe, plan: Plan) -> str:
+    """A human-readable plan (what `lwz plan` prints and the run folder keeps as plan.txt)."""
+    return "\n".join(_settings(recipe, plan) + [""] + _placement(plan) + [""] + _memory(recipe, plan)) + "\n"
+
+
+def _settings(recipe: Recipe, plan: Plan) -> list[str]:
+    a, r, arch = recipe.actor, recipe.rollout, recipe.model.arch
+    unit = "GPUs" if plan.device == "gpu" else "CPU processes"
+    terms = ", ".join(f"{t.name} ({t.weight:g})" for t in recipe.rewards.terms)
+    rollout = plan.engine("rollout")
+    where = "colocated with the actor" if rollout.colocated else "on their own GPUs"
+    return [
+        f"plan: {recipe.name} ({plan.device}, {plan.nodes} node(s) x {plan.gpus_per_node} = {plan.world_size} {unit})",
+        f"model     {recipe.model.path} [{arch.family}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
+        f"{arch.num_attention_heads}/{arch.num_key_value_heads} heads, {hf_param_count(arch) / 1e9:.2f}B params, "
+        f"{recipe.model.dtype}]",
+        f"actor     {a.backend}: tp {plan.tp} x cp {plan.cp} x dp {plan.dp} x pp {plan.pp} = {plan.actor_world} ranks; "
+        f"recompute {a.recompute}; distributed optimizer {'on' if a.distributed_optimizer else 'off'}; "
+        f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
+        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {where}; G={r.group_size}, "
+        f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
+        f"(prompt <= {r.max_prompt_tokens}), template {r.template}",
+        f"rewards   {recipe.rewards.combine}: {terms}",
+        f"algo      {recipe.algo.name}: clip [{recipe.algo.clip_low:g}, {recipe.algo.clip_high:g}], "
+        f"kl {recipe.algo.kl_coef:g}, {recipe.algo.loss_agg}, {recipe.algo.mini_batches} mini-batch(es) x "
+        f"{recipe.algo.epochs} epoch(s)",
+        f"batch     {recipe.schedule.prompts_per_step} prompts x {r.group_size} = {plan.sequences_per_step} "
+        f"sequences/step, {plan.sequences_per_dp_rank} per DP rank per mini-batch",
+        f"schedule  {recipe.schedule.steps} steps, save every {recipe.schedule.save_every}, "
+        f"seed {recipe.schedule.seed}",
+    ]
+
+
+def _placement(plan: Plan) -> list[str]:
+    engine_of: dict[str, dict[int, str]] = {}
+    for group in plan.engines:
+        engine_of[group.name] = {rank: f"{i}.{j}" for i, ranks in enumerate(group.ranks)
+                                 for j, rank in enumerate(ranks)}
+    names = [g.name for g in plan.engines if g.ranks]
+    header = f"{'rank':>5} {'node':>4} {'gpu':>3} | {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3} | " + \
+        " ".join(f"{n:>10}" for n in names)
+    lines = ["placement (engine columns: engine.rank-in-engine)", header, "-" * len(header)]
+    for rank in range(plan.world_size):
+        node, local = plan.node_of(rank)
+        c = plan.coords.get(rank)
+        actor = f"{c.tp:>3} {c.cp:>3} {c.dp:>3} {c.pp:>3}" if c else f"{'-':>3} {'-':>3} {'-':>3} {'-':>3}"
+        engines = " ".join(f"{engine_of[n].get(rank, '-'):>10}" for n in names)
+        lines.append(f"{rank:>5} {node:>4} {local:>3} | {actor} | {engines}")
+    return lines
+
+
+def _memory(recipe: Recipe, plan: Plan) -> list[str]:
+    where = "per GPU" if plan.device == "gpu" else "per process (host memory; not checked on CPU)"
+    lines = [f"memory {where}, GiB",
+             f"{'actor stage':<14}{'params':>14}{'weights':>9}{'grads':>9}{'adam':>9}{'ref':>9}{'activ.':>9}{'total':>9}"]
+    for s in plan.actor_memory:
+        lines.append(f"{'pp ' + str(s.stage):<14}{s.params:>14,}{_gib(s.weights)}{_gib(s.grads)}{_gib(s.optimizer)}"
+                     f"{_gib(s.reference)}{_gib(s.activations)}{_gib(s.total)}")
+    lines.append(f"{'engine':<14}{'tp':>14}{'weights':>9}{'kv':>9}{'total':>9}{'budget':>9}")
+    for g in plan.engines:
+        if g.ranks:
+            m = g.memory
+            lines.append(f"{g.name:<14}{g.tp:>14}{_gib(m.weights)}{_gib(m.kv_cache)}{_gib(m.total)}{_gib(m.budget)}")
+    peaks = ", ".join(f"{phase} {peak / GIB:.1f}" for phase, peak in plan.phase_peak.items())
+    capacity = f" of {recipe.cluster.gpu_memory_gib:g} GiB" if plan.device == "gpu" else ""
+    lines.append(f"peak per actor GPU by phase: {peaks}{capacity}")
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return lines

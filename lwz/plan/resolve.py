@@ -1,0 +1,321 @@
+"""The resolver: recipe -> plan (ranks, groups, placement, memory), a pure function.
+
+Every check that can fail before a job waits in a queue lives here; each raises `LwzError` with
+the key and the numbers. Rank order follows Megatron's default "tp-cp-dp-pp" (TP fastest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lwz.errors import LwzError
+from lwz.plan.memory import GIB, ActorMemory, EngineMemory, actor_memory, engine_memory
+from lwz.recipe.schema import ArchCfg, Recipe
+
+_ARCH_REQUIRED = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                  "intermediate_size", "vocab_size", "max_position_embeddings")
+
+
+@dataclass(frozen=True)
+class ActorCoords:
+    """A rank's place in the actor's TP x CP x DP x PP grid."""
+
+    tp: int
+    cp: int
+    dp: int
+    pp: int
+
+
+@dataclass(frozen=True)
+class EngineGroup:
+    """Inference engines of one kind (rollout or a reward model)."""
+
+    name: str
+    tp: int
+    ranks: list[list[int]]
+    colocated: bool
+    memory: EngineMemory
+
+    @property
+    def count(self) -> int:
+        return len(self.ranks)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about where a run's processes go and what they hold."""
+
+    device: str
+    nodes: int
+    gpus_per_node: int
+    world_size: int
+    tp: int
+    pp: int
+    cp: int
+    dp: int
+    actor_ranks: list[int]
+    coords: dict[int, ActorCoords]
+    groups: dict[str, list[list[int]]]
+    engines: list[EngineGroup]
+    actor_memory: list[ActorMemory]
+    phase_peak: dict[str, int]
+    sequences_per_step: int
+    sequences_per_dp_rank: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def actor_world(self) -> int:
+        return len(self.actor_ranks)
+
+    def engine(self, name: str) -> EngineGroup | None:
+        """The engine group called `name`, if the plan has one."""
+        return next((e for e in self.engines if e.name == name), None)
+
+    def node_of(self, rank: int) -> tuple[int, int]:
+        """(node, local rank) of a global rank."""
+        return divmod(rank, self.gpus_per_node)
+
+
+def resolve(recipe: Recipe) -> Plan:
+    """The plan of `recipe`; raises LwzError for anything that cannot run."""
+    cluster, actor, rollout = recipe.cluster, recipe.actor, recipe.rollout
+    arch = _complete_arch(recipe.model.arch, "model.arch", recipe.model.path)
+    gpu = cluster.device == "gpu"
+    _check_gpu_only(recipe, gpu)
+    world = cluster.nodes * cluster.gpus_per_node
+    rm_terms = [t for t in recipe.rewards.terms if t.name == "writing_rm"]
+
+    separate = 0 if rollout.colocate else _separate_engine_gpus(rollout.engines, rollout.tp, "rollout")
+    rm_separate = sum(0 if t.params["colocate"] else
+                      _separate_engine_gpus(t.params["engines"], t.params["tp"], "rewards.terms.writing_rm")
+                      for t in rm_terms)
+    actor_world = world - separate - rm_separate
+    if actor_world < 1:
+        raise LwzError(None, "cluster", f"the cluster has {world} GPUs ({cluster.nodes} nodes x "
+                       f"{cluster.gpus_per_node}) but the separate engines need {separate + rm_separate}")
+    model_parallel = actor.tp * actor.pp * actor.cp
+    if actor_world % model_parallel:
+        raise LwzError(None, "actor", f"world size {actor_world} is not divisible by tp x pp x cp = "
+                       f"{actor.tp} x {actor.pp} x {actor.cp} = {model_parallel}")
+    dp = actor_world // model_parallel
+    _check_actor_shapes(arch, recipe)
+    sequences, per_dp = _check_batches(recipe, dp)
+    _check_context(arch, recipe)
+
+    coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
+    engines = [_rollout_engines(recipe, arch, actor_world, gpu)]
+    next_free = actor_world + separate
+    for term in rm_terms:
+        group, next_free = _rm_engines(recipe, term.params, actor_world, next_free, gpu)
+        engines.append(group)
+    stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
+                          distributed_optimizer=actor.distributed_optimizer, recompute=actor.recompute,
+                          sequence_parallel=actor.sequence_parallel,
+                          micro_batch_tokens=actor.micro_batch_tokens, reference=recipe.algo.kl_coef > 0)
+    peaks = _phase_peaks(stages, engines, cluster.gpu_memory_gib)
+    warnings = _warnings(recipe, engines)
+    if gpu:
+        _check_memory(recipe, engines, peaks)
+    return Plan(device=cluster.device, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
+                world_size=world, tp=actor.tp, pp=actor.pp, cp=actor.cp, dp=dp,
+                actor_ranks=list(range(actor_world)), coords=coords,
+                groups=_groups(coords), engines=engines, actor_memory=stages, phase_peak=peaks,
+                sequences_per_step=sequences, sequences_per_dp_rank=per_dp, warnings=warnings)
+
+
+def _complete_arch(arch: ArchCfg, key: str, model_path: str) -> ArchCfg:
+    for name in _ARCH_REQUIRED:
+        if getattr(arch, name) is None:
+            raise LwzError(None, f"{key}.{name}", f"unknown: set it in the recipe or point the model path "
+                           f"({model_path}) at a local HF folder with config.json")
+    return arch
+
+
+def _check_gpu_only(recipe: Recipe, gpu: bool) -> None:
+    if gpu:
+        return
+    options = [("actor.sequence_parallel", recipe.actor.sequence_parallel),
+               ("rollout.colocate", not recipe.rollout.colocate)]
+    for i, term in enumerate(recipe.rewards.terms):
+        if term.name == "writing_rm":
+            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"]))
+    for key, used in options:
+        if used:
+            raise LwzError(None, key, "is a GPU-only option (cluster.device=cpu): engines on their own "
+                           "devices and sequence parallelism need GPUs")
+
+
+def _separate_engine_gpus(engines: int | None, tp: int, key: str) -> int:
+    if engines is None:
+        raise LwzError(None, f"{key}.engines", "must be set when the engines do not share the actor's GPUs")
+    return engines * tp
+
+
+def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
+    tp, pp, cp = recipe.actor.tp, recipe.actor.pp, recipe.actor.cp
+    for what, value in (("num_attention_heads", arch.num_attention_heads),
+                        ("num_key_value_heads", arch.num_key_value_heads),
+                        ("intermediate_size", arch.intermediate_size)):
+        if value % tp:
+            raise LwzError(None, "actor.tp", f"{tp} does not divide {what}={value} "
+                           f"(allowed: {', '.join(map(str, _divisors(value)))})")
+    if arch.num_layers % pp:
+        raise LwzError(None, "actor.pp", f"{pp} does not divide num_layers={arch.num_layers} "
+                       f"(allowed: {', '.join(map(str, _divisors(arch.num_layers)))})")
+    if recipe.actor.sequence_parallel and tp == 1:
+        raise LwzError(None, "actor.sequence_parallel", "needs actor.tp > 1")
+    if cp > 1 and recipe.actor.micro_batch_tokens % (2 * cp):
+        raise LwzError(None, "actor.micro_batch_tokens", f"{recipe.actor.micro_batch_tokens} must be "
+                       f"divisible by 2 x cp = {2 * cp} for context parallelism")
+    rtp = recipe.rollout.tp
+    if arch.num_attention_heads % rtp or (arch.num_key_value_heads % rtp and rtp % arch.num_key_value_heads):
+        raise LwzError(None, "rollout.tp", f"{rtp} must divide num_attention_heads={arch.num_attention_heads} "
+                       f"and divide or be a multiple of num_key_value_heads={arch.num_key_value_heads}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _check_batches(recipe: Recipe, dp: int) -> tuple[int, int]:
+    sequences = recipe.schedule.prompts_per_step * recipe.rollout.group_size
+    mini = recipe.algo.mini_batches
+    what = (f"schedule.prompts_per_step x rollout.group_size = {recipe.schedule.prompts_per_step} x "
+            f"{recipe.rollout.group_size} = {sequences} sequences")
+    if sequences % mini:
+        raise LwzError(None, "algo.mini_batches", f"{what} do not split into {mini} mini-batches")
+    if (sequences // mini) % dp:
+        raise LwzError(None, "schedule.prompts_per_step", f"{what} in {mini} mini-batch(es) of "
+                       f"{sequences // mini} do not divide across data-parallel size {dp}")
+    longest = recipe.rollout.max_prompt_tokens + recipe.rollout.max_tokens
+    if recipe.actor.micro_batch_tokens < longest:
+        raise LwzError(None, "actor.micro_batch_tokens", f"{recipe.actor.micro_batch_tokens} is smaller than one "
+                       f"sequence (rollout.max_prompt_tokens + rollout.max_tokens = {longest})")
+    return sequences, sequences // mini // dp
+
+
+def _check_context(arch: ArchCfg, recipe: Recipe) -> None:
+    longest = recipe.rollout.max_prompt_tokens + recipe.rollout.max_tokens
+    if longest > arch.max_position_embeddings:
+        raise LwzError(None, "rollout.max_tokens", f"rollout.max_prompt_tokens + rollout.max_tokens = "
+                       f"{recipe.rollout.max_prompt_tokens} + {recipe.rollout.max_tokens} = {longest} exceeds the "
+                       f"model's context of {arch.max_position_embeddings} tokens")
+
+
+def _coords(rank: int, tp: int, cp: int, dp: int) -> ActorCoords:
+    rest, t = divmod(rank, tp)
+    rest, c = divmod(rest, cp)
+    p, d = divmod(rest, dp)
+    return ActorCoords(tp=t, cp=c, dp=d, pp=p)
+
+
+def _groups(coords: dict[int, ActorCoords]) -> dict[str, list[list[int]]]:
+    """Process groups: ranks that differ only in one coordinate (model-parallel: in tp, cp, pp)."""
+    fields = [f.name for f in dataclasses.fields(ActorCoords)]
+    groups: dict[str, list[list[int]]] = {}
+    for name, varying in [(f, (f,)) for f in fields] + [("mp", ("tp", "cp", "pp"))]:
+        buckets: dict[tuple, list[int]] = {}
+        for rank, c in sorted(coords.items()):
+            key = tuple(getattr(c, f) for f in fields if f not in varying)
+            buckets.setdefault(key, []).append(rank)
+        groups[name] = sorted(buckets.values())
+    return groups
+
+
+def _engine_budget(fraction: float, recipe: Recipe) -> int | None:
+    """What vLLM may take on one GPU; None on CPU (the engine takes what it needs)."""
+    return int(fraction * recipe.cluster.gpu_memory_gib * GIB) if recipe.cluster.device == "gpu" else None
+
+
+def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int, gpu: bool) -> EngineGroup:
+    rollout = recipe.rollout
+    if rollout.colocate:
+        if actor_world % rollout.tp:
+            raise LwzError(None, "rollout.tp", f"{rollout.tp} does not divide the {actor_world} actor GPUs "
+                           "the colocated engines share")
+        count = actor_world // rollout.tp
+        if rollout.engines is not None and rollout.engines != count:
+            raise LwzError(None, "rollout.engines", f"{rollout.engines} colocated engines of tp {rollout.tp} "
+                           f"need {rollout.engines * rollout.tp} GPUs, the actor has {actor_world} "
+                           f"(use {count} or null)")
+        first = 0
+    else:
+        count, first = rollout.engines, actor_world
+    memory = engine_memory(arch, dtype=recipe.model.dtype, tp=rollout.tp, sequences=rollout.group_size,
+                           tokens_per_sequence=rollout.max_prompt_tokens + rollout.max_tokens,
+                           budget=_engine_budget(rollout.gpu_memory_utilization, recipe))
+    ranks = [list(range(first + i * rollout.tp, first + (i + 1) * rollout.tp)) for i in range(count)]
+    return EngineGroup("rollout", rollout.tp, ranks, rollout.colocate, memory)
+
+
+def _rm_engines(recipe: Recipe, params: dict, actor_world: int, next_free: int, gpu: bool
+                ) -> tuple[EngineGroup, int]:
+    key = "rewards.terms.writing_rm.params"
+    tp = params["tp"]
+    arch = ArchCfg(**params["arch"])
+    if not gpu:  # on CPU the reward model runs in-process on every rank: no engines of its own
+        return EngineGroup("writing_rm", 1, [], True, EngineMemory(0, 0, 0)), next_free
+    arch = _complete_arch(arch, f"{key}.arch", params["model"])
+    if params["colocate"]:
+        if actor_world % tp:
+            raise LwzError(None, f"{key}.tp", f"{tp} does not divide the {actor_world} actor GPUs")
+        count, first = actor_world // tp, 0
+        if params["engines"] is not None and params["engines"] != count:
+            raise LwzError(None, f"{key}.engines", f"{params['engines']} colocated engines of tp {tp} "
+                           f"need {params['engines'] * tp} GPUs, the actor has {actor_world} (use {count} or null)")
+    else:
+        count, first = params["engines"], next_free
+    if arch.num_attention_heads % tp:
+        raise LwzError(None, f"{key}.tp", f"{tp} does not divide the reward model's "
+                       f"num_attention_heads={arch.num_attention_heads}")
+    memory = engine_memory(arch, dtype=recipe.model.dtype, tp=tp, sequences=params["batch_size"],
+                           tokens_per_sequence=params["max_length"],
+                           budget=_engine_budget(params["gpu_memory_utilization"], recipe))
+    ranks = [list(range(first + i * tp, first + (i + 1) * tp)) for i in range(count)]
+    return EngineGroup("writing_rm", tp, ranks, params["colocate"], memory), \
+        next_free if params["colocate"] else first + count * tp
+
+
+def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup], gpu_gib: float) -> dict[str, int]:
+    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget)."""
+    static = max(s.static for s in stages)
+    peaks = {"update": max(s.total for s in stages)}
+    for group in engines:
+        if group.colocated and group.ranks:
+            peaks[group.name] = static + group.memory.budget
+    return peaks
+
+
+def _check_memory(recipe: Recipe, engines: list[EngineGroup], peaks: dict[str, int]) -> None:
+    gpu_bytes = int(recipe.cluster.gpu_memory_gib * GIB)
+    for group in engines:
+        need, budget = group.memory.total, group.memory.budget
+        if group.ranks and need > budget:
+            key = "rollout.gpu_memory_utilization" if group.name == "rollout" else \
+                "rewards.terms.writing_rm.params.gpu_memory_utilization"
+            raise LwzError(None, key, f"a {group.name} engine needs {_gib(group.memory.weights)} weights + "
+                           f"{_gib(group.memory.kv_cache)} KV cache = {_gib(need)} per GPU, more than its "
+                           f"budget {_gib(budget)} of {recipe.cluster.gpu_memory_gib:g} GiB; raise the "
+                           "fraction or the engine's tp")
+    for phase, peak in peaks.items():
+        if peak > gpu_bytes:
+            raise LwzError(None, "cluster.gpu_memory_gib", f"the {phase} phase needs {_gib(peak)} per GPU, "
+                           f"more than {recipe.cluster.gpu_memory_gib:g} GiB; raise actor.tp/pp, enable "
+                           "actor.recompute=full, lower actor.micro_batch_tokens or the engines' memory fraction")
+
+
+def _warnings(recipe: Recipe, engines: list[EngineGroup]) -> list[str]:
+    out = []
+    per_node = recipe.cluster.gpus_per_node
+    if recipe.actor.tp > per_node:
+        out.append(f"actor.tp={recipe.actor.tp} spans nodes ({per_node} GPUs per node): TP across nodes is slow")
+    rollout = engines[0]
+    if rollout.count and recipe.schedule.prompts_per_step % rollout.count:
+        out.append(f"{recipe.schedule.prompts_per_step} prompts do not spread evenly over {rollout.count} "
+                   "rollout engines")
+    return out
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"

@@ -1,0 +1,315 @@
+"""Load a recipe: `base:` inheritance, `key=value` overrides, interpolation, validation.
+
+Every user error becomes an `LwzError` naming the file (or "command line") and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
+                              OmegaConfBaseException, ValidationError)
+
+from lwz.errors import LwzError, did_you_mean
+from lwz.recipe.schema import REWARD_PARAMS, ArchCfg, Recipe
+
+COMMAND_LINE = "command line"
+# Paths that are resolved against the folder of the file that sets them.
+_FILE_RELATIVE = ("model.path", "model.tokenizer")
+
+
+def _asset_path(name: str) -> str:
+    from lwz.assets_cache import asset_path  # local: keeps recipe loading free of heavy imports
+    return str(asset_path(name))
+
+
+if not OmegaConf.has_resolver("asset"):
+    OmegaConf.register_resolver("asset", _asset_path)
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The validated `Recipe` of the file at `path` with `overrides` ("a.b=value") applied."""
+    path = Path(path)
+    cfg = OmegaConf.structured(Recipe)
+    OmegaConf.set_struct(cfg, True)
+    for layer_file, layer in _layers(path, chain=()):
+        _merge(cfg, layer, str(layer_file))
+    for item in overrides:
+        _apply_override(cfg, item)
+    recipe = _to_object(cfg, str(path))
+    _validate(recipe, str(path))
+    _fill_arch(recipe.model.arch, recipe.model.path)
+    for term in recipe.rewards.terms:
+        if term.name == "writing_rm":
+            _fill_arch(term.params["arch"], term.params["model"])
+    return recipe
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (what the run folder keeps)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(recipe))
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise LwzError(str(path), None, "recipe file not found")
+    try:
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise LwzError(str(path), None, f"invalid YAML: {line}{getattr(e, 'problem', None) or e}") from None
+    if not isinstance(cfg, DictConfig):
+        raise LwzError(str(path), None, "a recipe must be a mapping of sections (model:, actor:, ...)")
+    return cfg
+
+
+def _layers(path: Path, chain: tuple[Path, ...]) -> list[tuple[Path, DictConfig]]:
+    """The file's inheritance chain, most basic first, each without its `base` key."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise LwzError(str(path), "base", f"inheritance cycle: {cycle}")
+    cfg = _read_yaml(path)
+    base = cfg.pop("base", None)
+    layers: list[tuple[Path, DictConfig]] = []
+    if base is not None:
+        if not isinstance(base, str):
+            raise LwzError(str(path), "base", f"must be a path to a recipe, got {base!r}")
+        base_path = (path.parent / base) if not os.path.isabs(base) else Path(base)
+        if not base_path.is_file():
+            raise LwzError(str(path), "base", f"base recipe {base_path} not found (paths are relative to {path.parent})")
+        layers = _layers(base_path, (*chain, resolved))
+    _make_paths_absolute(cfg, path.parent)
+    return layers + [(path, cfg)]
+
+
+def _make_paths_absolute(cfg: DictConfig, folder: Path) -> None:
+    for key in _FILE_RELATIVE:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        if isinstance(value, str) and _is_relative_path(value):
+            OmegaConf.update(cfg, key, str((folder / value).resolve()), merge=False)
+    prompts = OmegaConf.select(cfg, "data.prompts", default=None)
+    if isinstance(prompts, ListConfig):
+        cfg.data.prompts = [str((folder / p).resolve()) if isinstance(p, str) and _is_relative_path(p) else p
+                            for p in prompts]
+
+
+def _is_relative_path(value: str) -> bool:
+    return not (os.path.isabs(value) or value.startswith("${") or value.startswith("~"))
+
+
+def _merge(cfg: DictConfig, layer: DictConfig, where: str) -> None:
+    try:
+        cfg.merge_with(layer)
+    except OmegaConfBaseException as e:
+        raise _user_error(e, where, cfg) from None
+
+
+def _apply_override(cfg: DictConfig, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise LwzError(COMMAND_LINE, item, "overrides are key=value (e.g. rollout.group_size=16)")
+    value = _parse_value(raw)
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if parent is None and parent_key:
+        raise _unknown_key_error(cfg, key, COMMAND_LINE)
+    if isinstance(parent, ListConfig) and (not leaf.isdigit() or int(leaf) >= len(parent)):
+        raise _unknown_key_error(cfg, key, COMMAND_LINE)
+    target = OmegaConf.select(cfg, key, default=None)
+    free_form = any(isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict for node in (parent, target))
+    try:
+        OmegaConf.update(cfg, key, value, merge=True, force_add=free_form)
+    except OmegaConfBaseException as e:
+        raise _user_error(e, COMMAND_LINE, cfg, key) from None
+
+
+def _parse_value(raw: str) -> Any:
+    """A YAML scalar/list/dict; YAML 1.1's on/off/yes/no stay strings."""
+    if not raw.strip():
+        return ""
+    if raw.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _to_object(cfg: DictConfig, where: str) -> Recipe:
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise LwzError(where, missing[0], "is required but not set")
+        return OmegaConf.to_object(cfg)
+    except InterpolationResolutionError as e:
+        key = getattr(e, "full_key", None)
+        env = re.search(r"Environment variable '([^']+)' not found", str(e.msg))
+        reason = f"environment variable {env.group(1)} is not set" if env else _first_line(e.msg)
+        raise LwzError(where, key, f"cannot resolve interpolation: {reason}") from None
+    except OmegaConfBaseException as e:
+        raise _user_error(e, where, cfg) from None
+
+
+def _user_error(e: OmegaConfBaseException, where: str, cfg: DictConfig, key: str | None = None) -> LwzError:
+    full_key = getattr(e, "full_key", None) or key
+    if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and full_key:
+        return _unknown_key_error(cfg, full_key, where)
+    if isinstance(e, ValidationError):
+        value = getattr(e, "value", None)
+        expected = _expected_type(full_key)
+        return LwzError(where, full_key, f"{value!r} is not a valid {expected}" if expected else _first_line(e.msg))
+    return LwzError(where, full_key, _first_line(getattr(e, "msg", str(e))))
+
+
+def _unknown_key_error(cfg: DictConfig, full_key: str, where: str) -> LwzError:
+    """'Key X not in section': lists the section's keys and suggests the closest."""
+    parts = re.sub(r"\[(\d+)\]", r".\1", full_key).split(".")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+            continue
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        section = ".".join(parts[:i]) or "the recipe"
+        if isinstance(node, ListConfig):
+            return LwzError(where, ".".join(parts[: i + 1]), f"no item {part} in {section} "
+                            f"(it has {len(node)} item(s), indices 0-{len(node) - 1})")
+        allowed = list(node.keys()) if isinstance(node, DictConfig) else []
+        listing = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
+        return LwzError(where, ".".join(parts[: i + 1]),
+                        f"unknown key in {section}{listing}{did_you_mean(part, allowed)}")
+    return LwzError(where, full_key, "invalid key")
+
+
+def _expected_type(full_key: str | None) -> str | None:
+    if not full_key:
+        return None
+    cls: Any = Recipe
+    ftype: Any = None
+    for part in full_key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return None
+        ftype = fields[part].type
+        cls = _resolve_type(ftype)
+    return str(ftype).replace("Optional[", "").rstrip("]") if ftype else None
+
+
+def _resolve_type(annotation: Any) -> Any:
+    import lwz.recipe.schema as schema
+    if isinstance(annotation, str):
+        name = annotation.replace("Optional[", "").rstrip("]")
+        return getattr(schema, name, None)
+    return annotation
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else "invalid value"
+
+
+def _validate(obj: Any, where: str, prefix: str = "") -> None:
+    """Check every field's choices and bounds, then each reward term's params."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _validate(value, where, key + ".")
+            continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                _validate(item, where, f"{key}.{i}.")
+            continue
+        _check_field(f.metadata, value, where, key)
+    if isinstance(obj, Recipe):
+        _validate_reward_terms(obj, where)
+
+
+def _check_field(meta: Any, value: Any, where: str, key: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise LwzError(where, key, f"{value!r} is not allowed (allowed: {', '.join(choices)}){did_you_mean(value, choices)}")
+    for bound, test, text in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                              ("le", lambda v, b: v <= b, "<=")):
+        limit = meta.get(bound)
+        if limit is not None and isinstance(value, (int, float)) and not test(value, limit):
+            raise LwzError(where, key, f"{value} is out of range (must be {text} {limit:g})")
+
+
+def _validate_reward_terms(recipe: Recipe, where: str) -> None:
+    if not recipe.rewards.terms:
+        raise LwzError(where, "rewards.terms", "at least one reward term is required (allowed names: "
+                       f"{', '.join(REWARD_PARAMS)})")
+    seen: set[str] = set()
+    for i, term in enumerate(recipe.rewards.terms):
+        if term.name in seen:
+            raise LwzError(where, f"rewards.terms.{i}.name", f"reward {term.name!r} appears twice")
+        seen.add(term.name)
+        schema = OmegaConf.structured(REWARD_PARAMS[term.name])
+        OmegaConf.set_struct(schema, True)
+        prefix = f"rewards.terms.{i}.params"
+        try:
+            schema.merge_with(OmegaConf.create(term.params))
+            missing = sorted(OmegaConf.missing_keys(schema))
+            if missing:
+                raise LwzError(where, f"{prefix}.{missing[0]}", f"is required by the {term.name!r} reward")
+            params = OmegaConf.to_object(schema)
+        except (ConfigKeyError, ConfigAttributeError) as e:
+            allowed = [f.name for f in dataclasses.fields(REWARD_PARAMS[term.name])]
+            bad = str(getattr(e, "full_key", None) or getattr(e, "key", "")).split(".")[-1]
+            raise LwzError(where, f"{prefix}.{bad}", f"unknown parameter of the {term.name!r} reward "
+                           f"(allowed: {', '.join(allowed)}){did_you_mean(bad, allowed)}") from None
+        except ValidationError as e:
+            raise LwzError(where, f"{prefix}.{e.full_key}", f"{e.value!r} is not a valid value") from None
+        _validate(params, where, prefix + ".")
+        term.params = dataclasses.asdict(params)
+
+
+_HF_KEYS = {"num_layers": "num_hidden_layers", "hidden_size": "hidden_size",
+            "num_attention_heads": "num_attention_heads", "num_key_value_heads": "num_key_value_heads",
+            "head_dim": "head_dim", "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
+            "max_position_embeddings": "max_position_embeddings",
+            "tie_word_embeddings": "tie_word_embeddings", "rms_norm_eps": "rms_norm_eps"}
+
+
+def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
+    """ArchCfg fields from an HF config.json dict (Qwen2 and Llama families)."""
+    model_type = config.get("model_type", "")
+    facts = {ours: config[theirs] for ours, theirs in _HF_KEYS.items() if config.get(theirs) is not None}
+    facts["family"] = "qwen2" if model_type.startswith("qwen2") else "llama" if model_type == "llama" else None
+    facts["qkv_bias"] = True if model_type.startswith("qwen2") else bool(config.get("attention_bias", False))
+    rope = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta")
+    if rope is not None:
+        facts["rope_theta"] = float(rope)
+    facts.setdefault("num_key_value_heads", config.get("num_attention_heads"))
+    facts.setdefault("tie_word_embeddings", False)
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _fill_arch(arch: ArchCfg | dict, model_path: str) -> None:
+    """Fill unset architecture facts from MODEL/config.json when that file is readable."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return
+    try:
+        hf = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LwzError(str(config_file), None, f"cannot read model config: {e}") from None
+    for key, value in arch_from_hf_config(hf).items():
+        if isinstance(arch, dict):
+            arch[key] = value if arch.get(key) is None else arch[key]
+        elif getattr(arch, key) is None:
+            setattr(arch, key, value)

@@ -1,0 +1,257 @@
+"""The recipe schema: every setting of a run, its type, default and meaning, in one place.
+
+Each field carries its documentation and allowed values in `metadata` (see `setting`); the loader
+validates against it and `lwz.recipe.reference` renders the README's recipe reference from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+def setting(default: Any = MISSING, doc: str = "", *, choices: tuple[str, ...] | None = None,
+            ge: float | None = None, gt: float | None = None, le: float | None = None,
+            factory: Any = None) -> Any:
+    """A dataclass field with its documentation and allowed values."""
+    metadata = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ArchCfg:
+    """Architecture facts; unset (null) fields are read from `model.path`/config.json."""
+
+    family: Optional[str] = setting(None, "Model family.", choices=("qwen2", "llama"))
+    num_layers: Optional[int] = setting(None, "Transformer layers (HF num_hidden_layers).", ge=1)
+    hidden_size: Optional[int] = setting(None, "Hidden size.", ge=1)
+    num_attention_heads: Optional[int] = setting(None, "Query heads.", ge=1)
+    num_key_value_heads: Optional[int] = setting(None, "KV heads (grouped-query attention).", ge=1)
+    head_dim: Optional[int] = setting(None, "Head dimension; null: hidden_size / num_attention_heads.", ge=1)
+    intermediate_size: Optional[int] = setting(None, "SwiGLU MLP inner size.", ge=1)
+    vocab_size: Optional[int] = setting(None, "Vocabulary size of the embedding (HF config).", ge=1)
+    max_position_embeddings: Optional[int] = setting(None, "Longest context the model supports.", ge=1)
+    qkv_bias: Optional[bool] = setting(None, "Bias on the Q/K/V projections (Qwen2: true).")
+    tie_word_embeddings: Optional[bool] = setting(None, "Output layer shares the input embedding.")
+    rope_theta: Optional[float] = setting(None, "RoPE base.", gt=0)
+    rms_norm_eps: Optional[float] = setting(None, "RMSNorm epsilon.", gt=0)
+
+
+@dataclass
+class ModelCfg:
+    """The policy model."""
+
+    path: str = setting(MISSING, "Local HF model folder (config.json, safetensors, tokenizer); "
+                        "`${asset:tiny-qwen2}` names a model lwz builds locally.")
+    tokenizer: Optional[str] = setting(None, "Tokenizer folder; null: model.path.")
+    dtype: str = setting("bf16", "Parameter and compute dtype.", choices=("bf16", "fp16", "fp32"))
+    arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts (see ArchCfg).")
+
+
+@dataclass
+class ActorCfg:
+    """The learner: Megatron-core with tensor/pipeline/context/data parallelism."""
+
+    backend: str = setting("megatron", "Training backend.", choices=("megatron",))
+    tp: int = setting(1, "Tensor-parallel size.", ge=1)
+    pp: int = setting(1, "Pipeline-parallel size.", ge=1)
+    cp: int = setting(1, "Context-parallel size.", ge=1)
+    sequence_parallel: bool = setting(False, "Megatron sequence parallelism (GPU only, needs TP > 1).")
+    recompute: str = setting("none", "Activation recomputation.", choices=("none", "full"))
+    distributed_optimizer: bool = setting(True, "Shard Adam states across data-parallel ranks.")
+    lr: float = setting(1.0e-6, "Peak learning rate.", gt=0)
+    lr_schedule: str = setting("constant", "Decay after warm-up.", choices=("constant", "linear", "cosine"))
+    warmup_steps: int = setting(0, "Linear warm-up, in optimizer steps.", ge=0)
+    min_lr: float = setting(0.0, "Final learning rate of linear/cosine decay.", ge=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
+    adam_beta1: float = setting(0.9, "Adam beta1.", ge=0, le=1)
+    adam_beta2: float = setting(0.999, "Adam beta2.", ge=0, le=1)
+    adam_eps: float = setting(1.0e-8, "Adam epsilon.", gt=0)
+    grad_clip: float = setting(1.0, "Global gradient-norm clip; 0 disables.", ge=0)
+    micro_batch_tokens: int = setting(16384, "Token budget of one micro-batch (sequences are packed "
+                                      "up to it; one sequence must fit).", ge=1)
+
+
+@dataclass
+class RolloutCfg:
+    """Generation with vLLM engines."""
+
+    engine: str = setting("vllm", "Rollout engine.", choices=("vllm",))
+    tp: int = setting(1, "Tensor-parallel size of one engine.", ge=1)
+    engines: Optional[int] = setting(None, "Number of engines; null: derived (colocated: actor GPUs / tp).", ge=1)
+    colocate: bool = setting(True, "Engines share the actor's GPUs (sleep during the update); "
+                             "false: engines get GPUs of their own (GPU only).")
+    gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
+    group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
+    temperature: float = setting(0.8, "Sampling temperature.", ge=0)
+    top_p: float = setting(1.0, "Nucleus sampling.", gt=0, le=1)
+    max_tokens: int = setting(1024, "Longest response, in tokens; longer ones are cut and flagged truncated.", ge=1)
+    max_prompt_tokens: int = setting(1024, "Longest prompt after templating, in tokens.", ge=1)
+    stop: list[str] = setting(factory=lambda: ["</answer>"], doc="Stop strings (kept in the output).")
+    template: str = setting("think", "Prompt template: think then answer, or answer directly.",
+                            choices=("think", "nothink"))
+
+
+@dataclass
+class RewardTermCfg:
+    """One reward term; `params` are checked against the term's own schema (REWARD_PARAMS)."""
+
+    name: str = setting(MISSING, "Registered reward name.", choices=("length", "format", "writing_rm"))
+    weight: float = setting(1.0, "Weight in the combination.", ge=0)
+    params: dict[str, Any] = setting(factory=dict, doc="The term's parameters (see its params table).")
+
+
+@dataclass
+class RewardsCfg:
+    """How rewards become one advantage."""
+
+    combine: str = setting("mean_of_normalized", "mean_of_normalized: weighted mean of per-reward "
+                           "group-normalised advantages (the paper); weighted_sum: normalise the "
+                           "weighted sum of rewards.", choices=("mean_of_normalized", "weighted_sum"))
+    terms: list[RewardTermCfg] = setting(factory=list, doc="Reward terms (at least one).")
+    eps: float = setting(1.0e-6, "Added to the group std before dividing.", gt=0)
+
+
+@dataclass
+class LengthParams:
+    """Parameters of the `length` reward (PAPER.md)."""
+
+    l_max: int = setting(20000, "Length (words) at which the reward above the range reaches 0.", ge=1)
+    zero_range_reward: float = setting(1.0, "Reward for prompts annotated [0, 0] (constant: no length signal).",
+                                       ge=0, le=1)
+
+
+@dataclass
+class FormatParams:
+    """Parameters of the `format` reward (think/answer structure and repetition)."""
+
+    ngram: int = setting(4, "n of the n-gram repetition rate (words; CJK: characters).", ge=1)
+    max_ngram_repeat: float = setting(0.3, "Repetition rate above which the reward is 0.", ge=0, le=1)
+    paragraph_similarity: float = setting(0.8, "Jaccard similarity above which two paragraphs are duplicates.",
+                                          ge=0, le=1)
+    max_duplicate_paragraphs: float = setting(0.2, "Duplicate-paragraph ratio above which the reward is 0.",
+                                              ge=0, le=1)
+
+
+@dataclass
+class WritingRMParams:
+    """Parameters of the `writing_rm` reward (a Bradley-Terry scalar reward model)."""
+
+    model: str = setting(MISSING, "Local HF folder of the reward model.")
+    arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts of the reward model (for the plan).")
+    tp: int = setting(1, "Tensor-parallel size of one reward-model engine (GPU).", ge=1)
+    engines: Optional[int] = setting(None, "Engines; null: derived (colocated: GPUs / tp).", ge=1)
+    colocate: bool = setting(True, "Share the actor's GPUs (asleep outside the reward phase).")
+    gpu_memory_utilization: float = setting(0.3, "Fraction of each GPU an engine may take.", gt=0, le=1)
+    batch_size: int = setting(16, "Responses scored per request.", ge=1)
+    max_length: int = setting(16384, "Longest prompt + answer scored, in tokens (longer: truncated from the left).",
+                              ge=1)
+    timeout_s: float = setting(600.0, "Seconds a scoring request may take.", gt=0)
+    on_failure: str = setting("error", "error: stop the run; skip_term: drop this term for the step and log it.",
+                              choices=("error", "skip_term"))
+
+
+REWARD_PARAMS: dict[str, type] = {"length": LengthParams, "format": FormatParams, "writing_rm": WritingRMParams}
+
+
+@dataclass
+class AlgoCfg:
+    """The RL algorithm."""
+
+    name: str = setting("grpo", "Algorithm.", choices=("grpo",))
+    clip_low: float = setting(0.2, "Lower clip: ratio >= 1 - clip_low.", ge=0, le=1)
+    clip_high: float = setting(0.2, "Upper clip: ratio <= 1 + clip_high.", ge=0)
+    kl_coef: float = setting(0.0, "KL penalty to the reference policy; 0: no reference model.", ge=0)
+    kl_estimator: str = setting("k3", "KL estimator.", choices=("k1", "k3"))
+    loss_agg: str = setting("token_mean", "token_mean: mean over all response tokens; seq_mean: mean "
+                            "over sequences of each sequence's token mean.", choices=("token_mean", "seq_mean"))
+    mini_batches: int = setting(1, "Optimizer steps per rollout batch.", ge=1)
+    epochs: int = setting(1, "Passes over each rollout batch.", ge=1)
+
+
+@dataclass
+class ScheduleCfg:
+    """How long and how often."""
+
+    steps: int = setting(150, "RL steps (rollout + update).", ge=1)
+    prompts_per_step: int = setting(64, "Prompts per step (each sampled group_size times).", ge=1)
+    save_every: int = setting(10, "Checkpoint interval in steps; 0: only at the end.", ge=0)
+    keep_checkpoints: int = setting(2, "Checkpoints kept (oldest deleted).", ge=1)
+    eval_every: int = setting(0, "Evaluation interval in steps; 0: never.", ge=0)
+    seed: int = setting(1234, "Seed of data order, sampling and initialisation.")
+
+
+@dataclass
+class DataCfg:
+    """Training prompts."""
+
+    prompts: list[str] = setting(factory=list, doc="JSONL/parquet files of prompts (relative to the recipe).")
+    prompt_field: str = setting("prompt", "Field holding the user's request.")
+    range_field: str = setting("length_range", "Field holding the [lo, hi] target word range.")
+    shuffle: bool = setting(True, "Shuffle each epoch (seeded).")
+    limit: Optional[int] = setting(None, "Use only the first N prompts.", ge=1)
+
+
+@dataclass
+class ClusterCfg:
+    """Where the run executes."""
+
+    device: str = setting("gpu", "gpu: one rank per GPU; cpu: one rank per CPU process.", choices=("gpu", "cpu"))
+    launcher: str = setting("auto", "auto: SLURM when sbatch is on PATH, else local processes.",
+                            choices=("auto", "slurm", "local"))
+    nodes: int = setting(1, "Nodes.", ge=1)
+    gpus_per_node: int = setting(8, "GPUs per node (device=cpu: worker processes per node).", ge=1)
+    gpu_memory_gib: float = setting(80.0, "Memory of one GPU, GiB.", gt=0)
+    cpus_per_task: int = setting(8, "CPUs per rank.", ge=1)
+    mem_gb: Optional[int] = setting(None, "Memory per node, GB (SLURM --mem); null: the partition's default.", ge=1)
+    partition: Optional[str] = setting(None, "SLURM partition.")
+    account: Optional[str] = setting(None, "SLURM account.")
+    qos: Optional[str] = setting(None, "SLURM QOS.")
+    time: str = setting("24:00:00", "SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
+    constraint: Optional[str] = setting(None, "SLURM constraint (e.g. h100).")
+    setup: list[str] = setting(factory=list, doc="Shell lines run before the job (module load, source venv).")
+    container: Optional[str] = setting(None, "Container image (pyxis --container-image).")
+    sbatch: dict[str, str] = setting(factory=dict, doc="Extra sbatch options, name -> value.")
+    max_requeues: int = setting(3, "Times a preempted or timed-out job requeues itself.", ge=0)
+
+
+@dataclass
+class WandbCfg:
+    """Weights & Biases."""
+
+    mode: str = setting("offline", "online, offline (sync later) or disabled.",
+                        choices=("online", "offline", "disabled"))
+    project: str = setting("lwz", "W&B project.")
+    entity: Optional[str] = setting(None, "W&B entity.")
+    group: Optional[str] = setting(None, "W&B group; null: the recipe name.")
+    tags: list[str] = setting(factory=list, doc="W&B tags.")
+
+
+@dataclass
+class LoggingCfg:
+    """Where results go."""
+
+    output_dir: str = setting("runs", "Runs go to OUTPUT_DIR/<name>/<run> (relative: to the working directory).")
+    run: Optional[str] = setting(None, "Run folder name; null: a timestamp.")
+    samples_per_step: int = setting(4, "Samples written to the sample table each step.", ge=0)
+    wandb: WandbCfg = setting(factory=WandbCfg, doc="W&B settings.")
+
+
+@dataclass
+class Recipe:
+    """A whole run."""
+
+    name: str = setting("lwz", "Experiment name (run folder, W&B group).")
+    model: ModelCfg = setting(factory=ModelCfg, doc="Policy model.")
+    actor: ActorCfg = setting(factory=ActorCfg, doc="Learner.")
+    rollout: RolloutCfg = setting(factory=RolloutCfg, doc="Generation.")
+    rewards: RewardsCfg = setting(factory=RewardsCfg, doc="Rewards and their combination.")
+    algo: AlgoCfg = setting(factory=AlgoCfg, doc="RL algorithm.")
+    schedule: ScheduleCfg = setting(factory=ScheduleCfg, doc="Steps and intervals.")
+    data: DataCfg = setting(factory=DataCfg, doc="Training prompts.")
+    cluster: ClusterCfg = setting(factory=ClusterCfg, doc="Hardware and scheduler.")
+    logging: LoggingCfg = setting(factory=LoggingCfg, doc="Outputs and tracking.")

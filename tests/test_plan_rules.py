@@ -1,0 +1,137 @@
+"""One test per resolver check: each rejects with the key and the numbers."""
+
+from pathlib import Path
+
+import pytest
+
+from lwz.errors import LwzError
+from lwz.plan.resolve import resolve
+from lwz.recipe.load import load_recipe
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+PAPER = RECIPES / "longwriter_zero.yaml"
+
+
+def plan(*overrides, recipe=PAPER):
+    return resolve(load_recipe(recipe, overrides))
+
+
+def rejects(key, *fragments, overrides=(), recipe=PAPER):
+    with pytest.raises(LwzError) as info:
+        plan(*overrides, recipe=recipe)
+    assert info.value.key == key, str(info.value)
+    for fragment in fragments:
+        assert fragment in info.value.message, str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_paper_plan_shape():
+    p = plan()
+    assert (p.world_size, p.tp, p.pp, p.dp, p.cp) == (64, 8, 2, 4, 1)
+    assert p.engine("rollout").count == 16 and p.engine("rollout").ranks[1] == [4, 5, 6, 7]
+    assert p.engine("writing_rm").count == 8
+    assert p.sequences_per_step == 2048 and p.sequences_per_dp_rank == 512
+
+
+def test_rank_grid_follows_megatron_order():
+    p = plan()
+    assert p.coords[9].tp == 1 and p.coords[9].dp == 1 and p.coords[9].pp == 0
+    assert p.coords[32].pp == 1 and p.coords[32].dp == 0
+    assert p.groups["tp"][0] == list(range(8))
+    assert p.groups["dp"][0] == [0, 8, 16, 24]
+    assert p.groups["pp"][0] == [0, 32]
+    assert len(p.groups["mp"]) == 4 and p.groups["mp"][0] == list(range(8)) + list(range(32, 40))
+
+
+def test_heads_not_divisible_by_tp():
+    rejects("actor.tp", "num_attention_heads=40", "allowed: 1, 2, 4, 5, 8",
+            overrides=["actor.tp=16", "actor.pp=1", "cluster.nodes=16"])
+
+
+def test_kv_groups_not_divisible_by_tp():
+    rejects("actor.tp", "num_key_value_heads=8", overrides=["actor.tp=10", "actor.pp=1", "cluster.nodes=10",
+                                                            "cluster.gpus_per_node=4", "actor.sequence_parallel=false"])
+
+
+def test_layers_not_divisible_by_pp():
+    rejects("actor.pp", "num_layers=64", overrides=["actor.pp=3", "cluster.nodes=6", "cluster.gpus_per_node=4",
+                                                    "actor.tp=8"])
+
+
+def test_world_size_not_matching_the_grid():
+    rejects("actor", "world size 60", "8 x 2 x 1 = 16", overrides=["cluster.gpus_per_node=6", "cluster.nodes=10"])
+
+
+def test_sequences_not_divisible_into_mini_batches():
+    rejects("algo.mini_batches", "64 x 32 = 2048", "3 mini-batches", overrides=["algo.mini_batches=3"])
+
+
+def test_sequences_not_divisible_across_dp():
+    rejects("schedule.prompts_per_step", "data-parallel size 4", overrides=["schedule.prompts_per_step=3",
+                                                                           "rollout.group_size=6"])
+
+
+def test_micro_batch_smaller_than_one_sequence():
+    rejects("actor.micro_batch_tokens", "15024", overrides=["actor.micro_batch_tokens=8192"])
+
+
+def test_prompt_plus_max_tokens_over_context():
+    rejects("rollout.max_tokens", "exceeds the model's context of 131072",
+            overrides=["rollout.max_tokens=140000", "actor.micro_batch_tokens=200000"])
+
+
+def test_gpu_only_options_on_cpu():
+    rejects("actor.sequence_parallel", "GPU-only", overrides=["cluster.device=cpu"])
+    rejects("rollout.colocate", "GPU-only", overrides=["cluster.device=cpu", "actor.sequence_parallel=false",
+                                                       "rollout.colocate=false", "rollout.engines=2"])
+
+
+def test_more_gpus_than_the_cluster_has():
+    rejects("cluster", "64 GPUs", "need 80", overrides=["rollout.colocate=false", "rollout.engines=20"])
+
+
+def test_separate_engines_need_a_count():
+    rejects("rollout.engines", "must be set", overrides=["rollout.colocate=false"])
+
+
+def test_colocated_engine_count_must_cover_the_actor():
+    rejects("rollout.engines", "use 16 or null", overrides=["rollout.engines=4"])
+
+
+def test_rollout_tp_must_fit_the_heads():
+    rejects("rollout.tp", "num_attention_heads=40", overrides=["rollout.tp=16"])
+
+
+def test_sequence_parallel_needs_tp():
+    rejects("actor.sequence_parallel", "tp > 1", overrides=["actor.tp=1", "actor.pp=1"])
+
+
+def test_context_parallel_needs_even_split():
+    rejects("actor.micro_batch_tokens", "2 x cp = 4", overrides=["actor.cp=2", "actor.pp=1",
+                                                                 "actor.micro_batch_tokens=16385"])
+
+
+def test_plan_that_does_not_fit_is_rejected_with_numbers():
+    rejects("cluster.gpu_memory_gib", "rollout phase needs", "more than 80 GiB",
+            overrides=["rollout.gpu_memory_utilization=0.9"])
+
+
+def test_engine_that_cannot_hold_one_group_is_rejected():
+    rejects("rollout.gpu_memory_utilization", "KV cache", "budget 32.0 GiB",
+            overrides=["rollout.gpu_memory_utilization=0.4"])
+
+
+def test_missing_architecture_facts():
+    rejects("model.arch.num_layers", "config.json", overrides=["model.arch.num_layers=null"])
+
+
+def test_separate_engines_take_gpus_after_the_actor():
+    p = plan("rollout.colocate=false", "rollout.engines=4", "rollout.tp=8", "actor.pp=4",
+             "rollout.gpu_memory_utilization=0.9")
+    assert p.actor_world == 32 and p.dp == 1
+    assert p.engine("rollout").ranks[0] == list(range(32, 40))
+
+
+def test_tiny_cpu_plan_runs_one_engine_per_rank_with_tp2():
+    p = plan("actor.tp=2", "cluster.gpus_per_node=2", recipe=RECIPES / "tiny.yaml")
+    assert p.device == "cpu" and p.dp == 1 and p.engine("rollout").count == 2
