@@ -1,0 +1,1 @@
+"""Training prompts and the templates that wrap them."""
