@@ -66,12 +66,11 @@ def test_scores_aggregate_per_query_domain_and_overall_and_failures_are_reported
     outputs = ['{"score": 8, "reason": "a"}', '{"score": 6, "reason": "b"}',  # query 1 -> 7
                '{"score": 9, "reason": "c"}', "no score here",               # query 2 -> 9, one failure
                "garbage", '{"score": 42}']                                    # query 3 -> unscored
-    requests = [
-        *critic_requests([{"index": 1, "domain1": "Finance", "query": "q1", "checklist": [{"name": "c1"}, {"name": "c2"}]},
-                          {"index": 2, "domain1": "Finance", "query": "q2", "checklist": [{"name": "c1"}, {"name": "c2"}]},
-                          {"index": 3, "domain1": "Academic", "query": "q3", "checklist": [{"name": "c1"}, {"name": "c2"}]}],
-                         {1: "r1", 2: "r2", 3: "r3"}, load_critic_prompts()),
+    rows = [
+        {"index": i, "domain1": domain, "query": f"q{i}", "checklist": [{"name": "c1"}, {"name": "c2"}]}
+        for i, domain in [(1, "Finance"), (2, "Finance"), (3, "Academic")]
     ]
+    requests = critic_requests(rows, {1: "r1", 2: "r2", 3: "r3"}, load_critic_prompts())
     summary = aggregate(score_outputs(requests, outputs))
     assert summary.per_query == {1: 7.0, 2: 9.0}
     assert summary.per_domain == {"Finance": 8.0}
@@ -93,6 +92,9 @@ def test_bad_writingbench_row_names_file_line_and_key(tmp_path):
     good = {"index": 1, "domain1": "A", "domain2": "B", "query": "q", "checklist": [{"name": "c"}]}
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "checklist": [{"criteria": "x"}]}) + "\n")
     with pytest.raises(LwzError, match=rf"{path}:2: checklist.0: must be an object with a string 'name'"):
+        load_writingbench(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(LwzError, match=rf"{path}:2: index: 1 repeats an earlier row's index"):
         load_writingbench(path)
 
 

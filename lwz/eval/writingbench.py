@@ -154,5 +154,7 @@ def load_writingbench(path: str | os.PathLike) -> list[dict[str, Any]]:
         for n, criterion in enumerate(row["checklist"]):
             if not isinstance(criterion, dict) or not isinstance(criterion.get("name"), str):
                 raise LwzError(where, f"checklist.{n}", "must be an object with a string 'name'")
+        if any(row["index"] == seen["index"] for seen in rows):
+            raise LwzError(where, "index", f"{row['index']!r} repeats an earlier row's index")
         rows.append(row)
     return rows
