@@ -46,7 +46,7 @@ class CriticScore:
 
 def after_think(text: str) -> str:
     """The text after the first `</think>`, or all of it when there is none."""
-    head, marker, tail = text.partition(THINK_CLOSE)
+    _, marker, tail = text.partition(THINK_CLOSE)
     return tail if marker else text
 
 

@@ -111,7 +111,7 @@ def _fit_strengths(wins: np.ndarray, l2: float, tol: float = 1e-10, max_iter: in
         p = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
         grad = (wins - games * p).sum(axis=1) - l2 * theta
         if np.max(np.abs(grad)) < tol:
-            break
+            return theta
         weight = games * p * p.T
         hessian = weight - np.diag(weight.sum(axis=1)) - l2 * np.eye(n)
         free = slice(None) if l2 > 0 else slice(1, None)  # without a prior, fix t_0 = 0 (the gauge)
@@ -121,7 +121,7 @@ def _fit_strengths(wins: np.ndarray, l2: float, tol: float = 1e-10, max_iter: in
         while objective(theta + size * step) < before - 1e-12 and size > 1e-8:
             size /= 2.0
         theta = theta + size * step
-    return theta
+    raise AssertionError(f"Bradley-Terry fit did not converge in {max_iter} Newton steps (gradient {grad})")
 
 
 def bradley_terry(
