@@ -127,14 +127,18 @@ class LengthParams:
 
 @dataclass
 class FormatParams:
-    """Parameters of the `format` reward (think/answer structure and repetition)."""
+    """Parameters of the `format` reward: think/answer structure, zero when the answer repeats itself."""
 
-    ngram: int = setting(4, "n of the n-gram repetition rate (words; CJK: characters).", ge=1)
-    max_ngram_repeat: float = setting(0.3, "Repetition rate above which the reward is 0.", ge=0, le=1)
-    paragraph_similarity: float = setting(0.8, "Jaccard similarity above which two paragraphs are duplicates.",
-                                          ge=0, le=1)
-    max_duplicate_paragraphs: float = setting(0.2, "Duplicate-paragraph ratio above which the reward is 0.",
-                                              ge=0, le=1)
+    expect_think: Optional[bool] = setting(None, "Expect <think>...</think><answer>...</answer> (true) or one "
+                                           "<answer> only (false); null: from rollout.template.")
+    ngram: int = setting(4, "n of the n-gram repetition rate and paragraph shingles, in words.", ge=1)
+    ngram_cjk: int = setting(8, "The same n in CJK characters (natural Chinese repeats many short n-grams).", ge=1)
+    max_ngram_repeat: float = setting(0.4, "Repetition rate above which the reward is 0 (1 disables).", ge=0, le=1)
+    paragraph_similarity: float = setting(0.5, "Shingle Jaccard similarity from which two paragraphs are duplicates.",
+                                          gt=0, le=1)
+    min_paragraph_units: int = setting(10, "Shorter paragraphs (headings, list items) are not compared.", ge=1)
+    max_duplicate_paragraphs: float = setting(0.2, "Duplicate-paragraph ratio above which the reward is 0 "
+                                              "(1 disables).", ge=0, le=1)
 
 
 @dataclass
