@@ -1,0 +1,78 @@
+"""The GRPO policy loss: token-level clipped ratio, optional KL to a reference, loss aggregation.
+
+Per response token t of sequence b with advantage A_b and ratio rho = exp(logp - logp_old):
+  l_bt = max(-A_b rho, -A_b clip(rho, 1 - clip_low, 1 + clip_high)) + kl_coef KL_bt
+  KL (k1) = logp - logp_ref;  KL (k3) = exp(logp_ref - logp) - (logp_ref - logp) - 1
+Aggregation: token_mean = sum_bt l_bt / N_tokens;  seq_mean = sum_b (sum_t l_bt / T_b) / N_seqs.
+`normalizer` replaces N_tokens / N_seqs by the count over the whole (data-parallel) mini-batch, so
+micro-batch losses add up to the mini-batch's mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The recipe's algo section, as the loss needs it."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    loss_agg: str = "token_mean"
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token KL(pi || pi_ref) estimate from sampled tokens."""
+    if estimator == "k1":
+        return logprobs - ref_logprobs
+    if estimator == "k3":
+        log_ratio = ref_logprobs - logprobs
+        return torch.exp(log_ratio) - log_ratio - 1
+    raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, settings: LossSettings, ref_logprobs: torch.Tensor | None = None,
+                normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a batch of [B, T] token logprobs and [B] advantages, and detached metrics."""
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.to(logprobs.dtype).unsqueeze(-1)
+    clipped_ratio = torch.clamp(ratio, 1 - settings.clip_low, 1 + settings.clip_high)
+    per_token = torch.maximum(-adv * ratio, -adv * clipped_ratio)
+    metrics: dict[str, torch.Tensor] = {}
+    if settings.kl_coef > 0:
+        assert ref_logprobs is not None, "kl_coef > 0 needs reference logprobs"
+        kl = kl_penalty(logprobs, ref_logprobs, settings.kl_estimator)
+        per_token = per_token + settings.kl_coef * kl
+        metrics["kl"] = _masked_mean(kl, mask).detach()
+    loss = aggregate(per_token, mask, settings.loss_agg, normalizer)
+    with torch.no_grad():
+        clipped = (-adv * clipped_ratio > -adv * ratio).to(mask.dtype)
+        metrics.update(clip_fraction=_masked_mean(clipped, mask),
+                       clip_low_fraction=_masked_mean(clipped * (ratio < 1 - settings.clip_low), mask),
+                       clip_high_fraction=_masked_mean(clipped * (ratio > 1 + settings.clip_high), mask),
+                       ratio_mean=_masked_mean(ratio, mask),
+                       approx_kl_old=_masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask))
+    return loss, metrics
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, normalizer: float | None = None
+              ) -> torch.Tensor:
+    """Reduce [B, T] per-token losses to a scalar (token_mean or seq_mean)."""
+    if mode == "token_mean":
+        total = (per_token * mask).sum()
+        return total / (normalizer if normalizer is not None else mask.sum().clamp(min=1))
+    if mode == "seq_mean":
+        per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_seq.sum() / (normalizer if normalizer is not None else per_seq.numel())
+    raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
