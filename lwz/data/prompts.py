@@ -1,0 +1,78 @@
+"""Training prompts: loading (HF datasets, local files) and an epoch-aware, resumable order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lwz.errors import LwzError
+from lwz.rewards.length import LENGTH_RANGE_KEY, check_range
+
+_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_field: str = "length_range",
+                 limit: int | None = None) -> list[dict]:
+    """Rows with `prompt` and `length_range` (copied from the recipe's fields), other fields kept."""
+    if not files:
+        raise LwzError(None, "data.prompts", "no prompt files given")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    rows: list[dict] = []
+    for file in files:
+        path = Path(file)
+        kind = _FORMATS.get(path.suffix)
+        if kind is None or not path.is_file():
+            why = "not found" if kind else f"unsupported format (allowed: {', '.join(_FORMATS)})"
+            raise LwzError(str(path), "data.prompts", why)
+        dataset = load_dataset(kind, data_files=str(path), split="train")
+        for line, row in enumerate(dataset, start=1):
+            rows.append(_normalise(row, f"{path}:{line}", prompt_field, range_field))
+    return rows[:limit] if limit else rows
+
+
+def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> dict:
+    prompt = row.get(prompt_field)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LwzError(where, prompt_field, "missing or empty prompt (set data.prompt_field)")
+    out = dict(row)
+    out["prompt"] = prompt
+    if row.get(range_field) is None:
+        raise LwzError(where, range_field, "missing length range [lo, hi] (annotate with `lwz annotate-lengths` "
+                       "or set data.range_field)")
+    try:
+        out[LENGTH_RANGE_KEY] = list(check_range(row[range_field]))
+    except LwzError as e:
+        raise LwzError(where, range_field, e.message) from None
+    return out
+
+
+class PromptOrder:
+    """Which prompts each step sees: a seeded permutation per epoch, a pure function of the step."""
+
+    def __init__(self, num_prompts: int, per_step: int, seed: int, shuffle: bool = True):
+        if num_prompts < 1:
+            raise LwzError(None, "data.prompts", "the prompt files hold no prompts")
+        self.num_prompts, self.per_step, self.seed, self.shuffle = num_prompts, per_step, seed, shuffle
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_prompts)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_prompts)
+
+    def indices(self, step: int) -> list[int]:
+        """Prompt indices of `step` (0-based); consecutive steps walk through epochs without repeats."""
+        start = step * self.per_step
+        out = []
+        for position in range(start, start + self.per_step):
+            epoch, offset = divmod(position, self.num_prompts)
+            out.append(int(self._permutation(epoch)[offset]))
+        return out
+
+    def epoch(self, step: int) -> int:
+        """The epoch the first prompt of `step` belongs to."""
+        return step * self.per_step // self.num_prompts

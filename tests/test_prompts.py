@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from lwz.data.prompts import PromptOrder, load_prompts
+from lwz.errors import LwzError
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return str(path)
+
+
+def test_load_copies_range_field(tmp_path):
+    f = write(tmp_path / "p.jsonl", [{"q": "写一篇文章", "r": [100, 300]}, {"q": "Write", "r": [0, 0]}])
+    rows = load_prompts([f], prompt_field="q", range_field="r")
+    assert rows[0]["prompt"] == "写一篇文章" and rows[0]["length_range"] == [100, 300]
+    assert rows[1]["length_range"] == [0, 0]
+
+
+@pytest.mark.parametrize("row, key", [({"prompt": ""}, "prompt"), ({"prompt": "x"}, "length_range"),
+                                      ({"prompt": "x", "length_range": [300, 100]}, "length_range")])
+def test_bad_rows_name_file_line_and_field(tmp_path, row, key):
+    f = write(tmp_path / "p.jsonl", [{"prompt": "ok", "length_range": [1, 2]}, row])
+    with pytest.raises(LwzError) as e:
+        load_prompts([f])
+    assert e.value.where.endswith("p.jsonl:2") and e.value.key == key
+
+
+def test_order_covers_each_epoch_once_and_is_resumable():
+    order = PromptOrder(num_prompts=10, per_step=4, seed=3)
+    first_epoch = order.indices(0) + order.indices(1) + order.indices(2)[:2]
+    assert sorted(first_epoch) == list(range(10))
+    assert order.indices(2) == PromptOrder(10, 4, 3).indices(2)        # a pure function of the step
+    assert order.epoch(2) == 0 and order.epoch(3) == 1
+    assert order.indices(0) != PromptOrder(10, 4, 4).indices(0)
