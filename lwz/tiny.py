@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from lwz.assets_cache import cache_dir
+from lwz.atomic import fsync_dir
 
 __all__ = ["build_qwen2", "cache_dir", "tiny_qwen2_path", "TINY_QWEN2_SHAPE"]
 
@@ -293,8 +294,4 @@ def _fsync_tree(folder: Path) -> None:
     for file in folder.iterdir():
         with open(file, "rb") as f:
             os.fsync(f.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)

@@ -1,0 +1,1 @@
+"""The policy's megatron-core model (`model`) and HF <-> megatron weight conversion (`convert`)."""

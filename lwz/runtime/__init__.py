@@ -1,0 +1,22 @@
+"""Hardware in one place: device and process groups (`device`), megatron-core on CPU (`cpu_shims`)."""
+
+from lwz.runtime.cpu_shims import apply_cpu_shims, cpu_shims_applied
+from lwz.runtime.device import (
+    Runtime,
+    backend_for,
+    destroy_distributed,
+    init_distributed,
+    pick_device,
+    seed_everything,
+)
+
+__all__ = [
+    "Runtime",
+    "apply_cpu_shims",
+    "backend_for",
+    "cpu_shims_applied",
+    "destroy_distributed",
+    "init_distributed",
+    "pick_device",
+    "seed_everything",
+]
