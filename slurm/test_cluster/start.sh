@@ -21,9 +21,10 @@ cpus="${LWZ_SLURM_CPUS:-$(( nproc_now > 8 ? nproc_now : 8 ))}"
 mem_mb="$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
 
 log() { echo "[lwz-slurm] $*"; }
+show_logs=0  # set once the daemons are launched: their logs then explain failures
 fail() {
     echo "[lwz-slurm] ERROR: $*" >&2
-    for f in "$state_dir/slurmctld.log" "$state_dir/slurmd.log"; do
+    (( show_logs )) && for f in "$state_dir/slurmctld.log" "$state_dir/slurmd.log"; do
         [[ -f "$f" ]] && { echo "--- last lines of $f" >&2; tail -n 15 "$f" >&2; }
     done
     exit 1
@@ -64,6 +65,7 @@ for daemon in slurmctld slurmd; do
 done
 
 export SLURM_CONF="$conf"
+show_logs=1
 slurmctld || fail "slurmctld did not start"
 log "started slurmctld (log $state_dir/slurmctld.log)"
 slurmd || fail "slurmd did not start"

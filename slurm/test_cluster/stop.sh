@@ -7,20 +7,24 @@ conf="${SLURM_CONF:-/etc/slurm/slurm.conf}"
 state_dir="${LWZ_SLURM_DIR:-/tmp/lwz-slurm}"
 log() { echo "[lwz-slurm] $*"; }
 
-if scontrol ping >/dev/null 2>&1; then
+# Read the pids first: the daemons delete their pid files as they exit.
+declare -A pids=()
+for daemon in slurmctld slurmd; do
+    [[ -f "$state_dir/$daemon.pid" ]] && pids[$daemon]="$(cat "$state_dir/$daemon.pid")"
+done
+
+if scontrol ping 2>/dev/null | grep -q 'is UP'; then
     scontrol shutdown
     log "asked slurmctld and slurmd to shut down"
 fi
-for daemon in slurmctld slurmd; do
-    pid_file="$state_dir/$daemon.pid"
-    [[ -f "$pid_file" ]] || continue
-    pid="$(cat "$pid_file")"
+for daemon in "${!pids[@]}"; do
+    pid="${pids[$daemon]}"
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     if kill -0 "$pid" 2>/dev/null; then
-        log "$daemon (pid $pid) still running; sending SIGKILL"
+        log "$daemon (pid $pid) still running after 10 s; sending SIGKILL"
         kill -9 "$pid"
     fi
-    rm -f "$pid_file"
+    rm -f "$state_dir/$daemon.pid"
     log "$daemon stopped"
 done
 
