@@ -1,0 +1,1 @@
+"""Sub-commands of `lwz`: each module exposes `register(subparsers)`."""
