@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lwz.errors import LwzError
 
@@ -34,15 +35,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Create the run folder and start the run (or stop there with --dry-run)."""
-    from lwz.runfolder import create_run_folder
+    """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there."""
+    from lwz.launch.choose import launch
+    from lwz.runfolder import create_run_folder, open_run
 
-    recipe, plan = _load_and_plan(args.recipe, args.overrides)
-    folder = create_run_folder(recipe, plan)
+    if Path(args.recipe).is_dir():
+        if args.overrides:
+            raise LwzError(args.recipe, None, "a run folder resumes with its own recipe; overrides are not allowed")
+        folder, recipe, plan = open_run(Path(args.recipe))
+    else:
+        recipe, plan = _load_and_plan(args.recipe, args.overrides)
+        folder = create_run_folder(recipe, plan, resume=args.resume)
     if args.dry_run:
         print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")
         return 0
-    raise LwzError(args.recipe, None, "training launch is not available yet; use --dry-run")
+    return launch(recipe, plan, folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("run", help="run a recipe (locally or on SLURM)")
-    p.add_argument("recipe")
+    p = sub.add_parser("run", help="run a recipe (locally or on SLURM), or resume a run folder")
+    p.add_argument("recipe", help="a recipe file, or a run folder to resume")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--dry-run", action="store_true", help="write the run folder (recipe, plan) and stop")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run folder logging.run names (default: the newest) from its last checkpoint")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from lwz import __version__, atomic
+from lwz.errors import LwzError
 from lwz.plan.render import render_plan
 from lwz.plan.resolve import Plan
 from lwz.recipe.load import recipe_to_yaml
@@ -32,12 +33,52 @@ def code_version() -> str:
     return f"lwz {__version__} ({commit})"
 
 
-def create_run_folder(recipe: Recipe, plan: Plan, folder: Path | None = None) -> Path:
-    """Create the run folder with the resolved recipe and the plan; returns it."""
-    folder = folder or run_folder(recipe)
+def create_run_folder(recipe: Recipe, plan: Plan, folder: Path | None = None, resume: bool = False) -> Path:
+    """Create the run folder with the resolved recipe and the plan; returns it.
+
+    With `resume`, an existing folder (logging.run's, else the newest of the experiment) is reused
+    as long as its recipe is the same.
+    """
+    folder = folder or (_resumable(recipe) if resume else run_folder(recipe))
+    if (folder / "recipe.yaml").exists():
+        if not resume:
+            raise LwzError(str(folder), "logging.run", "the run folder exists; pass --resume to continue it "
+                           "or choose another logging.run")
+        if _body(folder / "recipe.yaml") != recipe_to_yaml(recipe):
+            raise LwzError(str(folder), "recipe.yaml", "differs from the recipe given; resume with "
+                           f"`lwz run {folder}` to keep the run's own recipe")
     for sub in SUBFOLDERS:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     header = f"# resolved by {code_version()}\n"
     atomic.write_text(folder / "recipe.yaml", header + recipe_to_yaml(recipe))
     atomic.write_text(folder / "plan.txt", render_plan(recipe, plan))
     return folder
+
+
+def _body(recipe_file: Path) -> str:
+    """A saved recipe without its 'resolved by' header."""
+    return "".join(line for line in recipe_file.read_text().splitlines(keepends=True) if not line.startswith("# "))
+
+
+def _resumable(recipe: Recipe) -> Path:
+    if recipe.logging.run:
+        return run_folder(recipe)
+    experiment = Path(recipe.logging.output_dir) / recipe.name
+    runs = sorted(p for p in experiment.glob("*") if (p / "recipe.yaml").exists()) if experiment.is_dir() else []
+    if not runs:
+        raise LwzError(str(experiment), "--resume", "no run folder to resume")
+    return runs[-1]
+
+
+def open_run(folder: Path) -> tuple[Path, Recipe, Plan]:
+    """A run folder's recipe and plan, to resume it."""
+    from lwz.plan.resolve import resolve
+    from lwz.recipe.load import load_recipe
+
+    if not (folder / "recipe.yaml").is_file():
+        raise LwzError(str(folder), None, "not a run folder (no recipe.yaml)")
+    recipe = load_recipe(folder / "recipe.yaml")
+    try:
+        return folder, recipe, resolve(recipe)
+    except LwzError as e:
+        raise LwzError(str(folder / "recipe.yaml"), e.key, e.message) from None

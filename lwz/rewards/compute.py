@@ -1,0 +1,55 @@
+"""A recipe's reward terms as one object: score a step's responses, mix them into advantages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lwz.recipe.schema import Recipe
+from lwz.rewards.format import FormatReward
+from lwz.rewards.mix import combine_advantages
+from lwz.rewards.registry import build_reward
+from lwz.rewards.term import RewardTerm
+
+
+@dataclass
+class RewardMix:
+    """Named reward terms, their weights and how they combine."""
+
+    terms: dict[str, RewardTerm]
+    weights: dict[str, float]
+    combine: str
+    eps: float
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> RewardMix:
+        terms: dict[str, RewardTerm] = {}
+        for term in recipe.rewards.terms:
+            params = dict(term.params)
+            if term.name == "format" and params.get("expect_think") is None:
+                params["expect_think"] = recipe.rollout.template == "think"
+            terms[term.name] = build_reward(term.name, **params)
+        return cls(terms, {t.name: t.weight for t in recipe.rewards.terms}, recipe.rewards.combine,
+                   recipe.rewards.eps)
+
+    def score(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+        """Each term's reward of each response."""
+        return {name: [float(r) for r in term(responses, samples)] for name, term in self.terms.items()}
+
+    def advantages(self, rewards: Mapping[str, Sequence[float]], groups: Sequence[int]) -> list[float]:
+        """One advantage per response (per-reward group normalisation, then the recipe's mix)."""
+        return combine_advantages(self.combine, rewards, self.weights, np.asarray(groups), self.eps).tolist()
+
+    def total(self, rewards: Mapping[str, Sequence[float]]) -> float:
+        """Weighted mean reward of the step (for logging)."""
+        weight = sum(self.weights.values()) or 1.0
+        return float(sum(self.weights[k] * np.mean(v) for k, v in rewards.items()) / weight)
+
+    @property
+    def format_settings(self) -> FormatReward:
+        """The structure/repetition measures used for the reward-hacking metrics."""
+        term = self.terms.get("format")
+        return term if isinstance(term, FormatReward) else FormatReward()
