@@ -1,0 +1,75 @@
+"""The actor's optimizer (megatron-core Adam(W), distributed over DP when asked) and LR schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lwz.recipe.schema import ActorCfg
+
+__all__ = ["LrSchedule", "build_optimizer"]
+
+
+def build_optimizer(model: torch.nn.Module, actor: ActorCfg, *, bf16: bool, distributed: bool):
+    """megatron-core's AdamW over the (DDP-wrapped) `model` with the recipe's settings.
+
+    `distributed` shards Adam states over data-parallel ranks (megatron's distributed optimizer);
+    with `bf16` the optimizer keeps fp32 main weights. Norms and biases get no weight decay.
+    """
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    config = OptimizerConfig(
+        optimizer="adam",
+        lr=actor.lr,
+        min_lr=actor.min_lr,
+        weight_decay=actor.weight_decay,
+        adam_beta1=actor.adam_beta1,
+        adam_beta2=actor.adam_beta2,
+        adam_eps=actor.adam_eps,
+        clip_grad=actor.grad_clip,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_distributed_optimizer=distributed,
+    )
+    return get_megatron_optimizer(config, [model])
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """Linear warm-up to `peak`, then constant, linear or cosine decay to `min_lr` at `total_steps`.
+
+    `lr(k)` is the rate of optimizer step k (0-based): warm-up gives peak * (k + 1) / warmup_steps,
+    so the first step already learns.
+    """
+
+    peak: float
+    min_lr: float
+    warmup_steps: int
+    total_steps: int
+    style: str  # constant | linear | cosine
+
+    def __post_init__(self):
+        assert self.style in ("constant", "linear", "cosine"), f"unknown LR schedule {self.style!r}"
+
+    @classmethod
+    def from_actor(cls, actor: ActorCfg, total_steps: int) -> LrSchedule:
+        return cls(actor.lr, actor.min_lr, actor.warmup_steps, total_steps, actor.lr_schedule)
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        if self.style == "constant":
+            return self.peak
+        ratio = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        coeff = 1.0 - ratio if self.style == "linear" else 0.5 * (1.0 + math.cos(math.pi * ratio))
+        return self.min_lr + coeff * (self.peak - self.min_lr)
+
+    def apply(self, optimizer, step: int, weight_decay: float) -> float:
+        """Set every parameter group's LR (and weight decay, scaled by megatron's wd_mult) for `step`."""
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = weight_decay * group.get("wd_mult", 1.0)
+        return lr

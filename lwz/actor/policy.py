@@ -1,0 +1,199 @@
+"""The learner of the loop: a megatron-core policy that scores rollouts and takes GRPO steps.
+
+Every rank of a data-parallel replica (its TP and PP ranks) is handed the same `RolloutBatch`,
+this replica's share. Micro-batches of at most `actor.micro_batch_tokens` padded tokens run
+through megatron's pipeline schedule (forward-only for logprobs), so TP, PP and DP all work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
+from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
+from lwz.actor.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from lwz.actor.model import build_gpt_model, causal_attention_mask, unwrap_model, uses_transformer_engine
+from lwz.actor.optim import LrSchedule, build_optimizer
+from lwz.algo.grpo import LossSettings, policy_loss
+from lwz.batch import PaddedTokens, RolloutBatch
+from lwz.errors import LwzError
+from lwz.plan.resolve import Plan
+from lwz.recipe.schema import Recipe
+
+__all__ = ["Policy"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Token-weighted metrics of the GRPO loss, averaged over the mini-batch's response tokens.
+_TOKEN_METRICS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "approx_kl_old",
+                  "entropy")  # fmt: skip
+
+
+class Policy:
+    """The actor model with megatron DDP, its optimizer and LR schedule (build after `lwz.runtime` init)."""
+
+    def __init__(self, recipe: Recipe, plan: Plan):
+        from megatron.core import parallel_state
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+        if recipe.model.dtype not in _DTYPES:
+            raise LwzError(None, "model.dtype", f"'{recipe.model.dtype}' is not supported by the actor (allowed: fp32, bf16)")
+        if recipe.algo.kl_coef > 0:
+            raise LwzError(None, "algo.kl_coef", "a KL penalty needs a reference model, which the actor does not hold yet (allowed: 0)")
+        self.recipe = recipe
+        self.hf_config = read_hf_config(recipe.model.path)
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
+        dtype = _DTYPES[recipe.model.dtype]
+        overrides: dict[str, Any] = {}
+        if recipe.actor.recompute == "full":
+            overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+        model = build_gpt_model(self.hf_config, dtype=dtype, config_overrides=overrides)
+        # Micro-batches differ in shape: pipeline stages exchange shapes first. Set after
+        # construction: TransformerConfig rejects it with its default MoE token dispatcher.
+        model.config.variable_seq_lengths = True
+        load_hf_into_megatron(model, recipe.model.path, self.hf_config)
+        distributed = recipe.actor.distributed_optimizer and self.dp_size > 1
+        ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+                                                   use_distributed_optimizer=distributed)  # fmt: skip
+        self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
+        model.config.finalize_model_grads_func = finalize_model_grads
+        self.optimizer = build_optimizer(self.model, recipe.actor, bf16=dtype == torch.bfloat16, distributed=distributed)
+        algo = recipe.algo
+        self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
+        self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg)
+        self.optimizer_steps = 0
+        self._vocab_size = unwrap_model(self.model).hf_vocab_size
+        self._device = next(model.parameters()).device
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _run(self, micro: list[PaddedTokens], loss_fn, forward_only: bool) -> list:
+        """Megatron's schedule over `micro`; `loss_fn(padded, output, tokens)` runs on the last stage."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        device, te = self._device, uses_transformer_engine()
+
+        def step(data_iterator, module):
+            padded = next(data_iterator)
+            tokens = padded.tokens.to(device)
+            batch, length = tokens.shape
+            positions = torch.arange(length, device=device).expand(batch, length)
+            output = module(tokens, positions, None if te else causal_attention_mask(length, device))
+            return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens)
+
+        first = micro[0].tokens.shape
+        return get_forward_backward_func()(
+            forward_step_func=step, data_iterator=iter(micro), model=[self.model], num_microbatches=len(micro),
+            seq_length=first[1], micro_batch_size=first[0], forward_only=forward_only,
+            collect_non_loss_data=forward_only,
+        )  # fmt: skip
+
+    def _micro_batches(self, batch: RolloutBatch) -> list[PaddedTokens]:
+        groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
+        return [batch.padded(indices) for indices in groups]
+
+    def compute_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
+        """fp32 logprobs of each sequence's response tokens (CPU, detached), on every rank of the replica."""
+        from megatron.core import parallel_state
+
+        micro = self._micro_batches(batch)
+
+        def score(padded, output, tokens):
+            return vocab_parallel_logprobs(output[:, :-1], tokens[:, 1:], self._vocab_size)
+
+        self.model.eval()
+        with torch.no_grad():
+            outputs = self._run(micro, score, forward_only=True)
+        self.model.train()
+        last = parallel_state.is_pipeline_last_stage()
+        result: list[torch.Tensor] = []
+        for i, padded in enumerate(micro):
+            values = outputs[i].float() if last else torch.empty(padded.response_mask.shape, device=self._device)
+            if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+                torch.distributed.broadcast(values, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                                            group=parallel_state.get_pipeline_model_parallel_group())  # fmt: skip
+            result.extend(t.cpu().clone() for t in padded.gather(values))
+        return result
+
+    # ------------------------------------------------------------------ the update
+
+    def _global_counts(self, batch: RolloutBatch) -> tuple[float, float]:
+        """Response tokens and sequences of the whole mini-batch (all DP ranks)."""
+        from megatron.core import parallel_state
+
+        counts = torch.tensor([sum(len(r) for r in batch.response_ids), len(batch)], dtype=torch.float64,
+                              device=self._device)  # fmt: skip
+        torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
+        return counts[0].item(), counts[1].item()
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank."""
+        from megatron.core import parallel_state
+
+        assert len(batch.advantages) == len(batch) and len(batch.old_logprobs) == len(batch), \
+            "update needs advantages and old_logprobs for every sequence"
+        tokens_total, seqs_total = self._global_counts(batch)
+        normalizer = tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total
+        groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
+        micro = [batch.padded(indices) for indices in groups]
+        old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)]
+        adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
+        # The schedule divides each micro-batch loss by their count and DDP averages gradients over
+        # DP; the loss is already normalised over the global mini-batch, so undo both.
+        scale = len(micro) * self.dp_size
+        index = {id(p): k for k, p in enumerate(micro)}
+
+        def loss_fn(padded, output, tokens):
+            k, device = index[id(padded)], output.device
+            logits = output[:, :-1]
+            logprobs = vocab_parallel_logprobs(logits, tokens[:, 1:], self._vocab_size)
+            mask = padded.response_mask.to(device)
+            loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
+                                        normalizer=normalizer)  # fmt: skip
+            entropy = vocab_parallel_entropy(logits, self._vocab_size)
+            metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
+            n = mask.sum()
+            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in _TOKEN_METRICS)])
+            return loss * scale, sums
+
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        outputs = self._run(micro, loss_fn, forward_only=False)
+        lr = self.schedule.apply(self.optimizer, self.optimizer_steps, self.recipe.actor.weight_decay)
+        success, grad_norm, _ = self.optimizer.step()  # megatron's ChainedOptimizer: the norm before clipping
+        assert success, "the optimizer step failed (non-finite gradients)"
+        self.optimizer_steps += 1
+
+        sums = torch.zeros(2 + len(_TOKEN_METRICS), dtype=torch.float64, device=self._device)
+        if parallel_state.is_pipeline_last_stage():
+            sums += torch.stack(outputs).double().sum(0)
+        torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
+        torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+        tokens = sums[1].item()
+        result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens}
+        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(_TOKEN_METRICS)})
+        return result
+
+    # ------------------------------------------------------------------ weights and checkpoints
+
+    def hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Collective: `(hf_name, full_tensor)` for the whole model on every rank (for the engines)."""
+        return iter_hf_weights(self.model, self.hf_config)
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        """Collective: checkpoint model, optimizer, LR schedule position, RNG and the loop's `extra`."""
+        save_checkpoint(folder, self.model, self.optimizer, {"optimizer_steps": self.optimizer_steps, "extra": extra})
+
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Collective: restore a checkpoint (saved at any TP/PP/DP); returns the loop's `extra`."""
+        state = load_checkpoint(folder, self.model, self.optimizer)
+        self.optimizer_steps = state["optimizer_steps"]
+        return state["extra"]
