@@ -68,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run folder logging.run names (default: the newest) from its last checkpoint")
     p.set_defaults(func=cmd_run)
+
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules() -> list:
+    """Sub-command modules (each with `register(subparsers)`); present ones only, in a stable order."""
+    import importlib
+
+    names = ("annotate", "rm", "eval", "export", "runs", "sweep", "compare")
+    return [importlib.import_module(f"lwz.commands.{n}") for n in names
+            if importlib.util.find_spec(f"lwz.commands.{n}") is not None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

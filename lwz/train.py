@@ -62,9 +62,9 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             with _timed(times, "rollout"):
                 rows = [prompts[i] for i in order.indices(step)]
                 texts = [render_prompt(row["prompt"], r.template) for row in rows]
-                seeds = [recipe.schedule.seed * 1_000_003 + step * 10_007 + i for i in range(len(rows))]
                 engine.wake_up()
-                groups = generate_on_engines(engine, texts, seeds, sampling, plan.engine("rollout").ranks)
+                seed = recipe.schedule.seed * 1_000_003 + step * 1_009
+                groups = generate_on_engines(engine, texts, seed, sampling, plan.engine("rollout").ranks)
                 engine.sleep()
                 batch = _to_batch(order.indices(step), rows, groups)
             with _timed(times, "reward"):

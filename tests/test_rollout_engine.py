@@ -27,7 +27,7 @@ def other_weights(tmp_path_factory):
 
 def test_groups_logprobs_and_truncation(engine):
     out = engine.generate(PROMPTS[:2], SamplingSettings(group_size=3, temperature=1.0, top_p=1.0, max_tokens=12),
-                          seeds=[1, 2])
+                          seed=1)
     assert [len(g) for g in out] == [3, 3]
     for c in out[0] + out[1]:
         assert len(c.response_ids) == len(c.logprobs) == 12 and c.truncated and c.finish_reason == "length"
@@ -37,13 +37,13 @@ def test_groups_logprobs_and_truncation(engine):
 
 def test_same_seed_same_group(engine):
     s = SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=8)
-    a, b = engine.generate(PROMPTS[:1], s, [5]), engine.generate(PROMPTS[:1], s, [5])
-    assert [c.response_ids for c in a[0]] == [c.response_ids for c in b[0]]
+    a, b = engine.generate(PROMPTS[:2], s, 5), engine.generate(PROMPTS[:2], s, 5)
+    assert [c.response_ids for g in a for c in g] == [c.response_ids for g in b for c in g]
 
 
 def test_stop_string_finishes_and_is_kept(engine):
     out = engine.generate(PROMPTS, SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=64,
-                                                    stop=(" ",)), seeds=[1, 2, 3, 4])
+                                                    stop=(" ",)), seed=1)
     stopped = [c for g in out for c in g if c.finish_reason == "stop"]
     assert stopped, "the random model writes spaces within 64 tokens"
     assert all(c.text.endswith(" ") and not c.truncated for c in stopped)
@@ -84,5 +84,5 @@ def test_buckets_are_bounded():
 
 def test_prompts_spread_over_engines(engine):
     assert [list(share(10, 3, e)) for e in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    out = generate_on_engines(engine, PROMPTS, [1, 2, 3, 4], SamplingSettings(2, 1.0, 1.0, 4), [[0]])
+    out = generate_on_engines(engine, PROMPTS, 3, SamplingSettings(2, 1.0, 1.0, 4), [[0]])
     assert len(out) == 4 and all(len(g) == 2 for g in out)

@@ -16,13 +16,13 @@ def share(count: int, engines: int, engine: int) -> range:
     return range(start, start + base + (engine < extra))
 
 
-def generate_on_engines(engine: VllmEngine, prompts: Sequence[str], seeds: Sequence[int], sampling: SamplingSettings,
+def generate_on_engines(engine: VllmEngine, prompts: Sequence[str], seed: int, sampling: SamplingSettings,
                         engine_ranks: Sequence[Sequence[int]]) -> list[list[Completion]]:
     """Completions for all `prompts` on every rank; each engine writes its share (SPMD, all ranks call)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     index = next(i for i, ranks in enumerate(engine_ranks) if rank in ranks)
     mine = share(len(prompts), len(engine_ranks), index)
-    local = engine.generate([prompts[i] for i in mine], sampling, [seeds[i] for i in mine]) if len(mine) else []
+    local = engine.generate([prompts[i] for i in mine], sampling, seed + index) if len(mine) else []
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return local
     gathered: list = [None] * dist.get_world_size()

