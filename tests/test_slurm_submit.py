@@ -1,0 +1,229 @@
+"""SLURM submission: sbatch options from the recipe (golden script), and real jobs on the test cluster.
+
+The golden script is regenerated with LWZ_UPDATE_GOLDEN=1 (review the diff). The slow tests submit
+real jobs: status/logs/cancel, a failing run that is not requeued, and end-to-end training runs of
+recipes/tiny.yaml (two tasks with actor.tp=2, and a requeue that resumes from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
+
+from lwz.commands.runs import ACTIVE_STATES, job_state
+from lwz.errors import LwzError
+from lwz.launch.requeue import read_requeues
+from lwz.launch.slurm import read_job_record, render_sbatch, submit, time_to_minutes
+from lwz.plan.resolve import resolve
+from lwz.recipe.load import load_recipe
+from lwz.runfolder import create_run_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "longwriter_zero.sbatch"
+PROFILE = ROOT / "slurm" / "profiles" / "example_gpu_cluster.yaml"
+LWZ = [sys.executable, "-m", "lwz.cli"]
+
+
+def normalised(script: str, folder: Path) -> str:
+    """The script without this machine's paths: RUN_DIR for the run folder, PYTHON for the interpreter."""
+    return script.replace(str(folder.resolve()), "RUN_DIR").replace(sys.executable, "PYTHON")
+
+
+def _paper_recipe_with(tmp_path: Path, cluster: dict) -> Path:
+    """A recipe inheriting recipes/longwriter_zero.yaml with `cluster` keys on top."""
+    path = tmp_path / "paper_on_my_cluster.yaml"
+    path.write_text(yaml.safe_dump({"base": str(ROOT / "recipes" / "longwriter_zero.yaml"), "cluster": cluster}))
+    return path
+
+
+def test_time_limits_become_minutes() -> None:
+    assert time_to_minutes("48:00:00") == 2880
+    assert time_to_minutes("2-00:30:00") == 2910
+    assert time_to_minutes("00:10:01") == 11  # seconds round up
+    assert time_to_minutes("90") == 90
+    for bad in ("1:2", "48h", "00:61:00"):
+        with pytest.raises(LwzError, match="cluster.time"):
+            time_to_minutes(bad)
+
+
+@pytest.mark.slurm
+def test_paper_recipe_sbatch_matches_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LWZ_MODELS", raising=False)
+    recipe = load_recipe(ROOT / "recipes" / "longwriter_zero.yaml")
+    folder = tmp_path / "runs" / "longwriter_zero" / "golden"
+    script = normalised(render_sbatch(recipe, resolve(recipe), folder), folder)
+    if os.environ.get("LWZ_UPDATE_GOLDEN"):
+        GOLDEN.write_text(script)
+    assert script == GOLDEN.read_text()
+    assert "#SBATCH --nodes=8\n" in script and "#SBATCH --ntasks-per-node=8\n" in script
+    assert "#SBATCH --gres=gpu:8\n" in script and "#SBATCH --time=2880\n" in script
+    assert "#SBATCH --signal=USR2@90\n" in script and "#SBATCH --requeue\n" in script
+
+
+@pytest.mark.slurm
+def test_cluster_profile_options_reach_the_script(tmp_path: Path) -> None:
+    cluster = yaml.safe_load(PROFILE.read_text())["cluster"]
+    sbatch = ["cluster.sbatch.exclusive=user", "cluster.sbatch.mail-type=FAIL"]
+    recipe = load_recipe(_paper_recipe_with(tmp_path, cluster), sbatch)
+    folder = tmp_path / "runs" / "x"
+    script = render_sbatch(recipe, resolve(recipe), folder)
+    for option in ("--account=my_project", "--qos=normal", "--constraint=h100", "--mem=1800GB",
+                   "--time=2880", "--exclusive=user", "--mail-type=FAIL", "--cpus-per-task=12"):
+        assert f"#SBATCH {option}\n" in script, option
+    setup = script.split("# setup\n")[1].split("\n\n")[0].splitlines()
+    assert setup == cluster["setup"]
+    assert "--container-image" not in script
+
+
+@pytest.mark.slurm
+def test_container_runs_the_image_python_through_pyxis(tmp_path: Path) -> None:
+    recipe = load_recipe(_paper_recipe_with(tmp_path, {"container": "/images/lwz.sqsh"}),
+                         [f"logging.output_dir={tmp_path / 'runs'}"])
+    script = render_sbatch(recipe, resolve(recipe), tmp_path / "runs" / "x")
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--container-image=/images/lwz.sqsh" in srun
+    assert f"--container-mounts={tmp_path / 'runs'}:{tmp_path / 'runs'}" in srun
+    assert " python3 -u -m submitit.core._submit " in srun
+
+
+@pytest.mark.slurm
+def test_cpu_recipe_gets_one_task_per_worker_and_no_gpus(tmp_path: Path) -> None:
+    recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", ["cluster.gpus_per_node=2", "actor.tp=2",
+                                                          "cluster.cpus_per_task=1", "cluster.mem_gb=4"])
+    script = render_sbatch(recipe, resolve(recipe), tmp_path / "tiny" / "r")
+    assert "#SBATCH --ntasks-per-node=2\n" in script and "#SBATCH --cpus-per-task=1\n" in script
+    assert "#SBATCH --mem=4GB\n" in script and "#SBATCH --job-name=tiny/r\n" in script
+    assert "gres" not in script and "partition" not in script
+
+
+# --- real jobs -------------------------------------------------------------------------------
+
+def wait_for_state(job_id: str, accept, timeout_s: float) -> str:
+    """Poll the job's state until `accept(state)`; fails the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not accept(state := job_state(job_id)):
+        assert time.monotonic() < deadline, f"job {job_id} still {state} after {timeout_s} s"
+        time.sleep(0.5)
+    return state
+
+
+def wait_until_done(job_id: str, timeout_s: float) -> str:
+    return wait_for_state(job_id, lambda s: s not in ACTIVE_STATES and s != "UNKNOWN", timeout_s)
+
+
+def lwz(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*LWZ, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def tiny_run(tmp_path: Path, run: str, *overrides: str) -> tuple[Path, str]:
+    """`lwz run recipes/tiny.yaml cluster.launcher=slurm ...`; returns the run folder and job id."""
+    out = lwz("run", "recipes/tiny.yaml", "cluster.launcher=slurm", "cluster.cpus_per_task=1",
+              "logging.wandb.mode=disabled", f"logging.output_dir={tmp_path / 'runs'}", f"logging.run={run}",
+              *overrides)
+    assert out.returncode == 0, out.stderr
+    job_id = re.search(r"submitted job (\S+)", out.stdout).group(1)
+    folder = Path(re.search(r"run folder: (\S+)", out.stdout).group(1))
+    assert folder == (tmp_path / "runs" / "tiny" / run).resolve()
+    assert read_job_record(folder)["job_id"] == job_id
+    return folder, job_id
+
+
+def logged_steps(folder: Path) -> list[int]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_status_logs_and_cancel_on_a_real_job(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", [
+        "cluster.cpus_per_task=1", f"logging.output_dir={tmp_path}", "logging.run=held",
+        "cluster.setup=[echo lwz-setup-marker, sleep 120]"])
+    plan = resolve(recipe)
+    folder = create_run_folder(recipe, plan)
+    assert submit(recipe, plan, folder) == 0
+    job_id = read_job_record(folder)["job_id"]
+    wait_for_state(job_id, lambda s: s == "RUNNING", 30)
+    deadline = time.monotonic() + 20
+    while "lwz-setup-marker" not in (logs := lwz("logs", str(folder))).stdout:
+        assert time.monotonic() < deadline, logs.stderr
+        time.sleep(0.5)
+
+    status = lwz("status", str(folder))
+    assert status.returncode == 0, status.stderr
+    assert f"job       {job_id}  RUNNING" in status.stdout
+    assert "no step logged yet (0/10)" in status.stdout
+    bad_rank = lwz("logs", str(folder), "--rank", "3")
+    assert bad_rank.returncode == 2 and "--rank: 3 is not a rank of the job (0-0)" in bad_rank.stderr
+
+    cancel = lwz("cancel", str(folder))
+    assert cancel.returncode == 0 and f"cancelled job {job_id}" in cancel.stdout
+    assert wait_until_done(job_id, 30) == "CANCELLED"
+    followed = lwz("logs", str(folder), "-f", timeout=30)  # returns because the job has ended
+    assert followed.returncode == 0 and "lwz-setup-marker" in followed.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", ["cluster.cpus_per_task=1", f"logging.output_dir={tmp_path}",
+                                                          "logging.run=broken"])
+    plan = resolve(recipe)
+    folder = create_run_folder(recipe, plan)
+    recipe_file = folder / "recipe.yaml"
+    recipe_file.write_text(recipe_file.read_text().replace("  steps: 10\n", "  steps: -1\n"))
+    submit(recipe, plan, folder)
+    job_id = read_job_record(folder)["job_id"]
+
+    assert wait_until_done(job_id, 60) == "FAILED"
+    time.sleep(3)  # a requeue would show up within a few seconds (cred_expire=5 on the test cluster)
+    assert job_state(job_id) == "FAILED"
+    starts = [e for e in read_requeues(folder)["events"] if e["event"] == "start"]
+    assert [e["restart_count"] for e in starts] == [0]
+    assert "schedule.steps: -1 is out of range" in lwz("logs", str(folder)).stdout
+
+
+# --- end to end: the real training loop on SLURM ---------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_two_task_tiny_run_with_tensor_parallel_two(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    folder, job_id = tiny_run(tmp_path, "tp2", "cluster.gpus_per_node=2", "actor.tp=2", "schedule.steps=2",
+                              "schedule.save_every=1")
+    assert wait_until_done(job_id, 540) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
+    assert logged_steps(folder) == [1, 2]
+    assert (folder / "slurm" / f"{job_id}_1_log.out").is_file()
+    status = lwz("status", str(folder)).stdout
+    assert "COMPLETED" in status and "step 2/2" in status
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_requeued_run_resumes_from_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    steps = 6
+    folder, job_id = tiny_run(tmp_path, "requeued", f"schedule.steps={steps}", "schedule.save_every=1")
+    deadline = time.monotonic() + 400
+    while not list((folder / "ckpt").glob("step_*")) or len(logged_steps(folder)) < 2:
+        assert time.monotonic() < deadline and job_state(job_id) in ACTIVE_STATES, "no checkpoint before the requeue"
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+
+    assert wait_until_done(job_id, 500) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
+    assert logged_steps(folder) == list(range(1, steps + 1))
+    events = read_requeues(folder)["events"]
+    assert [e["restart_count"] for e in events if e["event"] == "start"] == [0, 1]
+    assert any(e["event"] == "SIGTERM" for e in events)
+    assert "resumed from" in lwz("logs", str(folder)).stdout
