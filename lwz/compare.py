@@ -1,0 +1,145 @@
+"""Compare runs: a table of key metrics and one PNG per metric with a line per run.
+
+Reads only run folders (metrics.jsonl, recipe.yaml); see DESIGN.md's run-folder contract.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from matplotlib.figure import Figure
+
+from lwz import atomic
+from lwz.errors import LwzError
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+REWARD_PREFIX = "reward/"
+TOTAL_REWARD = "reward/total"
+ANSWER_LENGTH = "length/answer_mean"
+STEP_TIME = "time/step"
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """One run's name, folder, planned steps (None if unknown) and metric rows by step."""
+
+    name: str
+    folder: Path
+    planned_steps: int | None
+    rows: list[dict[str, float]]
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.rows[-1]["step"]) if self.rows else 0
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """(steps, values) of one metric, skipping rows without it."""
+        points = [(row["step"], row[key]) for row in self.rows if key in row and math.isfinite(row[key])]
+        return [s for s, _ in points], [v for _, v in points]
+
+
+def read_metrics(folder: Path) -> list[dict[str, float]]:
+    """metrics.jsonl rows sorted by step, the last row of a repeated step winning.
+
+    A cut-off last line (a run killed mid-write) is skipped; any other bad line is an error.
+    """
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    by_step: dict[int, dict[str, float]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            by_step[int(row["step"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if number == len(lines):
+                log.warning("%s: skipping the cut-off last line %d", path, number)
+                continue
+            raise LwzError(str(path), f"line {number}", "not a metrics row ({\"step\": n, ...})") from None
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def load_run(folder: Path, name: str | None = None) -> RunMetrics:
+    """A run folder's metrics and planned steps (from its recipe.yaml)."""
+    folder = Path(folder)
+    if not (folder / "recipe.yaml").is_file() and not (folder / METRICS_FILE).is_file():
+        raise LwzError(str(folder), None, "not a run folder (no recipe.yaml or metrics.jsonl)")
+    planned = None
+    if (folder / "recipe.yaml").is_file():
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text()) or {}
+        planned = (recipe.get("schedule") or {}).get("steps")
+    return RunMetrics(name or folder.name, folder, planned, read_metrics(folder))
+
+
+def metric_keys(runs: Sequence[RunMetrics]) -> list[str]:
+    """The compared metrics present in any run: reward/total, each reward/*, answer length, step time."""
+    present = {key for run in runs for row in run.rows for key in row}
+    rewards = sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)
+    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, STEP_TIME) if k in present]
+
+
+def comparison_table(runs: Sequence[RunMetrics]) -> str:
+    """Rewards as 'final (best)', answer length final, step time mean; '-' where a run lacks one."""
+    keys = metric_keys(runs)
+    header = ["run", "steps", *(_column_title(k) for k in keys)]
+    table = [header] + [[run.name, _steps(run), *(_cell(run, k) for k in keys)] for run in runs]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
+    """One PNG per compared metric (reward_total.png, ...), one line per run; returns the files."""
+    written = []
+    for key in metric_keys(runs):
+        figure = Figure(figsize=(8, 4.5), layout="constrained")
+        axes = figure.add_subplot()
+        axes.set_title(key)
+        axes.set_xlabel("step")
+        for run in runs:
+            steps, values = run.series(key)
+            if steps:
+                axes.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, label=run.name)
+        axes.legend(fontsize="small")
+        axes.grid(alpha=0.3)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        path = Path(out_dir) / f"{key.replace('/', '_')}.png"
+        atomic.write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def _column_title(key: str) -> str:
+    if key.startswith(REWARD_PREFIX):
+        return f"{key} final (best)"
+    return f"{key} mean" if key == STEP_TIME else f"{key} final"
+
+
+def _steps(run: RunMetrics) -> str:
+    return f"{run.steps_done}/{run.planned_steps}" if run.planned_steps else str(run.steps_done)
+
+
+def _cell(run: RunMetrics, key: str) -> str:
+    _, values = run.series(key)
+    if not values:
+        return "-"
+    if key.startswith(REWARD_PREFIX):
+        return f"{values[-1]:.3f} ({max(values):.3f})"
+    if key == STEP_TIME:
+        return f"{sum(values) / len(values):.1f}s"
+    return f"{values[-1]:.1f}"
