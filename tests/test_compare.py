@@ -1,0 +1,95 @@
+"""`lwz compare`: a table and per-metric PNGs from run folders' metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lwz.compare import comparison_table, load_run, metric_keys, plot_comparison, read_metrics
+from lwz.errors import LwzError
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(folder: Path, planned: int, rows: list[dict], tail: str = "") -> Path:
+    """A synthetic run folder: recipe.yaml with schedule.steps and metrics.jsonl with `rows`."""
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"name": "exp", "schedule": {"steps": planned}}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+    return folder
+
+
+def rows(rewards: list[float], length: float, step_time: float) -> list[dict]:
+    return [{"step": i + 1, "reward/total": r, "reward/length": r / 2, "reward/format": 1.0,
+             "length/answer_mean": length + i, "time/step": step_time, "actor/loss": 0.1}
+            for i, r in enumerate(rewards)]
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> list[Path]:
+    a = make_run(tmp_path / "exp" / "think", 4, rows([0.1, 0.5, 0.3, 0.4], 100.0, 2.0))
+    b = make_run(tmp_path / "exp" / "nothink", 4, rows([0.2, 0.25], 50.0, 4.0), tail='{"step": 3, "rew')
+    return [a, b]
+
+
+def test_table_has_steps_final_and_best_of_each_metric(two_runs: list[Path]) -> None:
+    runs = [load_run(f) for f in two_runs]
+    table = comparison_table(runs).splitlines()
+
+    assert metric_keys(runs) == ["reward/total", "reward/format", "reward/length", "length/answer_mean", "time/step"]
+    assert table[0].split() == ["run", "steps", "reward/total", "final", "(best)", "reward/format", "final",
+                                "(best)", "reward/length", "final", "(best)", "length/answer_mean", "final",
+                                "time/step", "mean"]
+    assert table[2].split() == ["think", "4/4", "0.400", "(0.500)", "1.000", "(1.000)", "0.200", "(0.250)",
+                                "103.0", "2.0s"]
+    assert table[3].split() == ["nothink", "2/4", "0.250", "(0.250)", "1.000", "(1.000)", "0.125", "(0.125)",
+                                "51.0", "4.0s"]
+
+
+def test_plots_one_png_per_metric_with_a_line_per_run(two_runs: list[Path], tmp_path: Path) -> None:
+    written = plot_comparison([load_run(f) for f in two_runs], tmp_path / "compare")
+    assert sorted(p.name for p in written) == ["length_answer_mean.png", "reward_format.png", "reward_length.png",
+                                               "reward_total.png", "time_step.png"]
+    for path in written:
+        assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 5000
+
+
+def test_repeated_steps_keep_the_last_row_and_bad_lines_are_errors(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "r", 3, [{"step": 1, "reward/total": 0.1}, {"step": 2, "reward/total": 0.2},
+                                          {"step": 2, "reward/total": 0.9}])
+    assert [r["reward/total"] for r in read_metrics(folder)] == [0.1, 0.9]
+    (folder / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(LwzError, match="metrics.jsonl: line 2: not a metrics row"):
+        read_metrics(folder)
+
+
+def test_cli_compares_run_folders_and_writes_plots_next_to_them(two_runs: list[Path]) -> None:
+    out = subprocess.run([sys.executable, "-m", "lwz.cli", "compare", *map(str, two_runs)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[2].startswith("think ")
+    compare_dir = two_runs[0].parent / "compare"
+    assert f"plots: 5 PNG file(s) in {compare_dir}" in out.stdout
+    assert (compare_dir / "reward_total.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_cli_compares_an_experiment_from_its_run_folders(tmp_path: Path) -> None:
+    experiment = tmp_path / "grid.yaml"
+    experiment.write_text(yaml.safe_dump({"base": str(ROOT / "recipes" / "tiny.yaml"),
+                                          "grid": {"rollout.group_size": [4, 8]}}))
+    runs_dir = tmp_path / "runs" / "grid"
+    make_run(runs_dir / "group_size=4", 2, rows([0.1, 0.2], 10.0, 1.0))
+    make_run(runs_dir / "group_size=8", 2, rows([0.3], 10.0, 1.0))
+
+    out = subprocess.run([sys.executable, "-m", "lwz.cli", "compare", str(experiment),
+                          f"logging.output_dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[2].split()[:2] == ["group_size=4", "2/2"] and lines[3].split()[:2] == ["group_size=8", "1/2"]
+    assert (runs_dir / "compare" / "time_step.png").is_file()
