@@ -54,7 +54,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
     sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
     dp_rank, dp = policy.dp_rank, plan.dp
 
-    with Tracker(run_dir, recipe, enabled=rank0, resume_step=start) as tracker:
+    with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
         steps = tqdm(range(start, recipe.schedule.steps), initial=start, total=recipe.schedule.steps,
                      disable=not rank0, desc="grpo", unit="step", dynamic_ncols=True)
         for step in steps:
