@@ -1,0 +1,184 @@
+"""Actor checkpoints: megatron `dist_checkpointing` (reshardable over TP/PP/DP), written atomically.
+
+Layout under a run's `ckpt/`: one folder per saved step (`step-00000010/`) holding the sharded
+model and optimizer, `common.pt` (the caller's state and every rank's RNG states) and
+`extra.json` (the caller's state, readable); a `latest` file names the newest complete folder.
+A save goes to `<folder>.tmp-<id>` first; after every rank has written, rank 0 renames it into
+place and then rewrites `latest`, so a crash at any point leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lwz import atomic
+from lwz.actor.model import unwrap_model
+
+__all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights"]
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+EXTRA = "extra.json"
+_TMP = ".tmp-"
+# The distributed optimizer's checkpoint format that reshards over TP, PP and DP.
+_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True,
+             "singleton_local_shards": False}  # fmt: skip
+
+
+def checkpoint_folder(ckpt_root: str | os.PathLike, step: int) -> Path:
+    """The folder of the checkpoint of `step` under a run's `ckpt/`."""
+    return Path(ckpt_root) / f"step-{step:08d}"
+
+
+def _is_complete(folder: Path) -> bool:
+    return _TMP not in folder.name and (folder / EXTRA).is_file() and (folder / "metadata.json").is_file()
+
+
+def latest_checkpoint(ckpt_root: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint under `ckpt_root`: the one `latest` names, else the highest step."""
+    root = Path(ckpt_root)
+    pointer = root / LATEST
+    if pointer.is_file():
+        named = root / pointer.read_text().strip()
+        if _is_complete(named):
+            return named
+        log.warning("%s names %s, which is not a complete checkpoint; scanning", pointer, named)
+    complete = sorted(f for f in root.glob("step-*") if f.is_dir() and _is_complete(f)) if root.is_dir() else []
+    return complete[-1] if complete else None
+
+
+def _sharded_state(model: torch.nn.Module, optimizer, is_loading: bool) -> dict[str, Any]:
+    model_state = unwrap_model(model).sharded_state_dict(metadata=_METADATA)
+    state: dict[str, Any] = {"model": model_state}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.sharded_state_dict(model_state, is_loading=is_loading, metadata=_METADATA)
+    return state
+
+
+def _rng_state() -> dict[str, Any]:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "tracker": get_cuda_rng_tracker().get_states()}  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], with_tracker: bool) -> None:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    if with_tracker:
+        get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _layout() -> dict[str, int]:
+    from megatron.core import parallel_state
+
+    return {"world": torch.distributed.get_world_size(), "tp": parallel_state.get_tensor_model_parallel_world_size(),
+            "pp": parallel_state.get_pipeline_model_parallel_world_size()}  # fmt: skip
+
+
+def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer, state: dict[str, Any]) -> Path:
+    """Collective: save model, optimizer, RNG states and the JSON-able `state` to `folder`, atomically.
+
+    Replaces an existing `folder` (the old one is removed only after the new one is in place)
+    and points `latest` in the parent at it.
+    """
+    from megatron.core import dist_checkpointing
+
+    folder = Path(folder)
+    rank = torch.distributed.get_rank()
+    token = [uuid.uuid4().hex[:12] if rank == 0 else None]
+    torch.distributed.broadcast_object_list(token, src=0)
+    tmp = folder.with_name(f"{folder.name}{_TMP}{token[0]}")
+    if rank == 0:
+        tmp.mkdir(parents=True)
+    rngs: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(rngs, _rng_state())
+    torch.distributed.barrier()
+    sharded = _sharded_state(model, optimizer, is_loading=False)
+    sharded["lwz"] = {"state": pickle.dumps(state), "rng": pickle.dumps(rngs), "layout": _layout()}
+    dist_checkpointing.save(sharded, str(tmp))
+    torch.distributed.barrier()
+    if rank == 0:
+        atomic.write_text(tmp / EXTRA, json.dumps(state, indent=2, sort_keys=True))
+        _fsync_tree(tmp)
+        _move_into_place(tmp, folder)
+        atomic.write_text(folder.parent / LATEST, folder.name + "\n")
+        log.info("saved checkpoint %s", folder)
+    torch.distributed.barrier()
+    return folder
+
+
+def _move_into_place(tmp: Path, folder: Path) -> None:
+    old = folder.with_name(f"{folder.name}{_TMP}old-{uuid.uuid4().hex[:12]}")
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    atomic.fsync_dir(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            atomic.fsync_dir(path)
+    atomic.fsync_dir(folder)
+
+
+def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer) -> dict[str, Any]:
+    """Collective: load `folder` into `model` and `optimizer` (any TP/PP/DP layout); returns the saved state.
+
+    RNG states are restored per rank when the layout is the one saved; otherwise every rank takes
+    rank 0's CPU/Python/NumPy states and keeps its freshly seeded model-parallel tracker.
+    """
+    from megatron.core import dist_checkpointing
+
+    folder = Path(folder)
+    sharded = _sharded_state(model, optimizer, is_loading=True)
+    sharded["lwz"] = {"state": b"", "rng": b"", "layout": {}}
+    loaded = dist_checkpointing.load(sharded, str(folder))
+    unwrap_model(model).load_state_dict(loaded["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    common = loaded["lwz"]
+    rngs = pickle.loads(common["rng"])
+    same_layout = common["layout"] == _layout()
+    if not same_layout:
+        log.info("checkpoint layout %s differs from %s: RNG tracker states are not restored",
+                 common["layout"], _layout())  # fmt: skip
+    _set_rng_state(rngs[torch.distributed.get_rank()] if same_layout else rngs[0], with_tracker=same_layout)
+    log.info("loaded checkpoint %s", folder)
+    return pickle.loads(common["state"])
+
+
+def load_model_weights(folder: str | os.PathLike, model: torch.nn.Module) -> dict[str, Any]:
+    """Collective: load only the model weights of `folder` (e.g. for export); returns the saved state."""
+    from megatron.core import dist_checkpointing
+
+    sharded = _sharded_state(model, None, is_loading=True)
+    sharded["lwz"] = {"state": b""}
+    loaded = dist_checkpointing.load(sharded, str(folder))
+    unwrap_model(model).load_state_dict(loaded["model"])
+    return pickle.loads(loaded["lwz"]["state"])

@@ -1,0 +1,172 @@
+"""One rank of a real multi-process actor run over gloo (start it with `torch.distributed.run`).
+
+Scenarios (rank 0 writes the results to OUT as a torch file):
+  logprobs  vocab-parallel logprobs/entropy vs plain log_softmax, and Policy.compute_logprobs vs HF
+  train     UPDATES GRPO updates on a fixed batch (advantages +, -, +, -); losses and logprobs
+  save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
+  resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from lwz.batch import RolloutBatch
+from lwz.recipe.load import load_recipe, recipe_to_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ADVANTAGES = [1.0, -1.0, 1.0, -1.0]
+LOGIT_PROBE = [[151644, 872, 198, 9707, 11, 1879, 0, 151645, 198, 77091]]
+
+
+def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4):
+    return load_recipe(REPO / "recipes" / "tiny.yaml", [
+        f"actor.tp={tp}", f"actor.pp={pp}", f"cluster.gpus_per_node={world}", f"actor.lr={lr}",
+        "actor.micro_batch_tokens=32", "rollout.max_prompt_tokens=16", "rollout.max_tokens=16",
+        "actor.grad_clip=1.0", "algo.clip_low=0.2", "algo.clip_high=0.28",
+    ])  # fmt: skip
+
+
+def make_batch() -> RolloutBatch:
+    """Four sequences of 10-16 tokens with fixed random ids (the same on every rank)."""
+    g = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, 151000, (n,), generator=g).tolist() for n in (5, 8, 6, 7)]
+    responses = [torch.randint(0, 151000, (n,), generator=g).tolist() for n in (7, 6, 9, 5)]
+    n = len(prompts)
+    return RolloutBatch(prompt_index=list(range(n)), group=[0] * n, samples=[{}] * n, prompt_ids=prompts,
+                        response_ids=responses, texts=[""] * n, truncated=[False] * n,
+                        rollout_logprobs=[[] for _ in range(n)], advantages=list(ADVANTAGES))  # fmt: skip
+
+
+def init(tp: int, pp: int, world: int):
+    from lwz.plan.resolve import resolve
+    from lwz.runtime import init_distributed
+
+    recipe = make_recipe(tp, pp, world)
+    runtime = init_distributed(tp=tp, pp=pp, seed=recipe.schedule.seed)
+    return recipe, resolve(recipe), runtime
+
+
+def scenario_logprobs(args) -> dict:
+    from megatron.core import parallel_state
+
+    from lwz.actor.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    result: dict = {}
+    if args.pp == 1:  # the functions themselves, on random logits with a padded vocabulary
+        tp, rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
+        vocab, padded = 13, 14
+        full = torch.randn(3, 5, padded, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3
+        labels = torch.randint(0, vocab, (3, 5), generator=torch.Generator().manual_seed(2))
+        local = full.chunk(tp, dim=-1)[rank].clone().requires_grad_(True)
+        logprobs = vocab_parallel_logprobs(local, labels, vocab)
+        logprobs.sum().backward()
+        reference = torch.log_softmax(full[..., :vocab].float(), -1)
+        result["fn_logprobs"] = (logprobs.detach(), reference.gather(-1, labels[..., None])[..., 0])
+        result["fn_entropy"] = (vocab_parallel_entropy(local, vocab), -(reference.exp() * reference).sum(-1))
+        expected_grad = torch.nn.functional.one_hot(labels, padded).double()
+        expected_grad[..., :vocab] -= reference.double().exp() * 1.0
+        result["fn_grad"] = (local.grad, expected_grad.chunk(tp, dim=-1)[rank])
+    policy = Policy(recipe, plan)
+    batch = make_batch()
+    result["policy_logprobs"] = policy.compute_logprobs(batch)
+    result["hf_logprobs"] = hf_logprobs(recipe.model.path, batch)
+    return result
+
+
+def hf_logprobs(model_path: str, batch: RolloutBatch) -> list[torch.Tensor]:
+    """Teacher-forced response logprobs from HF transformers, one sequence at a time."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    out = []
+    with torch.no_grad():
+        for p, r in zip(batch.prompt_ids, batch.response_ids):
+            ids = torch.tensor([p + r])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+            out.append(logp.gather(-1, ids[0, 1:, None])[len(p) - 1:, 0])
+    return out
+
+
+def run_updates(policy, batch: RolloutBatch, old: list[torch.Tensor], count: int) -> list[dict]:
+    """`count` updates on this DP rank's share of `batch`, against the fixed `old` logprobs."""
+    from megatron.core import parallel_state
+
+    batch.old_logprobs = list(old)
+    share = batch.shard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
+    return [policy.update(share) for _ in range(count)]
+
+
+def scenario_train(args) -> dict:
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    policy = Policy(recipe, plan)
+    batch = make_batch()
+    before = policy.compute_logprobs(batch)
+    metrics = run_updates(policy, batch, before, args.updates)
+    return {"metrics": metrics, "before": before, "after": policy.compute_logprobs(batch)}
+
+
+def scenario_save(args) -> dict:
+    from lwz.actor.checkpoint import checkpoint_folder
+    from lwz.actor.model import forward_logits
+    from lwz.actor.policy import Policy
+    from lwz.atomic import write_text
+
+    recipe, plan, runtime = init(args.tp, args.pp, args.world)
+    run = Path(args.folder)
+    if runtime.rank == 0:
+        write_text(run / "recipe.yaml", recipe_to_yaml(recipe))
+    policy = Policy(recipe, plan)
+    batch = make_batch()
+    old = policy.compute_logprobs(batch)
+    first = run_updates(policy, batch, old, args.save_at)
+    policy.save(checkpoint_folder(run / "ckpt", args.save_at), {"step": args.save_at, "old": [t.tolist() for t in old]})
+    logits = forward_logits(policy.model, torch.tensor(LOGIT_PROBE))
+    rest = run_updates(policy, batch, old, args.updates - args.save_at)
+    return {"metrics": first + rest, "logits": logits}
+
+
+def scenario_resume(args) -> dict:
+    from lwz.actor.checkpoint import latest_checkpoint
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    policy = Policy(recipe, plan)
+    folder = latest_checkpoint(Path(args.folder) / "ckpt")
+    extra = policy.load(folder)
+    old = [torch.tensor(t) for t in extra["old"]]
+    rest = run_updates(policy, make_batch(), old, args.updates - args.save_at)
+    return {"metrics": rest, "extra_step": extra["step"], "folder": str(folder)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=("logprobs", "train", "save", "resume"))
+    parser.add_argument("out")
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--pp", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--save-at", type=int, default=2)
+    parser.add_argument("--folder", default="")
+    args = parser.parse_args()
+    args.world = int(os.environ["WORLD_SIZE"])
+    logging.basicConfig(level=logging.WARNING)
+    result = globals()[f"scenario_{args.scenario}"](args)
+    if int(os.environ["RANK"]) == 0:
+        torch.save(result, args.out)
+    from lwz.runtime import destroy_distributed
+
+    destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Export RUN's checkpoint of STEP to OUT with `lwz export`'s code, then load OUT with transformers.
+
+Writes {"logits": HF logits of the probe tokens, "config": the exported config} to OUT/../check.pt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from lwz.commands.export import export_checkpoint
+
+if __name__ == "__main__":
+    from actor_worker import LOGIT_PROBE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run, step, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    export_checkpoint(run, step, out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(torch.tensor(LOGIT_PROBE)).logits
+    torch.save({"logits": logits, "decoded": tokenizer.decode(LOGIT_PROBE[0])}, out.parent / "check.pt")

@@ -1,0 +1,81 @@
+"""Actor checkpoints: save at TP=2, resume at TP=1 with the same next loss; export to HF; crash safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from dist_actor.launch import REPO, run_worker
+from fixtures_models import tiny_qwen2  # noqa: F401
+
+from lwz.actor.checkpoint import LATEST, checkpoint_folder, latest_checkpoint
+
+SAVE_AT, UPDATES = 2, 3
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:  # noqa: F811
+    """Three updates at TP=2 with a checkpoint after the second; returns the run folder and results."""
+    root = tmp_path_factory.mktemp("ckpt")
+    run = root / "run"
+    result = run_worker("save", 2, root / "save.pt", "--tp", "2", "--updates", str(UPDATES),
+                        "--save-at", str(SAVE_AT), "--folder", str(run))  # fmt: skip
+    return run, result
+
+
+@pytest.mark.slow
+def test_resume_at_tp1_continues_the_tp2_run(saved_run, tmp_path):
+    run, uninterrupted = saved_run
+    folder = checkpoint_folder(run / "ckpt", SAVE_AT)
+    assert latest_checkpoint(run / "ckpt") == folder
+    assert (run / "ckpt" / LATEST).read_text().strip() == folder.name
+    assert not [p for p in (run / "ckpt").iterdir() if ".tmp-" in p.name]
+    resumed = run_worker("resume", 1, tmp_path / "resume.pt", "--tp", "1", "--updates", str(UPDATES),
+                         "--save-at", str(SAVE_AT), "--folder", str(run))  # fmt: skip
+    assert resumed["extra_step"] == SAVE_AT
+    expected, got = uninterrupted["metrics"][SAVE_AT], resumed["metrics"][0]
+    for key in ("loss", "grad_norm", "approx_kl_old", "clip_fraction"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-5), key
+    assert expected["approx_kl_old"] > 0  # the restored weights and Adam states matter
+
+
+@pytest.mark.slow
+def test_export_matches_megatron_logits_and_loads_in_transformers(saved_run):
+    run, result = saved_run
+    out = run.parent / "export" / "hf"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests' / 'dist_actor'}")
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "dist_actor" / "export_check.py"), str(run),
+                           str(SAVE_AT), str(out)], env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    check = torch.load(out.parent / "check.pt", weights_only=False)
+    assert (check["logits"] - result["logits"]).abs().max().item() < 1e-4
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in out.iterdir()}
+    assert "<|im_start|>" in check["decoded"]
+
+
+def _fake_checkpoint(folder: Path, complete: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text("{}")
+    if complete:
+        (folder / "extra.json").write_text("{}")
+    return folder
+
+
+def test_latest_checkpoint_skips_what_a_crash_leaves(tmp_path):
+    root = tmp_path / "ckpt"
+    assert latest_checkpoint(root) is None
+    older = _fake_checkpoint(checkpoint_folder(root, 5))
+    (root / LATEST).write_text(older.name + "\n")
+    # a crash mid-save leaves a temporary folder (and `latest` still naming the previous one)
+    _fake_checkpoint(root / (checkpoint_folder(root, 10).name + ".tmp-abc123"), complete=False)
+    assert latest_checkpoint(root) == older
+    # a pointer to a missing or half-written folder falls back to the newest complete one
+    newer = _fake_checkpoint(checkpoint_folder(root, 7))
+    _fake_checkpoint(checkpoint_folder(root, 9), complete=False)
+    (root / LATEST).write_text(checkpoint_folder(root, 9).name)
+    assert latest_checkpoint(root) == newer
