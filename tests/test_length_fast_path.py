@@ -86,7 +86,8 @@ def test_longbench_write_stated_lengths_recovered():
     stated = [(r, rng) for r, rng in stated if rng is not None]
     inside = sum(lo <= r["length"] <= hi for r, (lo, hi) in stated)
     # over 12000 words the rules ask for [0, 0]: that is the correct answer there
-    by_rules = sum(lo <= r["length"] <= hi or (r["length"] > MAX_WORDS and (lo, hi) == (0, 0)) for r, (lo, hi) in stated)
+    by_rules = sum(lo <= r["length"] <= hi or (r["length"] > MAX_WORDS and (lo, hi) == (0, 0))
+                   for r, (lo, hi) in stated)
     print(f"\nfast path: {len(stated)}/{len(rows)} prompts state a length; range holds it for "
           f"{inside}/{len(stated)} = {inside / len(stated):.1%} ({by_rules}/{len(stated)} counting [0, 0] "
           f"for requests over {MAX_WORDS} words as correct)")

