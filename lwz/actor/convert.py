@@ -213,6 +213,7 @@ def iter_hf_weights(model: torch.nn.Module, hf_config: dict[str, Any]) -> Iterat
     stage = parallel_state.get_pipeline_model_parallel_rank()
     param = next(inner.parameters())
     device, dtype = param.device, param.dtype
+    assert all(p.dtype == dtype for p in inner.parameters()), "parameters of mixed dtypes"
 
     by_item: dict[str, list] = {}  # item -> [(name, param, rule, layer)]
     for entry in _rules(inner, arch):

@@ -218,6 +218,7 @@ def build_gpt_model(
         rope_scaling_factor=arch.rope_scaling_factor or 8.0,
     )
     model.hf_vocab_size = arch.vocab_size  # logits beyond it are TP padding
+    model.to(dtype)  # the local spec's torch norms are created in fp32 whatever params_dtype says
     return model.cuda() if gpu else model
 
 

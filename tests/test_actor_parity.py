@@ -1,0 +1,111 @@
+"""The megatron actor equals transformers: logits at TP1, TP2, PP2, TP2xPP2; exact HF round trip.
+
+Cases: the tiny Qwen2 (qkv bias, untied, GQA) in fp32 and bf16; a Qwen2 with tied embeddings
+and a vocabulary that TP=2 must pad; a Llama (no biases, Llama-3 RoPE scaling). The last two
+use a larger init so that a wrong RoPE or head order moves the logits far beyond the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures_models import tiny_qwen2  # noqa: F401
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lwz.actor.convert import hf_weight_shapes, read_hf_config
+from lwz.actor.model import arch_from_hf_config, padded_vocab_size
+from lwz.tiny import build_qwen2
+
+SCRIPT = Path(__file__).parent / "dist" / "actor_parity.py"
+ALL_LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
+LAYOUTS = {"tiny_qwen2": ALL_LAYOUTS, "tied_odd_vocab": [(2, 2)], "llama": [(2, 1), (1, 2)], "tiny_bf16": [(2, 2)]}
+TOLERANCE = {"tiny_bf16": 3e-2}  # bf16 weights and activations against the fp32 reference; else 1e-4
+CASE_LAYOUTS = [(case, tp, pp) for case, layouts in LAYOUTS.items() for tp, pp in layouts]
+
+
+def build_llama(folder: Path) -> Path:
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        initializer_range=0.2, max_position_embeddings=16384,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 1e6, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parity_run(tiny_qwen2, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("parity")
+    tied = build_qwen2(out / "tied", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                       intermediate_size=96, vocab_size=1001, tie_word_embeddings=True, init_std=0.1)  # fmt: skip
+    dirs = {"tiny_qwen2": tiny_qwen2, "tied_odd_vocab": tied, "llama": build_llama(out / "llama"),
+            "tiny_bf16": tiny_qwen2}  # fmt: skip
+    cases = [
+        {"name": name, "hf_dir": str(dirs[name]), "layouts": layouts,
+         "dtype": "bfloat16" if name == "tiny_bf16" else "float32",
+         "export": str(out / "export") if name == "tiny_qwen2" else None}
+        for name, layouts in LAYOUTS.items()
+    ]  # fmt: skip
+    (out / "cases.json").write_text(json.dumps(cases))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(SCRIPT), str(out / "cases.json"), str(out / "results.json")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "results.json").read_text()), dirs, out / "export"
+
+
+def _results(parity_run, case, tp, pp):
+    results = [r for r in parity_run[0] if (r["case"], r["tp"], r["pp"]) == (case, tp, pp)]
+    assert len(results) == 4  # every rank of the 4-process job ran this layout
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,tp,pp", CASE_LAYOUTS)
+def test_logits_match_transformers(parity_run, case, tp, pp):
+    results = _results(parity_run, case, tp, pp)
+    last = [r for r in results if r["last_stage"]]
+    assert len(last) == (4 if pp == 1 else 2)
+    assert all(r["max_abs_diff"] is None for r in results if not r["last_stage"])
+    vocab = read_hf_config(parity_run[1][case])["vocab_size"]
+    for r in last:
+        assert r["logits_shape"] == [2, 24, vocab]
+        assert r["max_abs_diff"] < TOLERANCE.get(case, 1e-4), r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,tp,pp", CASE_LAYOUTS)
+def test_hf_megatron_hf_round_trip_is_exact(parity_run, case, tp, pp):
+    hf_dir = parity_run[1][case]
+    expected_names = list(hf_weight_shapes(arch_from_hf_config(read_hf_config(hf_dir))))
+    assert sorted(expected_names) == sorted(load_file(hf_dir / "model.safetensors"))
+    for r in _results(parity_run, case, tp, pp):
+        assert r["names"] == expected_names, f"rank {r['rank']} saw another sequence"
+        assert r["unequal"] == [], f"rank {r['rank']}: tensors differ after the round trip"
+
+
+@pytest.mark.slow
+def test_exported_folder_equals_the_source(parity_run, tiny_qwen2):  # noqa: F811
+    export = parity_run[2]
+    assert read_hf_config(export) == read_hf_config(tiny_qwen2)
+    original, exported = load_file(tiny_qwen2 / "model.safetensors"), load_file(export / "model.safetensors")
+    assert original.keys() == exported.keys()
+    assert all(torch.equal(original[k], exported[k]) for k in original)
+    assert (export / "tokenizer.json").read_bytes() == (tiny_qwen2 / "tokenizer.json").read_bytes()
+    assert not [p for p in export.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+def test_padded_vocab_size():
+    assert padded_vocab_size(1001, 2) == 1002
+    assert padded_vocab_size(151936, 8) == 151936
+    assert padded_vocab_size(7, 1) == 7
