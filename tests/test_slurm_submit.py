@@ -198,30 +198,69 @@ def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, t
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_two_task_tiny_run_with_tensor_parallel_two(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     folder, job_id = tiny_run(tmp_path, "tp2", "cluster.gpus_per_node=2", "actor.tp=2", "schedule.steps=2",
                               "schedule.save_every=1")
-    assert wait_until_done(job_id, 540) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
+    assert wait_until_done(job_id, 840) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
     assert logged_steps(folder) == [1, 2]
     assert (folder / "slurm" / f"{job_id}_1_log.out").is_file()
     status = lwz("status", str(folder)).stdout
     assert "COMPLETED" in status and "step 2/2" in status
 
 
+def wait_for_event(folder: Path, event: str, restart_count: int, timeout_s: float) -> None:
+    """Wait until RUN/slurm/requeues.json has `event` recorded at `restart_count`."""
+    deadline = time.monotonic() + timeout_s
+    while not any(e["event"] == event and e["restart_count"] == restart_count
+                  for e in read_requeues(folder)["events"]):
+        assert time.monotonic() < deadline, f"no {event} at restart {restart_count}: {read_requeues(folder)}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(180)
+def test_usr2_requeues_until_max_requeues_is_used_up(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    folder, job_id = tiny_run(tmp_path, "usr2", "schedule.steps=1000", "cluster.max_requeues=1")
+    wait_for_event(folder, "start", 0, 60)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    wait_for_event(folder, "start", 1, 60)  # checkpoint() requeued a fresh worker of the run folder
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+
+    assert wait_until_done(job_id, 120) != "COMPLETED"
+    events = [(e["event"], e["restart_count"]) for e in read_requeues(folder)["events"] if e["event"] != "SIGTERM"]
+    assert events == [("start", 0), ("requeue", 0), ("start", 1), ("not_requeued", 1)]
+    assert "Job not requeued because: checkpoint function returned None" in lwz("logs", str(folder)).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_requeue_beyond_max_requeues_fails_at_start(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    folder, job_id = tiny_run(tmp_path, "sigterm", "schedule.steps=1000", "cluster.max_requeues=0")
+    wait_for_event(folder, "start", 0, 60)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)  # SIGTERM, kill, restart
+
+    assert wait_until_done(job_id, 120) == "FAILED"
+    events = [(e["event"], e["restart_count"]) for e in read_requeues(folder)["events"]]
+    assert events == [("start", 0), ("SIGTERM", 0), ("start", 1)]
+    assert "restarted 1 times, more than the 0 allowed" in lwz("logs", str(folder)).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(1200)
 def test_requeued_run_resumes_from_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
-    steps = 6
+    steps = 3
     folder, job_id = tiny_run(tmp_path, "requeued", f"schedule.steps={steps}", "schedule.save_every=1")
-    deadline = time.monotonic() + 400
-    while not list((folder / "ckpt").glob("step_*")) or len(logged_steps(folder)) < 2:
+    deadline = time.monotonic() + 800
+    while not list((folder / "ckpt").glob("step_*")) or not logged_steps(folder):
         assert time.monotonic() < deadline and job_state(job_id) in ACTIVE_STATES, "no checkpoint before the requeue"
         time.sleep(0.5)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
 
-    assert wait_until_done(job_id, 500) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
+    assert wait_until_done(job_id, 1000) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
     assert logged_steps(folder) == list(range(1, steps + 1))
     events = read_requeues(folder)["events"]
     assert [e["restart_count"] for e in events if e["event"] == "start"] == [0, 1]

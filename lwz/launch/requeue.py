@@ -73,12 +73,11 @@ class SlurmRunWorker(submitit.helpers.Checkpointable):
         os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
         restarts = restart_count()
         if env.rank == 0:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
             record_event(self.run_dir, self.max_requeues, "start", rank_count=env.world_size)
         if restarts > self.max_requeues:
             raise LwzError(str(self.run_dir), "cluster.max_requeues", f"the job was restarted {restarts} times, "
                            f"more than the {self.max_requeues} allowed; resume it with `lwz run {self.run_dir}`")
-        if env.rank == 0:
-            signal.signal(signal.SIGTERM, self._on_sigterm)
         log.info("rank %d/%d of %s (restart %d)", env.rank, env.world_size, self.run_dir, restarts)
         run_worker(self.run_dir)
 
