@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -192,6 +193,10 @@ def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, t
     starts = [e for e in read_requeues(folder)["events"] if e["event"] == "start"]
     assert [e["restart_count"] for e in starts] == [0]
     assert "schedule.steps: -1 is out of range" in lwz("logs", str(folder)).stdout
+    # once SLURM has forgotten a job (MinJobAge), its state comes from submitit's result file
+    shutil.copy(folder / "slurm" / f"{job_id}_0_result.pkl", folder / "slurm" / "999999_0_result.pkl")
+    assert job_state("999999", folder / "slurm") == "FAILED"
+    assert job_state("999999") == "UNKNOWN"
 
 
 # --- end to end: the real training loop on SLURM ---------------------------------------------

@@ -127,7 +127,7 @@ def test_tiny_grid_runs_as_one_job_array(slurm_cluster: SlurmCluster, tmp_path: 
 
     deadline = time.monotonic() + 1140
     for run in manifest["runs"]:
-        while (state := job_state(run["job_id"])) in ACTIVE_STATES or state == "UNKNOWN":
+        while (state := job_state(run["job_id"], manifest["submitit_folder"])) in ACTIVE_STATES or state == "UNKNOWN":
             assert time.monotonic() < deadline, f"{run['name']} still {state}"
             time.sleep(1)
         folder = Path(run["folder"])

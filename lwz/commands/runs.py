@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import re
 import subprocess
 import sys
@@ -18,8 +19,9 @@ ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", 
 FOLLOW_POLL_S = 1.0
 
 
-def job_state(job_id: str) -> str:
-    """SLURM's state of a job: squeue, else sacct, else scontrol; UNKNOWN when none knows it."""
+def job_state(job_id: str, submitit_folder: str | Path | None = None) -> str:
+    """SLURM's state of a job: squeue, else sacct, else scontrol, else (once SLURM has forgotten the
+    job) the outcome in submitit's result file of rank 0; UNKNOWN when none of them knows it."""
     queries = (["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
                ["sacct", "--noheader", "--allocations", "--parsable2", "--jobs", job_id, "--format", "State"],
                ["scontrol", "show", "job", job_id])
@@ -36,6 +38,11 @@ def job_state(job_id: str) -> str:
                 return match.group(1)
             continue
         return result.stdout.split()[0].rstrip("+")
+    result_file = JobPaths(submitit_folder, job_id=job_id, task_id=0).result_pickle if submitit_folder else None
+    if result_file is not None and result_file.is_file():
+        with open(result_file, "rb") as f:
+            outcome = pickle.load(f)[0]  # submitit's ("success" | "error", payload)
+        return "COMPLETED" if outcome == "success" else "FAILED"
     return "UNKNOWN"
 
 
@@ -56,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     job = read_job_record(folder)
     run = load_run(folder)
     print(f"run       {folder}")
-    print(f"job       {job['job_id']}  {job_state(job['job_id'])}  (submitted {job['submitted_at']}, "
+    print(f"job       {job['job_id']}  {job_state(job['job_id'], job['submitit_folder'])}  (submitted {job['submitted_at']}, "
           f"{job['tasks']} task(s))")
     last = run.rows[-1] if run.rows else {}
     reward = f" (reward/total {last['reward/total']:.3f})" if "reward/total" in last else ""
@@ -85,12 +92,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise LwzError(args.run, "--rank", f"{args.rank} is not a rank of the job (0-{int(job['tasks']) - 1})")
     path = _log_path(job, args.rank)
     if not path.exists() and not args.follow:
-        raise LwzError(str(path), None, f"no log yet (job {job['job_id']} is {job_state(job['job_id'])})")
+        state = job_state(job["job_id"], job["submitit_folder"])
+        raise LwzError(str(path), None, f"no log yet (job {job['job_id']} is {state})")
     offset = _print_from(path, 0)
     while args.follow:
         time.sleep(FOLLOW_POLL_S)
         new_offset = _print_from(path, offset)
-        if new_offset == offset and job_state(job["job_id"]) not in ACTIVE_STATES:
+        if new_offset == offset and job_state(job["job_id"], job["submitit_folder"]) not in ACTIVE_STATES:
             break
         offset = new_offset
     return 0
