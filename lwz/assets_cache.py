@@ -7,7 +7,9 @@ from pathlib import Path
 
 from lwz.errors import LwzError
 
-ASSETS = ("tiny-qwen2", "smollm2-135m")
+# name -> "module:function" that builds the asset (once) and returns its folder
+ASSETS = {"tiny-qwen2": "lwz.tiny:tiny_qwen2_path", "tiny-writing-rm": "lwz.rm.train:tiny_writing_rm_path"}
+FOLDERS = {"tiny-qwen2": "tiny-qwen2", "tiny-writing-rm": "tiny-writing-rm-v1"}
 
 
 def cache_dir() -> Path:
@@ -19,4 +21,14 @@ def asset_path(name: str) -> Path:
     """The folder of a locally built model asset (it may not be built yet)."""
     if name not in ASSETS:
         raise LwzError(None, f"${{asset:{name}}}", f"unknown asset (allowed: {', '.join(ASSETS)})")
-    return cache_dir() / "models" / name
+    return cache_dir() / "models" / FOLDERS[name]
+
+
+def build_assets_in(paths: list[str]) -> None:
+    """Build the assets among `paths` (model folders a recipe names) that are not built yet."""
+    import importlib
+
+    for name, builder in ASSETS.items():
+        if str(asset_path(name)) in paths:
+            module, function = builder.split(":")
+            getattr(importlib.import_module(module), function)()

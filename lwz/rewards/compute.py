@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,9 @@ from lwz.rewards.format import FormatReward
 from lwz.rewards.mix import combine_advantages
 from lwz.rewards.registry import build_reward
 from lwz.rewards.term import RewardTerm
+from lwz.rewards.writing_rm import RewardModelError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,16 +40,26 @@ class RewardMix:
                    recipe.rewards.eps)
 
     def score(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
-        """Each term's reward of each response."""
-        return {name: [float(r) for r in term(responses, samples)] for name, term in self.terms.items()}
+        """Each term's reward of each response; a reward model that fails with `on_failure: skip_term`
+        is left out of this step (and logged), any other failure stops the run."""
+        out = {}
+        for name, term in self.terms.items():
+            try:
+                out[name] = [float(r) for r in term(responses, samples)]
+            except RewardModelError as e:
+                if getattr(term, "on_failure", "error") != "skip_term":
+                    raise
+                log.warning("reward %s skipped this step: %s", name, e)
+        return out
 
     def advantages(self, rewards: Mapping[str, Sequence[float]], groups: Sequence[int]) -> list[float]:
         """One advantage per response (per-reward group normalisation, then the recipe's mix)."""
-        return combine_advantages(self.combine, rewards, self.weights, np.asarray(groups), self.eps).tolist()
+        weights = {k: self.weights[k] for k in rewards}
+        return combine_advantages(self.combine, rewards, weights, np.asarray(groups), self.eps).tolist()
 
     def total(self, rewards: Mapping[str, Sequence[float]]) -> float:
         """Weighted mean reward of the step (for logging)."""
-        weight = sum(self.weights.values()) or 1.0
+        weight = sum(self.weights[k] for k in rewards) or 1.0
         return float(sum(self.weights[k] * np.mean(v) for k, v in rewards.items()) / weight)
 
     @property

@@ -13,8 +13,9 @@ from lwz.errors import LwzError, did_you_mean
 from lwz.rewards.format import FormatReward
 from lwz.rewards.length import LengthReward
 from lwz.rewards.term import RewardTerm
+from lwz.rewards.writing_rm import WritingRMReward
 
-REWARDS: dict[str, type] = {"length": LengthReward, "format": FormatReward}
+REWARDS: dict[str, type] = {"length": LengthReward, "format": FormatReward, "writing_rm": WritingRMReward}
 
 
 def _term_class(name: str) -> type:
