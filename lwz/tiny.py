@@ -20,7 +20,14 @@ from pathlib import Path
 from lwz.assets_cache import cache_dir
 from lwz.atomic import fsync_dir
 
-__all__ = ["build_qwen2", "cache_dir", "tiny_qwen2_path", "TINY_QWEN2_SHAPE"]
+__all__ = [
+    "build_qwen2",
+    "cache_dir",
+    "tiny_qwen2_path",
+    "write_qwen25_tokenizer",
+    "TINY_QWEN2_SHAPE",
+    "QWEN25_0_5B_SHAPE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,19 @@ log = logging.getLogger(__name__)
 BUILD_VERSION = 1
 STAMP = "lwz_build.json"
 
-TINY_QWEN2_SHAPE = dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
+TINY_QWEN2_SHAPE = dict(
+    hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256
+)
+# Qwen2.5-0.5B's shape (random weights), for benchmarks: `build_qwen2(out, **QWEN25_0_5B_SHAPE)`.
+QWEN25_0_5B_SHAPE = dict(
+    hidden_size=896,
+    num_layers=24,
+    num_heads=14,
+    num_kv_heads=2,
+    intermediate_size=4864,
+    tie_word_embeddings=True,
+    max_position_embeddings=32768,
+)
 
 QWEN_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -37,14 +56,29 @@ QWEN_PRETOKENIZE_REGEX = (
 ENDOFTEXT_ID = 151643
 # (token, special) for ids 151643.. as in Qwen2.5's tokenizer_config.json.
 QWEN25_ADDED_TOKENS = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
-    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
-    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
-    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
-    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False),
-    ("<|fim_pad|>", False), ("<|repo_name|>", False), ("<|file_sep|>", False),
-]  # fmt: skip
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+]
 QWEN25_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
@@ -90,22 +124,31 @@ def build_qwen2(
     seed: int = 0,
     dtype: str = "float32",
 ) -> Path:
-    """Write a random-weight Qwen2ForCausalLM HF folder (config, safetensors, tokenizer) to `out_dir`.
+    """Write a random-weight Qwen2ForCausalLM HF folder (config, weights, tokenizer) to `out_dir`.
 
     The folder appears atomically; raises FileExistsError if `out_dir` already exists.
-    Qwen2.5-0.5B's shape: hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, tied.
     """
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists")
     tmp = _fresh_tmp(out)
     _write_qwen2(
-        tmp, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-        num_kv_heads=num_kv_heads, intermediate_size=intermediate_size, head_dim=head_dim,
-        vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
-        rope_theta=rope_theta, rms_norm_eps=rms_norm_eps, tie_word_embeddings=tie_word_embeddings,
-        init_std=init_std, seed=seed, dtype=dtype,
-    )  # fmt: skip
+        tmp,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        head_dim=head_dim,
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=rope_theta,
+        rms_norm_eps=rms_norm_eps,
+        tie_word_embeddings=tie_word_embeddings,
+        init_std=init_std,
+        seed=seed,
+        dtype=dtype,
+    )
     try:
         os.rename(tmp, out)
     except OSError:
@@ -173,11 +216,15 @@ def write_qwen25_tokenizer(folder: str | os.PathLike) -> None:
     _qwen25_backend().save(str(folder / "tokenizer.json"))
     added = {
         str(ENDOFTEXT_ID + i): {
-            "content": tok, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": special,
+            "content": tok,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": special,
         }
         for i, (tok, special) in enumerate(QWEN25_ADDED_TOKENS)
-    }  # fmt: skip
+    }
     config = {
         "add_prefix_space": False,
         "added_tokens_decoder": added,
@@ -198,7 +245,15 @@ def write_qwen25_tokenizer(folder: str | os.PathLike) -> None:
 
 def _qwen25_backend():
     """A `tokenizers.Tokenizer` equivalent to Qwen2.5's, from the tiktoken ranks."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from tokenizers.models import BPE
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -215,9 +270,16 @@ def _qwen25_backend():
         if len(tok) > 1
     ]
     backend = Tokenizer(
-        BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
-            end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
-    )  # fmt: skip
+        BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
+        )
+    )
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -230,7 +292,9 @@ def _qwen25_backend():
     backend.add_tokens(
         [AddedToken(tok, special=special, normalized=False) for tok, special in QWEN25_ADDED_TOKENS]
     )
-    assert backend.token_to_id("<|endoftext|>") == ENDOFTEXT_ID, "special tokens must start at 151643"
+    assert backend.token_to_id("<|endoftext|>") == ENDOFTEXT_ID, (
+        "special tokens must start at 151643"
+    )
     return backend
 
 

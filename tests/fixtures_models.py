@@ -1,4 +1,4 @@
-"""Session fixtures for locally built models (import them with `from fixtures_models import ...`)."""
+"""Session fixtures for locally built models (`from fixtures_models import tiny_qwen2`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The megatron actor equals transformers: logits at TP1, TP2, PP2, TP2xPP2; exact HF round trip.
+"""The megatron actor equals transformers: logits at TP1, TP2, PP2, TP2xPP2; exact HF round trip;
+megatron-core's CPU shims in a fresh process.
 
 Cases: the tiny Qwen2 (qkv bias, untied, GQA) in fp32 and bf16; a Qwen2 with tied embeddings
 and a vocabulary that TP=2 must pad; a Llama (no biases, Llama-3 RoPE scaling). The last two
@@ -21,23 +22,44 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from lwz.actor.convert import hf_weight_shapes, read_hf_config
 from lwz.actor.model import arch_from_hf_config, padded_vocab_size
+from lwz.errors import LwzError
 from lwz.tiny import build_qwen2
 
 SCRIPT = Path(__file__).parent / "dist" / "actor_parity.py"
 ALL_LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
-LAYOUTS = {"tiny_qwen2": ALL_LAYOUTS, "tied_odd_vocab": [(2, 2)], "llama": [(2, 1), (1, 2)], "tiny_bf16": [(2, 2)]}
-TOLERANCE = {"tiny_bf16": 3e-2}  # bf16 weights and activations against the fp32 reference; else 1e-4
+LAYOUTS = {
+    "tiny_qwen2": ALL_LAYOUTS,
+    "tied_odd_vocab": [(2, 2)],
+    "llama": [(2, 1), (1, 2)],
+    "tiny_bf16": [(2, 2)],
+}
+TOLERANCE = {
+    "tiny_bf16": 3e-2
+}  # bf16 weights and activations against the fp32 reference; else 1e-4
 CASE_LAYOUTS = [(case, tp, pp) for case, layouts in LAYOUTS.items() for tp, pp in layouts]
 
 
 def build_llama(folder: Path) -> Path:
     config = LlamaConfig(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        initializer_range=0.2, max_position_embeddings=16384,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 1e6, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-    )  # fmt: skip
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+        max_position_embeddings=16384,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 1e6,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -46,16 +68,33 @@ def build_llama(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def parity_run(tiny_qwen2, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("parity")
-    tied = build_qwen2(out / "tied", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                       intermediate_size=96, vocab_size=1001, tie_word_embeddings=True, init_std=0.1)  # fmt: skip
-    dirs = {"tiny_qwen2": tiny_qwen2, "tied_odd_vocab": tied, "llama": build_llama(out / "llama"),
-            "tiny_bf16": tiny_qwen2}  # fmt: skip
+    tied = build_qwen2(
+        out / "tied",
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=96,
+        vocab_size=1001,
+        tie_word_embeddings=True,
+        init_std=0.1,
+    )
+    dirs = {
+        "tiny_qwen2": tiny_qwen2,
+        "tied_odd_vocab": tied,
+        "llama": build_llama(out / "llama"),
+        "tiny_bf16": tiny_qwen2,
+    }
     cases = [
-        {"name": name, "hf_dir": str(dirs[name]), "layouts": layouts,
-         "dtype": "bfloat16" if name == "tiny_bf16" else "float32",
-         "export": str(out / "export") if name == "tiny_qwen2" else None}
+        {
+            "name": name,
+            "hf_dir": str(dirs[name]),
+            "layouts": layouts,
+            "dtype": "bfloat16" if name == "tiny_bf16" else "float32",
+            "export": str(out / "export") if name == "tiny_qwen2" else None,
+        }
         for name, layouts in LAYOUTS.items()
-    ]  # fmt: skip
+    ]
     (out / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, str(SCRIPT), str(out / "cases.json"), str(out / "results.json")]
@@ -98,14 +137,84 @@ def test_hf_megatron_hf_round_trip_is_exact(parity_run, case, tp, pp):
 def test_exported_folder_equals_the_source(parity_run, tiny_qwen2):  # noqa: F811
     export = parity_run[2]
     assert read_hf_config(export) == read_hf_config(tiny_qwen2)
-    original, exported = load_file(tiny_qwen2 / "model.safetensors"), load_file(export / "model.safetensors")
+    original, exported = (
+        load_file(tiny_qwen2 / "model.safetensors"),
+        load_file(export / "model.safetensors"),
+    )
     assert original.keys() == exported.keys()
     assert all(torch.equal(original[k], exported[k]) for k in original)
     assert (export / "tokenizer.json").read_bytes() == (tiny_qwen2 / "tokenizer.json").read_bytes()
-    assert not [p for p in export.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    assert not [p for p in export.parent.iterdir() if p.name.startswith(".")], (
+        "temporary folder left behind"
+    )
 
 
 def test_padded_vocab_size():
     assert padded_vocab_size(1001, 2) == 1002
     assert padded_vocab_size(151936, 8) == 151936
     assert padded_vocab_size(7, 1) == 7
+
+
+@pytest.mark.slow
+def test_cpu_shims_in_a_fresh_process():
+    """Device rewriting, CUDA type strings, no-op sync, CPU RNG tracker, megatron grad clipping."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
+        env.pop(key, None)
+    script = Path(__file__).parent / "dist" / "cpu_shims_check.py"
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok"
+
+
+QWEN25_CONFIG = {
+    "model_type": "qwen2",
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 32768,
+    "hidden_act": "silu",
+    "use_sliding_window": False,
+}
+
+
+def test_arch_reads_qwen25_and_llama_configs():
+    arch = arch_from_hf_config(QWEN25_CONFIG)  # the old layout: top-level rope_theta
+    assert (arch.head_dim, arch.heads_per_group, arch.rope_theta) == (64, 7, 1e6)
+    assert arch.qkv_bias and arch.tie_word_embeddings and arch.rope_scaling_factor is None
+    llama = {**QWEN25_CONFIG, "model_type": "llama", "tie_word_embeddings": False}
+    llama["rope_scaling"] = {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    arch = arch_from_hf_config(llama)
+    assert not arch.qkv_bias and arch.rope_scaling_factor == 32.0
+    assert len(hf_weight_shapes(arch)) == 2 + 24 * 9 + 1
+
+
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        ({"model_type": "gpt2"}, "model_type"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"use_sliding_window": True}, "use_sliding_window"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_parameters"),
+        ({"model_type": "llama", "attention_bias": True}, "attention_bias"),
+    ],
+)
+def test_arch_rejects_what_megatron_would_compute_differently(change, key):
+    with pytest.raises(LwzError) as error:
+        arch_from_hf_config({**QWEN25_CONFIG, **change})
+    assert error.value.key == key and error.value.where == "config.json"

@@ -34,7 +34,9 @@ def tokenizer(tiny_qwen2):  # noqa: F811
 def tiktoken_qwen() -> tiktoken.Encoding:
     """The reference: tiktoken over the same ranks, Qwen's regex and the Qwen2.5 special tokens."""
     specials = {tok: 151643 + i for i, (tok, _) in enumerate(QWEN25_ADDED_TOKENS)}
-    return tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=_qwen_ranks(), special_tokens=specials)
+    return tiktoken.Encoding(
+        "qwen", pat_str=PAT_STR, mergeable_ranks=_qwen_ranks(), special_tokens=specials
+    )
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -85,12 +87,21 @@ def test_model_config_and_generation(tiny_qwen2, tokenizer):  # noqa: F811
 
 
 def test_build_is_seeded_and_refuses_to_overwrite(tmp_path):
-    shape = dict(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=96, vocab_size=1024)
+    shape = dict(
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=96,
+        vocab_size=1024,
+    )
     a = build_qwen2(tmp_path / "a", **shape, seed=3, tie_word_embeddings=True)
     b = build_qwen2(tmp_path / "b", **shape, seed=3, tie_word_embeddings=True)
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     assert json.loads((a / "config.json").read_text())["tie_word_embeddings"] is True
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], (
+        "temporary folders left behind"
+    )
     with pytest.raises(FileExistsError):
         build_qwen2(tmp_path / "a", **shape)
 
@@ -103,7 +114,10 @@ def test_two_processes_racing_build_one_model(tmp_path):
 
     env = {**os.environ, "LWZ_CACHE": str(tmp_path)}
     code = "from lwz.tiny import tiny_qwen2_path; print(tiny_qwen2_path())"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0].decode().strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] == str(tmp_path / "models" / "tiny-qwen2")

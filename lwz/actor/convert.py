@@ -42,8 +42,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json",
-                 "vocab.json", "merges.txt", "chat_template.jinja")  # fmt: skip
+HF_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,27 @@ class _Rule:
 
 _LAYER_RULES = {
     "input_layernorm.weight": _Rule(("model.layers.{i}.input_layernorm.weight",), "replicated"),
-    "self_attention.linear_qkv.layer_norm_weight": _Rule(("model.layers.{i}.input_layernorm.weight",), "replicated"),
+    "self_attention.linear_qkv.layer_norm_weight": _Rule(
+        ("model.layers.{i}.input_layernorm.weight",), "replicated"
+    ),
     "self_attention.linear_qkv.weight": _Rule(
         tuple(f"model.layers.{{i}}.self_attn.{p}_proj.weight" for p in "qkv"), "qkv"
     ),
-    "self_attention.linear_qkv.bias": _Rule(tuple(f"model.layers.{{i}}.self_attn.{p}_proj.bias" for p in "qkv"), "qkv"),
-    "self_attention.linear_proj.weight": _Rule(("model.layers.{i}.self_attn.o_proj.weight",), "row"),
-    "pre_mlp_layernorm.weight": _Rule(("model.layers.{i}.post_attention_layernorm.weight",), "replicated"),
-    "mlp.linear_fc1.layer_norm_weight": _Rule(("model.layers.{i}.post_attention_layernorm.weight",), "replicated"),
-    "mlp.linear_fc1.weight": _Rule(("model.layers.{i}.mlp.gate_proj.weight", "model.layers.{i}.mlp.up_proj.weight"),
-                                   "gate_up"),  # fmt: skip
+    "self_attention.linear_qkv.bias": _Rule(
+        tuple(f"model.layers.{{i}}.self_attn.{p}_proj.bias" for p in "qkv"), "qkv"
+    ),
+    "self_attention.linear_proj.weight": _Rule(
+        ("model.layers.{i}.self_attn.o_proj.weight",), "row"
+    ),
+    "pre_mlp_layernorm.weight": _Rule(
+        ("model.layers.{i}.post_attention_layernorm.weight",), "replicated"
+    ),
+    "mlp.linear_fc1.layer_norm_weight": _Rule(
+        ("model.layers.{i}.post_attention_layernorm.weight",), "replicated"
+    ),
+    "mlp.linear_fc1.weight": _Rule(
+        ("model.layers.{i}.mlp.gate_proj.weight", "model.layers.{i}.mlp.up_proj.weight"), "gate_up"
+    ),
     "mlp.linear_fc2.weight": _Rule(("model.layers.{i}.mlp.down_proj.weight",), "row"),
 }
 _EMBEDDING = _Rule(("model.embed_tokens.weight",), "vocab")
@@ -79,7 +97,9 @@ def read_hf_config(hf_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(hf_dir) / "config.json").read_text())
 
 
-def _rules(model: torch.nn.Module, arch: Arch) -> Iterator[tuple[str, torch.nn.Parameter, _Rule, int | None]]:
+def _rules(
+    model: torch.nn.Module, arch: Arch
+) -> Iterator[tuple[str, torch.nn.Parameter, _Rule, int | None]]:
     """(megatron name, parameter, rule, global layer index) for every parameter of this rank."""
     layers = model.decoder.layers if hasattr(model, "decoder") else []
     for name, param in model.named_parameters():
@@ -111,7 +131,10 @@ class _SafetensorsReader:
         else:
             with safe_open(hf_dir / "model.safetensors", framework="pt") as f:
                 weight_map = {key: "model.safetensors" for key in f.keys()}
-        handles = {file: stack.enter_context(safe_open(hf_dir / file, framework="pt")) for file in set(weight_map.values())}
+        handles = {
+            file: stack.enter_context(safe_open(hf_dir / file, framework="pt"))
+            for file in set(weight_map.values())
+        }
         self._handles = {key: handles[file] for key, file in weight_map.items()}
 
     def rows(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
@@ -121,7 +144,9 @@ class _SafetensorsReader:
         return self._handles[name].get_slice(name)[:, start:stop]
 
 
-def load_hf_into_megatron(model: torch.nn.Module, hf_dir: str | os.PathLike, hf_config: dict | None = None) -> None:
+def load_hf_into_megatron(
+    model: torch.nn.Module, hf_dir: str | os.PathLike, hf_config: dict | None = None
+) -> None:
     """Copy this rank's TP shard / PP stage of the HF weights in `hf_dir` into `model`, in place.
 
     Every parameter of the model must come from the checkpoint; each is read as a slice.
@@ -138,13 +163,21 @@ def load_hf_into_megatron(model: torch.nn.Module, hf_dir: str | os.PathLike, hf_
         for name, param, rule, layer in _rules(inner, arch):
             names = [n.format(i=layer) for n in rule.hf]
             shard = _read_shard(reader, names, rule.kind, arch, tp, rank, param.shape[0])
-            assert shard.shape == param.shape, f"{name}: HF gives {tuple(shard.shape)}, megatron has {tuple(param.shape)}"
+            assert shard.shape == param.shape, (
+                f"{name}: HF gives {tuple(shard.shape)}, megatron has {tuple(param.shape)}"
+            )
             param.copy_(shard)
     log.info("loaded %s into megatron (tp rank %d/%d)", hf_dir, rank, tp)
 
 
 def _read_shard(
-    reader: _SafetensorsReader, names: list[str], kind: str, arch: Arch, tp: int, rank: int, rows: int
+    reader: _SafetensorsReader,
+    names: list[str],
+    kind: str,
+    arch: Arch,
+    tp: int,
+    rank: int,
+    rows: int,
 ) -> torch.Tensor:
     if kind == "replicated":
         return reader.rows(names[0])
@@ -153,7 +186,9 @@ def _read_shard(
         return reader.cols(names[0], rank * width, (rank + 1) * width)
     if kind == "vocab":
         start = rank * rows
-        part = reader.rows(names[0], min(start, arch.vocab_size), min(start + rows, arch.vocab_size))
+        part = reader.rows(
+            names[0], min(start, arch.vocab_size), min(start + rows, arch.vocab_size)
+        )
         padding = part.new_zeros((rows - part.shape[0], *part.shape[1:]))
         return torch.cat([part, padding]) if padding.shape[0] else part
     if kind == "gate_up":
@@ -197,8 +232,10 @@ def hf_weight_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def iter_hf_weights(model: torch.nn.Module, hf_config: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield `(hf_name, full_tensor)` for the whole model on every rank, in `hf_weight_shapes` order.
+def iter_hf_weights(
+    model: torch.nn.Module, hf_config: dict[str, Any]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield `(hf_name, full_tensor)` for the whole model on every rank, in checkpoint order.
 
     Collective: every rank of the TP and PP groups must consume the iterator to the end.
     Tensors come on the model's device in its dtype; a tied output layer is not repeated.
@@ -268,7 +305,9 @@ def _broadcast(tensors: list[torch.Tensor], owner_stage: int, pp_group) -> list[
     flat = torch.cat([t.reshape(-1) for t in tensors])
     src = torch.distributed.get_process_group_ranks(pp_group)[owner_stage]
     torch.distributed.broadcast(flat, src=src, group=pp_group)
-    return [chunk.view(t.shape) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    return [
+        chunk.view(t.shape) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors)
+    ]
 
 
 def _gather_full(
@@ -378,7 +417,7 @@ def export_hf_folder(
     source_dir: str | os.PathLike | None = None,
     writer_rank: int = 0,
 ) -> Path:
-    """Collective: gather the model's weights on every rank; global rank `writer_rank` writes the folder."""
+    """Collective: all ranks gather the weights; global rank `writer_rank` writes the HF folder."""
     weights = iter_hf_weights(model, hf_config)
     if torch.distributed.get_rank() == writer_rank:
         save_hf_folder(out_dir, weights, hf_config, source_dir=source_dir)

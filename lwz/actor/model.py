@@ -63,7 +63,9 @@ def arch_from_hf_config(config: dict[str, Any]) -> Arch:
     """Read and check an HF `config.json` dict of a Qwen2/Qwen2.5 or Llama model."""
     family = config.get("model_type")
     if family not in FAMILIES:
-        raise LwzError(_WHERE, "model_type", f"'{family}' is not supported (allowed: {', '.join(FAMILIES)})")
+        raise LwzError(
+            _WHERE, "model_type", f"'{family}' is not supported (allowed: {', '.join(FAMILIES)})"
+        )
     act = config.get("hidden_act", "silu")
     if act != "silu":
         raise LwzError(_WHERE, "hidden_act", f"'{act}' is not supported (allowed: silu)")
@@ -73,7 +75,10 @@ def arch_from_hf_config(config: dict[str, Any]) -> Arch:
         raise LwzError(_WHERE, "mlp_bias", "MLP biases are not supported")
     if family == "llama" and config.get("attention_bias"):
         raise LwzError(_WHERE, "attention_bias", "Llama attention biases are not supported")
-    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    heads, kv_heads = (
+        config["num_attention_heads"],
+        config.get("num_key_value_heads") or config["num_attention_heads"],
+    )
     if heads % kv_heads:
         raise LwzError(_WHERE, "num_key_value_heads", f"{kv_heads} does not divide {heads} heads")
     rope_theta, rope_factor = _rope(config)
@@ -105,11 +110,13 @@ def _rope(config: dict[str, Any]) -> tuple[float, float | None]:
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
         return float(theta), None
-    megatron_llama3 = dict(low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
+    megatron_llama3 = dict(
+        low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+    )
     if kind == "llama3" and all(float(params.get(k, -1)) == v for k, v in megatron_llama3.items()):
         return float(theta), float(params["factor"])
-    raise LwzError(_WHERE, "rope_parameters", f"RoPE scaling {params} is not supported (allowed: none, llama3 "
-                   "with low_freq_factor 1, high_freq_factor 4, original_max_position_embeddings 8192)")  # fmt: skip
+    allowed = "none, llama3 with low_freq_factor 1, high_freq_factor 4, original max 8192"
+    raise LwzError(_WHERE, "rope_parameters", f"{params} is not supported (allowed: {allowed})")
 
 
 def padded_vocab_size(vocab_size: int, tp: int) -> int:
@@ -208,8 +215,12 @@ def build_gpt_model(
         transformer_layer_spec=_layer_spec(),
         vocab_size=padded_vocab_size(arch.vocab_size, tp),
         max_sequence_length=arch.max_position_embeddings,
-        pre_process=parallel_state.is_pipeline_first_stage() if pre_process is None else pre_process,
-        post_process=parallel_state.is_pipeline_last_stage() if post_process is None else post_process,
+        pre_process=parallel_state.is_pipeline_first_stage()
+        if pre_process is None
+        else pre_process,
+        post_process=parallel_state.is_pipeline_last_stage()
+        if post_process is None
+        else post_process,
         parallel_output=True,
         share_embeddings_and_output_weights=arch.tie_word_embeddings,
         position_embedding_type="rope",
@@ -249,7 +260,7 @@ def causal_attention_mask(seq_len: int, device: torch.device | str = "cpu") -> t
 
 
 def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
-    """Full-vocabulary logits [batch, seq, vocab] of right-padded `input_ids` (all ranks pass the same).
+    """Full-vocabulary logits [batch, seq, vocab] of right-padded `input_ids` (same on all ranks).
 
     Runs megatron's forward-only pipeline schedule (one micro-batch) and gathers the TP vocab
     shards; returns the logits on the last pipeline stage and None on the others.
@@ -291,4 +302,3 @@ def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Ten
         return None
     (logits,) = outputs
     return logits
-

@@ -159,6 +159,8 @@ def _patch_megatron_rng() -> None:
 
     mp_random.initialize_rng_tracker = initialize_rng_tracker
     mp_random._get_cuda_rng_state = lambda *args, **kwargs: torch.get_rng_state()
-    mp_random._set_cuda_rng_state = lambda new_state, *args, **kwargs: torch.set_rng_state(new_state)
+    mp_random._set_cuda_rng_state = lambda new_state, *args, **kwargs: torch.set_rng_state(
+        new_state
+    )
     mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = False
     initialize_rng_tracker()

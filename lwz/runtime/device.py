@@ -1,4 +1,4 @@
-"""Where this process computes (cuda|cpu), how it talks (nccl|gloo), and megatron's process groups."""
+"""Where this process computes (cuda|cpu), how it talks (nccl|gloo), megatron's process groups."""
 
 from __future__ import annotations
 
@@ -48,9 +48,13 @@ class Runtime:
 
 def pick_device(device: str | None = None) -> str:
     """'cuda' when a GPU is visible, else 'cpu'; `device` or $LWZ_DEVICE overrides."""
-    choice = device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    choice = (
+        device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     if choice not in ("cpu", "cuda"):
-        raise LwzError(DEVICE_ENV if not device else None, "device", f"'{choice}' is not cpu or cuda")
+        raise LwzError(
+            DEVICE_ENV if not device else None, "device", f"'{choice}' is not cpu or cuda"
+        )
     if choice == "cuda" and not torch.cuda.is_available():
         raise LwzError(None, "device", "cuda was asked for but no GPU is visible")
     return choice
@@ -80,7 +84,9 @@ def init_distributed(
 
     env = env or dist_env_from_environ()
     if env.world_size % (tp * pp * cp):
-        raise LwzError(None, "actor", f"tp*pp*cp = {tp * pp * cp} does not divide {env.world_size} ranks")
+        raise LwzError(
+            None, "actor", f"tp*pp*cp = {tp * pp * cp} does not divide {env.world_size} ranks"
+        )
     kind = pick_device(device)
     if kind == "cuda":
         torch.cuda.set_device(env.local_rank)
@@ -115,8 +121,17 @@ def init_distributed(
         )
     seed_everything(seed)
     runtime = Runtime(torch_device, backend, env.rank, env.world_size, env.local_rank, tp, pp, cp)
-    log.info("rank %d/%d on %s (%s), tp=%d pp=%d cp=%d dp=%d", env.rank, env.world_size,
-             torch_device, backend, tp, pp, cp, runtime.dp)  # fmt: skip
+    log.info(
+        "rank %d/%d on %s (%s), tp=%d pp=%d cp=%d dp=%d",
+        env.rank,
+        env.world_size,
+        torch_device,
+        backend,
+        tp,
+        pp,
+        cp,
+        runtime.dp,
+    )
     return runtime
 
 

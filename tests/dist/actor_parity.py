@@ -1,10 +1,11 @@
 """Megatron actor vs transformers, run in real processes over gloo.
 
 Usage: python tests/dist/actor_parity.py CASES_JSON OUT_JSON
-CASES_JSON lists {"name", "hf_dir", "dtype", "layouts": [[tp, pp], ...], "export": dir or null}. The script
-spawns 4 ranks; for each case and layout it builds the megatron model, loads the HF weights,
-compares full-vocabulary logits with transformers, checks that every gathered HF tensor equals the
-checkpoint's and, at TP2 x PP2, exports an HF folder when asked. Rank 0 writes the results.
+CASES_JSON lists {"name", "hf_dir", "dtype", "layouts": [[tp, pp], ...], "export": dir or null}.
+The script spawns 4 ranks; for each case and layout it builds the megatron model, loads the HF
+weights, compares full-vocabulary logits with transformers, checks that every gathered HF tensor
+equals the checkpoint's and, at TP2 x PP2, exports an HF folder when asked. Rank 0 writes the
+results.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ WORLD_SIZE = 4
 
 
 def worker(rank: int, port: int, cases: list[dict], out_json: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     from megatron.core import parallel_state
 
     from lwz.runtime import destroy_distributed
@@ -44,15 +50,26 @@ def run_case(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from lwz.actor.convert import export_hf_folder, iter_hf_weights, load_hf_into_megatron, read_hf_config
+    from lwz.actor.convert import (
+        export_hf_folder,
+        iter_hf_weights,
+        load_hf_into_megatron,
+        read_hf_config,
+    )
     from lwz.actor.model import build_gpt_model, forward_logits
     from lwz.runtime import init_distributed
 
     config = read_hf_config(hf_dir)
     dtype = getattr(torch, dtype)
-    reference = {k: v.to(dtype) for k, v in load_file(os.path.join(hf_dir, "model.safetensors")).items()}
-    input_ids = torch.randint(0, config["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(7))
-    expected = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)(input_ids).logits.detach()
+    reference = {
+        k: v.to(dtype) for k, v in load_file(os.path.join(hf_dir, "model.safetensors")).items()
+    }
+    input_ids = torch.randint(
+        0, config["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(7)
+    )
+    expected = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)(
+        input_ids
+    ).logits.detach()
     results = []
     for tp, pp in layouts:
         init_distributed(tp, pp, seed=1)
@@ -66,13 +83,19 @@ def run_case(
                 unequal.append(hf_name)
         if export and (tp, pp) == (2, 2):
             export_hf_folder(model, config, export, source_dir=hf_dir)
-        results.append({
-            "case": name, "tp": tp, "pp": pp, "rank": rank,
-            "last_stage": parallel_state.is_pipeline_last_stage(),
-            "max_abs_diff": None if logits is None else (logits - expected).abs().max().item(),
-            "logits_shape": None if logits is None else list(logits.shape),
-            "names": names, "unequal": unequal,
-        })  # fmt: skip
+        results.append(
+            {
+                "case": name,
+                "tp": tp,
+                "pp": pp,
+                "rank": rank,
+                "last_stage": parallel_state.is_pipeline_last_stage(),
+                "max_abs_diff": None if logits is None else (logits - expected).abs().max().item(),
+                "logits_shape": None if logits is None else list(logits.shape),
+                "names": names,
+                "unequal": unequal,
+            }
+        )
         parallel_state.destroy_model_parallel()
     return results
 

@@ -1,0 +1,80 @@
+"""The actor on one GPU (NCCL, no shims): logits vs transformers in fp32 and bf16, exact round trip.
+
+Usage: python tests/dist/gpu_actor_check.py WORK_DIR  (prints one JSON line of results)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import torch
+
+
+def build_hf(folder: Path) -> Path:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=1000,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.1,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def main(work: Path) -> None:
+    from megatron.core import parallel_state
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
+    from lwz.actor.model import build_gpt_model, forward_logits, uses_transformer_engine
+    from lwz.runtime import destroy_distributed, init_distributed
+
+    hf_dir = build_hf(work / "hf")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    runtime = init_distributed(1, 1, seed=0)
+    config = read_hf_config(hf_dir)
+    input_ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(7))
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).cuda()
+    with torch.no_grad():
+        expected = hf(input_ids.cuda()).logits.float()
+    results = {
+        "device": str(runtime.device),
+        "backend": runtime.backend,
+        "te": uses_transformer_engine(),
+    }
+    for dtype in (torch.float32, torch.bfloat16):
+        model = build_gpt_model(config, dtype=dtype)
+        load_hf_into_megatron(model, hf_dir)
+        logits = forward_logits(model, input_ids)
+        reference = {k: v.to(dtype) for k, v in load_file(hf_dir / "model.safetensors").items()}
+        unequal = [
+            n for n, t in iter_hf_weights(model, config) if not torch.equal(t.cpu(), reference[n])
+        ]
+        results[str(dtype)] = {
+            "param_device": str(next(model.parameters()).device),
+            "max_abs_diff": (logits - expected).abs().max().item(),
+            "unequal": unequal,
+        }
+    assert parallel_state.model_parallel_is_initialized()
+    destroy_distributed()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
