@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["vocab_parallel_logprobs", "vocab_parallel_entropy"]
+__all__ = ["logprobs_and_entropy", "vocab_parallel_logprobs", "vocab_parallel_entropy"]
 
 
 def _vocab_range(local_size: int) -> tuple[int, int]:
@@ -30,44 +30,62 @@ def _masked_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return logits.masked_fill(padding, float("-inf"))
 
 
-def _log_normalizer(logits: torch.Tensor) -> torch.Tensor:
-    """log sum_v exp(logits_v) over the whole vocabulary; differentiable (all-reduce with identity backward)."""
+def _tp_all_reduce(tensor: torch.Tensor, op=torch.distributed.ReduceOp.SUM) -> torch.Tensor:
     from megatron.core import parallel_state
-    from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
 
-    with torch.no_grad():
-        shift = logits.max(dim=-1).values
-        if parallel_state.get_tensor_model_parallel_world_size() > 1:
-            torch.distributed.all_reduce(
-                shift, op=torch.distributed.ReduceOp.MAX, group=parallel_state.get_tensor_model_parallel_group()
-            )
-    sum_exp = torch.exp(logits - shift.unsqueeze(-1)).sum(dim=-1)
-    return shift + torch.log(reduce_from_tensor_model_parallel_region(sum_exp))
+    if parallel_state.get_tensor_model_parallel_world_size() > 1:
+        torch.distributed.all_reduce(tensor, op=op, group=parallel_state.get_tensor_model_parallel_group())
+    return tensor
+
+
+class _VocabParallelLogprobs(torch.autograd.Function):
+    """log p(label) and the softmax's entropy in one pass; keeps one [..., V_local] tensor (the softmax)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, vocab_size: int):
+        ctx.input_dtype = logits.dtype
+        logits = _masked_logits(logits, vocab_size)
+        start, end = _vocab_range(logits.shape[-1])
+        shift = _tp_all_reduce(logits.max(dim=-1).values, torch.distributed.ReduceOp.MAX)
+        softmax = (logits - shift.unsqueeze(-1)).exp_()
+        sum_exp = _tp_all_reduce(softmax.sum(dim=-1))
+        owned = (labels >= start) & (labels < end)
+        local_index = (labels - start).clamp(0, logits.shape[-1] - 1)
+        picked = logits.gather(-1, local_index.unsqueeze(-1)).squeeze(-1)
+        picked = _tp_all_reduce(torch.where(owned, picked, torch.zeros_like(picked)))
+        log_z = shift + torch.log(sum_exp)
+        softmax.div_(sum_exp.unsqueeze(-1))
+        finite = torch.where(torch.isinf(logits), torch.zeros_like(logits), logits) if end > vocab_size else logits
+        expected_logit = _tp_all_reduce((softmax.unsqueeze(-2) @ finite.unsqueeze(-1)).reshape(labels.shape))
+        ctx.save_for_backward(softmax, owned, local_index)
+        return picked - log_z, log_z - expected_logit
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
+        softmax, owned, local_index = ctx.saved_tensors
+        grad = softmax.mul_(-grad_logprobs.unsqueeze(-1))  # d log p(label) / d logits = onehot - softmax
+        grad.scatter_add_(-1, local_index.unsqueeze(-1), (grad_logprobs * owned).unsqueeze(-1))
+        return grad.to(ctx.input_dtype), None, None
+
+
+def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(label) (differentiable) and the entropy (a metric, no gradient) per position.
+
+    `logits` [..., V_local] is this rank's vocab slice, `labels` [...]; fp32 results, identical
+    on every TP rank. Memory: one fp32 tensor of the logits' shape is kept for the backward.
+    """
+    logprobs, entropy = _VocabParallelLogprobs.apply(logits, labels, vocab_size)
+    return logprobs, entropy.detach()
 
 
 def vocab_parallel_logprobs(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """log p(label) per position: `logits` [..., V_local] (this rank's vocab slice), `labels` [...].
-
-    Differentiable with respect to `logits`; every TP rank returns the same fp32 values.
-    """
-    from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
-
-    logits = _masked_logits(logits, vocab_size)
-    start, end = _vocab_range(logits.shape[-1])
-    owned = (labels >= start) & (labels < end)
-    local_index = (labels - start).clamp(0, logits.shape[-1] - 1)
-    picked = logits.gather(-1, local_index.unsqueeze(-1)).squeeze(-1)
-    picked = torch.where(owned, picked, torch.zeros_like(picked))
-    return reduce_from_tensor_model_parallel_region(picked) - _log_normalizer(logits)
+    """log p(label) per position (see `logprobs_and_entropy`)."""
+    return logprobs_and_entropy(logits, labels, vocab_size)[0]
 
 
 def vocab_parallel_entropy(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Entropy of softmax(logits) per position (a metric: no gradient), fp32, same on every TP rank."""
-    from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
-
+    """Entropy of softmax(logits) per position (see `logprobs_and_entropy`)."""
     with torch.no_grad():
-        logits = _masked_logits(logits, vocab_size)
-        log_z = _log_normalizer(logits)
-        probs = torch.exp(logits - log_z.unsqueeze(-1))
-        expected_logit = torch.where(probs > 0, probs * logits, torch.zeros_like(probs)).sum(dim=-1)
-        return log_z - reduce_from_tensor_model_parallel_region(expected_logit)
+        labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+        return logprobs_and_entropy(logits, labels, vocab_size)[1]

@@ -16,7 +16,7 @@ import torch
 
 from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
-from lwz.actor.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from lwz.actor.logprobs import logprobs_and_entropy, vocab_parallel_logprobs
 from lwz.actor.model import build_gpt_model, causal_attention_mask, unwrap_model, uses_transformer_engine
 from lwz.actor.optim import LrSchedule, build_optimizer
 from lwz.algo.grpo import LossSettings, policy_loss
@@ -107,7 +107,7 @@ class Policy:
         micro = self._micro_batches(batch)
 
         def score(padded, output, tokens):
-            return vocab_parallel_logprobs(output[:, :-1], tokens[:, 1:], self._vocab_size)
+            return vocab_parallel_logprobs(output, _next_tokens(tokens), self._vocab_size)[:, :-1].contiguous()
 
         self.model.eval()
         with torch.no_grad():
@@ -153,12 +153,11 @@ class Policy:
 
         def loss_fn(padded, output, tokens):
             k, device = index[id(padded)], output.device
-            logits = output[:, :-1]
-            logprobs = vocab_parallel_logprobs(logits, tokens[:, 1:], self._vocab_size)
+            logprobs, entropy = logprobs_and_entropy(output, _next_tokens(tokens), self._vocab_size)
+            logprobs, entropy = logprobs[:, :-1], entropy[:, :-1]
             mask = padded.response_mask.to(device)
             loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
                                         normalizer=normalizer)  # fmt: skip
-            entropy = vocab_parallel_entropy(logits, self._vocab_size)
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
             n = mask.sum()
             sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in _TOKEN_METRICS)])
@@ -197,3 +196,11 @@ class Policy:
         state = load_checkpoint(folder, self.model, self.optimizer)
         self.optimizer_steps = state["optimizer_steps"]
         return state["extra"]
+
+
+def _next_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Labels for every position of [B, L] logits: the next token (the last position's is a dummy).
+
+    Scoring all L positions keeps the logits contiguous; callers drop the last one.
+    """
+    return torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1)

@@ -29,6 +29,7 @@ def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4):
         f"actor.tp={tp}", f"actor.pp={pp}", f"cluster.gpus_per_node={world}", f"actor.lr={lr}",
         "actor.micro_batch_tokens=32", "rollout.max_prompt_tokens=16", "rollout.max_tokens=16",
         "actor.grad_clip=1.0", "algo.clip_low=0.2", "algo.clip_high=0.28",
+        "rewards.terms=[{name: length}]",  # the actor needs no reward-model asset
     ])  # fmt: skip
 
 
