@@ -40,6 +40,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     cfg = OmegaConf.structured(Recipe)
     OmegaConf.set_struct(cfg, True)
     for layer_file, layer in _layers(path, chain=()):
+        _open_free_form_dicts(cfg)
         _merge(cfg, layer, str(layer_file))
     for item in overrides:
         _apply_override(cfg, item)
@@ -104,6 +105,19 @@ def _make_paths_absolute(cfg: DictConfig, folder: Path) -> None:
 
 def _is_relative_path(value: str) -> bool:
     return not (os.path.isabs(value) or value.startswith("${") or value.startswith("~"))
+
+
+def _open_free_form_dicts(node: Any) -> None:
+    """Let plain-dict fields (reward params, extra sbatch options) take new keys; sections stay strict."""
+    if isinstance(node, DictConfig):
+        if OmegaConf.get_type(node) is dict:
+            OmegaConf.set_struct(node, False)
+            return
+        for key in node.keys():
+            _open_free_form_dicts(node._get_node(key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _open_free_form_dicts(node._get_node(i))
 
 
 def _merge(cfg: DictConfig, layer: DictConfig, where: str) -> None:
