@@ -218,3 +218,29 @@ def test_arch_rejects_what_megatron_would_compute_differently(change, key):
     with pytest.raises(LwzError) as error:
         arch_from_hf_config({**QWEN25_CONFIG, **change})
     assert error.value.key == key and error.value.where == "config.json"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_actor_on_one_gpu(tmp_path):
+    """NCCL, model on the GPU (TE spec when installed): logits vs transformers, exact round trip."""
+    script = Path(__file__).parent / "dist" / "gpu_actor_check.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results["device"] == "cuda:0" and results["backend"] == "nccl"
+    fp32, bf16 = results["torch.float32"], results["torch.bfloat16"]
+    assert fp32["param_device"] == bf16["param_device"] == "cuda:0"
+    assert fp32["max_abs_diff"] < 1e-4, fp32
+    # bf16 rounding: no worse than twice transformers' own bf16 error against its fp32 logits.
+    assert bf16["max_abs_diff"] < 2 * results["hf_bf16_max_abs_diff"], results
+    assert fp32["unequal"] == bf16["unequal"] == []

@@ -53,10 +53,12 @@ def main(work: Path) -> None:
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).cuda()
     with torch.no_grad():
         expected = hf(input_ids.cuda()).logits.float()
+        hf_bf16_error = (hf.bfloat16()(input_ids.cuda()).logits.float() - expected).abs().max()
     results = {
         "device": str(runtime.device),
         "backend": runtime.backend,
         "te": uses_transformer_engine(),
+        "hf_bf16_max_abs_diff": hf_bf16_error.item(),
     }
     for dtype in (torch.float32, torch.bfloat16):
         model = build_gpt_model(config, dtype=dtype)
