@@ -77,8 +77,9 @@ def init_distributed(
 ) -> Runtime:
     """Join the job (torchrun/SLURM/single-process env), build megatron's groups, seed every RNG.
 
-    On the CPU path megatron-core's CPU shims are applied first. Idempotent within a process
-    only in the sense that a second call with the same sizes returns the same Runtime.
+    On the CPU path megatron-core's CPU shims are applied first. An existing process group is
+    reused; existing model-parallel groups must have the same sizes (after
+    `parallel_state.destroy_model_parallel()` a call builds groups of new sizes).
     """
     from megatron.core import parallel_state
 
