@@ -83,12 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    """Sub-command modules (each with `register(subparsers)`); present ones only, in a stable order."""
-    import importlib
+    """Sub-command modules, each with `register(subparsers)` (imports stay light: work is imported lazily)."""
+    from lwz.commands import annotate, eval, export, rm, runs
 
-    names = ("annotate", "rm", "eval", "export", "runs", "sweep", "compare")
-    return [importlib.import_module(f"lwz.commands.{n}") for n in names
-            if importlib.util.find_spec(f"lwz.commands.{n}") is not None]
+    return [annotate, rm, eval, export, runs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

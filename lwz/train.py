@@ -15,7 +15,7 @@ from pathlib import Path
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lwz.actor.checkpoint import latest_checkpoint
+from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
 from lwz.batch import RolloutBatch
 from lwz.data.prompts import PromptOrder, load_prompts
@@ -84,8 +84,9 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
             if _should_save(done, recipe):
-                policy.save(run_dir / "ckpt" / f"step_{done:06d}", {"step": done},
-                            keep=recipe.schedule.keep_checkpoints)
+                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done})
+                if rank0:
+                    prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
     if dist.is_initialized():
         dist.barrier()
     if rank0:

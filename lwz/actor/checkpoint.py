@@ -59,6 +59,22 @@ def latest_checkpoint(ckpt_root: str | os.PathLike) -> Path | None:
     return complete[-1] if complete else None
 
 
+def prune_checkpoints(ckpt_root: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (never the one `latest` names); returns them."""
+    root = Path(ckpt_root)
+    complete = sorted(f for f in root.glob("step-*") if f.is_dir() and _is_complete(f))
+    newest = latest_checkpoint(root)
+    doomed = [f for f in complete[:-keep] if f != newest] if keep > 0 else []
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
+
+
+def step_of(folder: str | os.PathLike) -> int:
+    """The step a checkpoint folder holds (`step-00000010` -> 10)."""
+    return int(Path(folder).name.removeprefix("step-"))
+
+
 def _sharded_state(model: torch.nn.Module, optimizer, is_loading: bool) -> dict[str, Any]:
     model_state = unwrap_model(model).sharded_state_dict(metadata=_METADATA)
     state: dict[str, Any] = {"model": model_state}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +77,21 @@ class Policy:
     # ------------------------------------------------------------------ forward passes
 
     def _run(self, micro: list[PaddedTokens], loss_fn, forward_only: bool) -> list:
-        """Megatron's schedule over `micro`; `loss_fn(padded, output, tokens)` runs on the last stage."""
+        """Megatron's schedule over `micro`; `loss_fn(padded, output, tokens, selected)` runs on the last stage
+        (`selected`: the output holds only the response positions' logits)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         device, te = self._device, uses_transformer_engine()
+        select = not self.recipe.actor.sequence_parallel
 
         def step(data_iterator, module):
             padded = next(data_iterator)
             tokens = padded.tokens.to(device)
             batch, length = tokens.shape
             positions = torch.arange(length, device=device).expand(batch, length)
-            output = module(tokens, positions, None if te else causal_attention_mask(length, device))
-            return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens)
+            with _response_logits_only(module, padded.response_mask if select else None):
+                output = module(tokens, positions, None if te else causal_attention_mask(length, device))
+            return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, select)
 
         first = micro[0].tokens.shape
         return get_forward_backward_func()(
@@ -106,8 +110,9 @@ class Policy:
 
         micro = self._micro_batches(batch)
 
-        def score(padded, output, tokens):
-            return vocab_parallel_logprobs(output, _next_tokens(tokens), self._vocab_size)[:, :-1].contiguous()
+        def score(padded, output, tokens, selected):
+            labels = _labels(padded, tokens, selected)
+            return _dense(padded, vocab_parallel_logprobs(output, labels, self._vocab_size), selected).contiguous()
 
         self.model.eval()
         with torch.no_grad():
@@ -151,10 +156,10 @@ class Policy:
         scale = len(micro) * self.dp_size
         index = {id(p): k for k, p in enumerate(micro)}
 
-        def loss_fn(padded, output, tokens):
+        def loss_fn(padded, output, tokens, selected):
             k, device = index[id(padded)], output.device
-            logprobs, entropy = logprobs_and_entropy(output, _next_tokens(tokens), self._vocab_size)
-            logprobs, entropy = logprobs[:, :-1], entropy[:, :-1]
+            logprobs, entropy = logprobs_and_entropy(output, _labels(padded, tokens, selected), self._vocab_size)
+            logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
             mask = padded.response_mask.to(device)
             loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
                                         normalizer=normalizer)  # fmt: skip
@@ -198,9 +203,44 @@ class Policy:
         return state["extra"]
 
 
-def _next_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """Labels for every position of [B, L] logits: the next token (the last position's is a dummy).
+@contextmanager
+def _response_logits_only(module: torch.nn.Module, response_mask: torch.Tensor | None):
+    """Feed the output layer only the hidden states of positions that predict response tokens.
 
-    Scoring all L positions keeps the logits contiguous; callers drop the last one.
+    The vocabulary projection dominates a small model's cost; prompt positions need none of it.
+    The output then is [1, N, V/TP] logits for the N response labels (row-major over [B, L - 1]).
+    With `response_mask` None (sequence parallelism shards positions) every position is projected.
     """
+    output_layer = getattr(unwrap_model(module), "output_layer", None)
+    if response_mask is None or output_layer is None:
+        yield
+        return
+    b, p = response_mask.nonzero(as_tuple=True)
+
+    def pick(_module, args, kwargs):
+        hidden = args[0]                                  # [L, B, H]
+        return (hidden[p.to(hidden.device), b.to(hidden.device)].unsqueeze(1), *args[1:]), kwargs
+
+    handle = output_layer.register_forward_pre_hook(pick, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _labels(padded: PaddedTokens, tokens: torch.Tensor, selected: bool) -> torch.Tensor:
+    """The tokens the logits predict: [1, N] response labels, or [B, L] next tokens for full logits."""
+    if selected:
+        b, p = padded.response_mask.nonzero(as_tuple=True)
+        return tokens[b.to(tokens.device), (p + 1).to(tokens.device)].unsqueeze(0)
     return torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1)
+
+
+def _dense(padded: PaddedTokens, values: torch.Tensor, selected: bool) -> torch.Tensor:
+    """Per-label values as [B, L - 1] (response positions filled, zeros elsewhere)."""
+    mask = padded.response_mask
+    if not selected:
+        return values[:, :-1]
+    b, p = mask.nonzero(as_tuple=True)
+    dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return dense.index_put((b.to(values.device), p.to(values.device)), values[0])

@@ -55,10 +55,18 @@ def _resolve_target(args: argparse.Namespace) -> tuple[Path, Path]:
         out = Path(args.out) if args.out else Path("runs") / "eval" / target.name / args.bench
         return target, out
     if (target / "recipe.yaml").is_file():
-        from lwz.actor.export import export_step
+        from lwz.actor.checkpoint import latest_checkpoint, step_of
+        from lwz.commands.export import export_checkpoint
 
-        model_dir, step = export_step(target, args.step)
-        return model_dir, Path(args.out) if args.out else target / "eval" / args.bench / f"step_{step:06d}"
+        if args.step is None:
+            latest = latest_checkpoint(target / "ckpt")
+            if latest is None:
+                raise LwzError(str(target / "ckpt"), "--step", "the run has no checkpoint yet")
+            args.step = step_of(latest)
+        model_dir = target / "export" / f"step-{args.step:08d}"
+        if not model_dir.is_dir():
+            export_checkpoint(target, args.step, model_dir)
+        return model_dir, Path(args.out) if args.out else target / "eval" / args.bench / f"step-{args.step:08d}"
     raise LwzError(str(target), None, "not an HF model folder (config.json) or a run folder (recipe.yaml)")
 
 
