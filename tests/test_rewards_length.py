@@ -102,3 +102,11 @@ def test_reward_decreases_above_the_range_until_l_max(length_range, extra, data)
     longer = data.draw(st.integers(shorter + 1, l_max))
     assert 1.0 > length_score(shorter, lo, hi, l_max=l_max) > length_score(longer, lo, hi, l_max=l_max) >= 0.0
     assert length_score(l_max + data.draw(st.integers(0, 10**6)), lo, hi, l_max=l_max) == 0.0
+
+
+def test_measure_response_counts_the_whole_text():
+    from lwz.rewards.length import LengthReward
+
+    sample = {"length_range": [2, 4]}
+    assert LengthReward(measure="response").score("one two three", sample) == 1.0
+    assert LengthReward().score("one two three", sample) == 0.0          # no <answer>: nothing to count

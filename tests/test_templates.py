@@ -37,7 +37,7 @@ def test_question_with_braces_is_kept_literally():
 
 
 def test_every_template_has_one_slot_and_attribution_exists():
-    for template in TEMPLATES:
+    for template in (t for t in TEMPLATES if t != "raw"):
         for language in ("en", "zh"):
             assert load_template(template, language).count("{question}") == 1
     attribution = (resources.files("lwz") / "assets" / "templates" / "ATTRIBUTION.md").read_text("utf-8")
@@ -48,3 +48,7 @@ def test_unknown_template_is_an_error_naming_the_key():
     with pytest.raises(LwzError, match="did you mean 'nothink'") as info:
         render_prompt("Write", "no_think")
     assert info.value.key == "rollout.template"
+
+
+def test_raw_template_is_the_request_itself():
+    assert render_prompt("写一首诗", "raw") == "写一首诗"

@@ -1,4 +1,8 @@
-"""Prompt templates (package data `lwz/assets/templates/`): think-then-answer or answer directly."""
+"""Prompt templates (package data `lwz/assets/templates/`): think-then-answer, answer directly, or raw.
+
+`raw` sends the request as it is (no instructions, no tags): for models with their own prompting and
+for cheap tests.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from importlib import resources
 from lwz.errors import LwzError, did_you_mean
 from lwz.text import has_cjk
 
-TEMPLATES = ("think", "nothink")
+TEMPLATES = ("think", "nothink", "raw")
 QUESTION_SLOT = "{question}"
 
 
@@ -26,4 +30,6 @@ def load_template(template: str, language: str) -> str:
 
 def render_prompt(question: str, template: str = "think") -> str:
     """The prompt for `question`: the Chinese template when it contains CJK characters, else English."""
+    if template == "raw":
+        return question
     return load_template(template, "zh" if has_cjk(question) else "en").replace(QUESTION_SLOT, question)

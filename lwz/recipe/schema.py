@@ -92,8 +92,8 @@ class RolloutCfg:
     max_tokens: int = setting(1024, "Longest response, in tokens; longer ones are cut and flagged truncated.", ge=1)
     max_prompt_tokens: int = setting(1024, "Longest prompt after templating, in tokens.", ge=1)
     stop: list[str] = setting(factory=lambda: ["</answer>"], doc="Stop strings (kept in the output).")
-    template: str = setting("think", "Prompt template: think then answer, or answer directly.",
-                            choices=("think", "nothink"))
+    template: str = setting("think", "Prompt template: think then answer, answer directly, or raw (the "
+                            "request as it is).", choices=("think", "nothink", "raw"))
 
 
 @dataclass
@@ -123,6 +123,8 @@ class LengthParams:
     l_max: int = setting(20000, "Length (words) at which the reward above the range reaches 0.", ge=1)
     zero_range_reward: float = setting(1.0, "Reward for prompts annotated [0, 0] (constant: no length signal).",
                                        ge=0, le=1)
+    measure: str = setting("answer", "What is counted: the text inside <answer> (none: reward 0), or the whole "
+                           "response.", choices=("answer", "response"))
 
 
 @dataclass

@@ -67,10 +67,12 @@ class LengthReward(PerSampleTerm):
 
     l_max: answer length (words / CJK characters) at which the reward above the range reaches 0.
     zero_range_reward: the constant reward of prompts annotated [0, 0].
+    measure: "answer" (the text inside <answer>; none: reward 0) or "response" (all the text).
     """
 
     l_max: int = DEFAULT_L_MAX
     zero_range_reward: float = 1.0
+    measure: str = "answer"
 
     def __post_init__(self) -> None:
         if isinstance(self.l_max, bool) or not isinstance(self.l_max, Integral) or self.l_max < 1:
@@ -78,6 +80,8 @@ class LengthReward(PerSampleTerm):
         if isinstance(self.zero_range_reward, bool) or not isinstance(self.zero_range_reward, Real) \
                 or not 0.0 <= self.zero_range_reward <= 1.0:
             raise LwzError(None, "zero_range_reward", f"{self.zero_range_reward!r} is invalid: need a number in [0, 1]")
+        if self.measure not in ("answer", "response"):
+            raise LwzError(None, "measure", f"{self.measure!r} is invalid; allowed: answer, response")
 
     def score(self, response: str, sample: Mapping[str, Any], closed_by_stop: bool = False) -> float:
         """The length reward of one response to the prompt `sample`."""
@@ -87,7 +91,7 @@ class LengthReward(PerSampleTerm):
         lo, hi = check_range(sample[LENGTH_RANGE_KEY])
         if lo == hi == 0:
             return float(self.zero_range_reward)
-        answer = extract_answer(response, closed_by_stop=closed_by_stop)
+        answer = response if self.measure == "response" else extract_answer(response, closed_by_stop=closed_by_stop)
         if answer is None:
             return 0.0
         return length_reward(answer, (lo, hi), l_max=self.l_max, zero_range_reward=self.zero_range_reward)
