@@ -1,0 +1,108 @@
+"""One rank of the weight-sync check, the loop's code path over real gloo processes (start it with
+`torch.distributed.run`; rank 0 writes the results to OUT as a torch file).
+
+Each rank: `init_distributed`, Policy, the loop's VllmEngine (one rollout engine per rank with
+rollout tp=1); sample a batch at temperature 1.0, give it advantages +1/-1, UPDATES policy updates,
+`push_weights(policy.hf_weights(), engine)` and `export_hf_folder` into EXPORT. Greedy outputs of
+every rank's engine before and after the sync, and |vLLM sampled-token logprob - actor logprob|
+before the update and after the sync (batches sampled on all engines), go to OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from lwz.actor.convert import export_hf_folder
+from lwz.actor.policy import Policy
+from lwz.batch import RolloutBatch
+from lwz.data.templates import render_prompt
+from lwz.plan.resolve import Plan, resolve
+from lwz.recipe.load import load_recipe
+from lwz.recipe.schema import Recipe
+from lwz.rollout.spread import generate_on_engines
+from lwz.rollout.sync import push_weights
+from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.runtime import init_distributed
+from lwz.train import SYNC_BUCKET_BYTES, _engine, _to_batch
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPTS = ["Write a story about a lighthouse.", "写一首关于秋天的诗。", "Describe Paris in spring.", "Hello",
+           "Explain how rain forms."]
+NEW_TOKENS = 16
+GREEDY = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=NEW_TOKENS)
+SAMPLED = SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=NEW_TOKENS)
+
+
+def make_recipe(tp: int, world: int, lr: float) -> Recipe:
+    return load_recipe(REPO / "recipes" / "tiny.yaml", [
+        f"actor.tp={tp}", f"cluster.gpus_per_node={world}", f"actor.lr={lr}", "rollout.template=raw",
+        "rollout.max_prompt_tokens=48", f"rollout.max_tokens={NEW_TOKENS}",
+        "rewards.terms=[{name: length}]",  # no reward-model asset needed
+    ])  # fmt: skip
+
+
+def greedy_everywhere(engine: VllmEngine, texts: list[str]) -> list[list[list[int]]]:
+    """Greedy response ids of `texts` on every rank's own engine: [rank][prompt] -> ids."""
+    mine = [group[0].response_ids for group in engine.generate(texts, GREEDY)]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+def sample(engine: VllmEngine, plan: Plan, texts: list[str], seed: int) -> RolloutBatch:
+    """A batch sampled like the loop's rollout (prompts spread over all engines, gathered everywhere)."""
+    groups = generate_on_engines(engine, texts, seed, SAMPLED, plan.engine("rollout").ranks)
+    return _to_batch(list(range(len(texts))), [{"prompt": t} for t in texts], groups)
+
+
+def logprob_gap(policy: Policy, batch: RolloutBatch) -> tuple[float, int]:
+    """Max |vLLM sampled-token logprob - actor logprob| over the batch, and how many tokens were compared."""
+    actor = policy.compute_logprobs(batch)
+    gaps = [(torch.tensor(rollout) - mine).abs().max().item() for rollout, mine in zip(batch.rollout_logprobs, actor)]
+    assert all(len(r) == len(a) for r, a in zip(batch.rollout_logprobs, actor))
+    return max(gaps), sum(len(r) for r in batch.rollout_logprobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("export")
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    recipe = make_recipe(args.tp, int(os.environ["WORLD_SIZE"]), args.lr)
+    plan = resolve(recipe)
+    runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed, device="cpu")
+    policy = Policy(recipe, plan)
+    engine = _engine(recipe, plan, distributed=runtime.world_size > 1)
+    texts = [render_prompt(p, recipe.rollout.template) for p in PROMPTS]
+
+    result: dict = {"prompt_ids": [g[0].prompt_ids for g in engine.generate(texts, GREEDY)],
+                    "engines": plan.engine("rollout").ranks, "greedy_before": greedy_everywhere(engine, texts)}
+    batch = sample(engine, plan, texts, seed=11)
+    batch.advantages = [1.0 if i % 2 == 0 else -1.0 for i in range(len(batch))]
+    batch.old_logprobs = policy.compute_logprobs(batch)
+    result["gap_before"] = logprob_gap(policy, batch)
+    shard = batch.shard(policy.dp_rank, plan.dp)
+    result["updates"] = [policy.update(shard) for _ in range(args.updates)]
+    result["sync"] = asdict(push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES))
+
+    result["greedy_after"] = greedy_everywhere(engine, texts)
+    export_hf_folder(policy.model, policy.hf_config, args.export, source_dir=recipe.model.path)
+    result["gap_after"] = logprob_gap(policy, sample(engine, plan, texts, seed=12))
+    if runtime.rank == 0:
+        torch.save(result, args.out)
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main()
