@@ -19,10 +19,21 @@ def run_worker(run_dir: Path) -> None:
     train(recipe, resolve(recipe), run_dir)
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+def configure_logging() -> None:
+    """lwz's INFO lines on stderr (also under submitit, which installs handlers of its own); libraries quieter."""
+    lwz_log = logging.getLogger("lwz")
+    lwz_log.setLevel(logging.INFO)
+    if not lwz_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+        lwz_log.addHandler(handler)
+        lwz_log.propagate = False
     for noisy in ("vllm", "urllib3", "filelock", "datasets", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> int:
+    configure_logging()
     try:
         run_worker(Path(sys.argv[1]))
     except LwzError as e:

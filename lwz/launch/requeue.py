@@ -64,10 +64,9 @@ class SlurmRunWorker(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> None:
-        from lwz.worker import run_worker
+        from lwz.worker import configure_logging, run_worker
 
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        configure_logging()
         env = dist_env_from_environ()
         export_torch_env(env)
         os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
