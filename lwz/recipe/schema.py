@@ -192,6 +192,17 @@ class ScheduleCfg:
 
 
 @dataclass
+class EvalCfg:
+    """Evaluation during training (every schedule.eval_every steps, on the live rollout engine)."""
+
+    bench: str = setting("longbench_write", "Benchmark.", choices=("longbench_write", "writingbench"))
+    limit: Optional[int] = setting(16, "Items evaluated (null: all).", ge=1)
+    max_tokens: Optional[int] = setting(None, "Longest answer; null: rollout.max_tokens.", ge=1)
+    template: Optional[str] = setting(None, "Prompt template; null: rollout.template.",
+                                      choices=("think", "nothink", "raw"))
+
+
+@dataclass
 class DataCfg:
     """Training prompts."""
 
@@ -259,5 +270,6 @@ class Recipe:
     algo: AlgoCfg = setting(factory=AlgoCfg, doc="RL algorithm.")
     schedule: ScheduleCfg = setting(factory=ScheduleCfg, doc="Steps and intervals.")
     data: DataCfg = setting(factory=DataCfg, doc="Training prompts.")
+    eval: EvalCfg = setting(factory=EvalCfg, doc="Evaluation during training.")
     cluster: ClusterCfg = setting(factory=ClusterCfg, doc="Hardware and scheduler.")
     logging: LoggingCfg = setting(factory=LoggingCfg, doc="Outputs and tracking.")
