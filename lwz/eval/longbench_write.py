@@ -7,14 +7,13 @@ CJK characters plus English words). Pass the answer only: strip a think segment 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lwz.errors import LwzError
+from lwz.jsonl import read_objects
 from lwz.eval.plots import plot_length_scatter
 from lwz.text import count_length
 
@@ -75,16 +74,7 @@ def load_longbench(path: str | os.PathLike) -> list[dict[str, Any]]:
     A bad row raises LwzError naming the file, the line and the key.
     """
     rows = []
-    for lineno, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LwzError(where, None, f"not valid JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise LwzError(where, None, "each line must be a JSON object")
+    for where, row in read_objects(path):
         for key, (kind, kind_name) in _FIELDS.items():
             if key not in row:
                 raise LwzError(where, key, f"missing (each row needs {', '.join(_FIELDS)})")

@@ -11,7 +11,6 @@ left out and listed.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lwz.errors import LwzError
+from lwz.jsonl import read_objects
 from lwz.eval import benchmark_file
 from lwz.eval.critic_parse import after_think, parse_critic_score
 
@@ -136,16 +136,7 @@ _ROW_FIELDS = {"index": (int, str), "domain1": str, "domain2": str, "query": str
 def load_writingbench(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read WritingBench JSONL rows; a bad row raises LwzError naming the file, the line and the key."""
     rows = []
-    for lineno, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LwzError(where, None, f"not valid JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise LwzError(where, None, "each line must be a JSON object")
+    for where, row in read_objects(path):
         for key, kind in _ROW_FIELDS.items():
             if key not in row:
                 raise LwzError(where, key, f"missing (each row needs {', '.join(_ROW_FIELDS)})")
