@@ -32,3 +32,22 @@ def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):  # no
     parsed = [c for c in critic if c["score"] is not None]
     assert summary["failed_criteria"] == len(critic) - len(parsed)   # a random critic's text is counted, not 0
     assert all(c["failure"] for c in critic if c["score"] is None)
+
+
+def test_arena_judges_both_orders_and_counts_unparsed_verdicts(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+    prompts = ["Write a poem.", "Describe rain.", "写一封信。"]
+    files = []
+    for name, answer in (("short", "Rain falls."), ("long", "Rain falls softly on the old roofs of the town.")):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"prompt": p, "answer": answer}) + "\n" for p in prompts))
+        files.append(f"{name}={path}")
+    out = tmp_path / "arena"
+    assert main(["arena", "--answers", *files, "--judge", str(tiny_qwen2), "--out", str(out), "--max-tokens", "16",
+                 "--device", "cpu", "--rounds", "50"]) == 0
+    rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2                                       # 3 prompts x both orders of one pair
+    assert {(r["model_a"], r["model_b"]) for r in rows} == {("long", "short"), ("short", "long")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parsed"] + summary["unparsed"] == 6 == summary["comparisons"]
+    assert summary["parsed"] == sum(r["winner"] is not None for r in rows)
+    assert "verdicts parsed" in capsys.readouterr().out

@@ -26,6 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb", choices=("online", "offline", "disabled"), default="disabled")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("arena", help="Arena-Write style pairwise judging of several models' eval results")
+    p.add_argument("--answers", nargs="+", required=True, metavar="NAME=RESULTS.jsonl",
+                   help="each model's `lwz eval` results.jsonl")
+    p.add_argument("--judge", required=True, help="HF folder of the judge model")
+    p.add_argument("--out", required=True, help="output folder (judgments, leaderboard, summary)")
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None)
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None)
+    p.set_defaults(func=cmd_arena)
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
@@ -46,6 +57,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _log_wandb(args, out_dir, summary)
     print(f"{args.bench}: score {summary['score']} over {summary['items']} items in {summary['seconds']:.1f} s "
           f"-> {out_dir}")
+    return 0
+
+
+def cmd_arena(args: argparse.Namespace) -> int:
+    import torch
+
+    from lwz.eval.arena import load_answers, run_arena
+    from lwz.rollout.vllm_engine import VllmEngine
+
+    results = {}
+    for item in args.answers:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise LwzError(None, "--answers", f"{item!r}: expected NAME=RESULTS.jsonl")
+        results[name] = path
+    device = args.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    judge = VllmEngine(args.judge, device=device, dtype=args.dtype or ("bf16" if device == "gpu" else "fp32"),
+                       max_model_len=_context(Path(args.judge), args))
+    summary = run_arena(load_answers(results), judge, Path(args.out), max_tokens=args.max_tokens, rounds=args.rounds)
+    board = Path(args.out) / "leaderboard.txt"
+    print(board.read_text() if board.is_file() else "no leaderboard: fewer than two models have parsed verdicts")
+    print(f"{summary['parsed']} of {summary['comparisons']} verdicts parsed -> {args.out}")
     return 0
 
 
