@@ -1,9 +1,10 @@
 """A megatron-core GPTModel for an HF Qwen2/Qwen2.5 or Llama checkpoint, and a logits forward.
 
 The architecture (RMSNorm, SwiGLU, GQA, RoPE base and Llama-3 scaling, qkv bias, tied or untied
-embeddings) is read from the HF `config.json` dict. On CPU the local layer spec is used (the
-`lwz.runtime` CPU shims must be applied: `init_distributed` does it); on a GPU the
-transformer-engine spec when TE is importable.
+embeddings) is read from the HF `config.json` dict. On a GPU with transformer-engine importable the
+TE layer spec is used; otherwise (CPU, where the `lwz.runtime` CPU shims must be applied:
+`init_distributed` does it, or a GPU without TE) megatron's local spec with PyTorch SDPA as core
+attention. Both attend causally without an attention mask (batches are right-padded).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ __all__ = [
     "arch_from_hf_config",
     "build_gpt_model",
     "unwrap_model",
-    "causal_attention_mask",
     "forward_logits",
     "padded_vocab_size",
     "on_gpu",
@@ -241,7 +241,15 @@ def _layer_spec():
 
     if uses_transformer_engine():
         return get_gpt_layer_with_transformer_engine_spec()
-    return get_gpt_layer_local_spec(normalization="RMSNorm")
+    return _with_sdpa_attention(get_gpt_layer_local_spec(normalization="RMSNorm"))
+
+
+def _with_sdpa_attention(spec):
+    """The local layer spec with `SdpaAttention` in place of megatron's unfused DotProductAttention."""
+    from lwz.actor.sdpa_attention import SdpaAttention
+
+    spec.submodules.self_attention.submodules.core_attention = SdpaAttention
+    return spec
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -252,11 +260,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
         assert hasattr(model, "module"), f"{type(model).__name__} wraps no GPTModel"
         model = model.module
     return model
-
-
-def causal_attention_mask(seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Megatron's boolean attention mask [1, 1, s, s]: True where a query must not attend."""
-    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).triu(1)[None, None]
 
 
 def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -275,11 +278,10 @@ def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Ten
     device = next(inner.parameters()).device
     input_ids = input_ids.to(device)
     position_ids = torch.arange(seq_len, device=device).expand(batch, seq_len)
-    mask = None if uses_transformer_engine() else causal_attention_mask(seq_len, device)
 
     def step(data_iterator, module):
         tokens = next(data_iterator)
-        output = module(tokens, position_ids, mask)
+        output = module(tokens, position_ids, None)  # causal attention needs no mask
 
         def collect(output_tensor, non_loss_data=True):
             logits = gather_from_tensor_model_parallel_region(output_tensor)

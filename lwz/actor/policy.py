@@ -18,7 +18,7 @@ import torch
 from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
 from lwz.actor.logprobs import logprobs_and_entropy, vocab_parallel_logprobs
-from lwz.actor.model import build_gpt_model, causal_attention_mask, unwrap_model, uses_transformer_engine
+from lwz.actor.model import build_gpt_model, unwrap_model
 from lwz.actor.optim import LrSchedule, build_optimizer
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import PaddedTokens, RolloutBatch
@@ -81,7 +81,7 @@ class Policy:
         (`selected`: the output holds only the response positions' logits)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        device, te = self._device, uses_transformer_engine()
+        device = self._device
         select = not self.recipe.actor.sequence_parallel
 
         def step(data_iterator, module):
@@ -90,7 +90,7 @@ class Policy:
             batch, length = tokens.shape
             positions = torch.arange(length, device=device).expand(batch, length)
             with _response_logits_only(module, padded.response_mask if select else None):
-                output = module(tokens, positions, None if te else causal_attention_mask(length, device))
+                output = module(tokens, positions, None)  # causal attention needs no mask
             return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, select)
 
         first = micro[0].tokens.shape
