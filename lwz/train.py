@@ -20,6 +20,7 @@ from lwz.actor.policy import Policy
 from lwz.batch import RolloutBatch
 from lwz.data.prompts import PromptOrder, load_prompts
 from lwz.data.templates import render_prompt
+from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
@@ -79,6 +80,8 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
                 sync = push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
             done = step + 1
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=order.epoch(step))
+            if _should_eval(done, recipe):  # every rank generates; rank 0 writes RUN/eval/
+                metrics.update(evaluate_during_training(engine, recipe, done, run_dir))
             tracker.log(done, metrics)
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:
@@ -113,6 +116,11 @@ def _to_batch(indices: list[int], rows: list[dict], groups: list) -> RolloutBatc
 def _should_save(done: int, recipe: Recipe) -> bool:
     every = recipe.schedule.save_every
     return done == recipe.schedule.steps or (every > 0 and done % every == 0)
+
+
+def _should_eval(done: int, recipe: Recipe) -> bool:
+    every = recipe.schedule.eval_every
+    return every > 0 and done % every == 0
 
 
 @contextmanager
