@@ -50,6 +50,7 @@ class RolloutBatch:
     rewards: dict[str, list[float]] = field(default_factory=dict)
     advantages: list[float] = field(default_factory=list)
     old_logprobs: list[torch.Tensor] = field(default_factory=list)
+    ref_logprobs: list[torch.Tensor] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)

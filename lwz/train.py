@@ -18,7 +18,7 @@ from tqdm import tqdm
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
 from lwz.batch import RolloutBatch
-from lwz.data.prompts import PromptOrder, load_prompts
+from lwz.data.prompts import PromptOrder, fitting_prompts, load_prompts
 from lwz.data.templates import render_prompt
 from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
@@ -49,6 +49,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
         log.info("resumed from %s at step %d", checkpoint, start)
     prompts = load_prompts(recipe.data.prompts, prompt_field=recipe.data.prompt_field,
                            range_field=recipe.data.range_field, limit=recipe.data.limit)
+    prompts = fitting_prompts(prompts, engine.tokenizer, recipe.rollout.template, recipe.rollout.max_prompt_tokens)
     order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed, recipe.data.shuffle)
     rewards = RewardMix.from_recipe(recipe)
     r = recipe.rollout
@@ -63,20 +64,22 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             with _timed(times, "rollout"):
                 rows = [prompts[i] for i in order.indices(step)]
                 texts = [render_prompt(row["prompt"], r.template) for row in rows]
-                engine.wake_up()
                 seed = recipe.schedule.seed * 1_000_003 + step * 1_009
                 groups = generate_on_engines(engine, texts, seed, sampling, plan.engine("rollout").ranks)
-                engine.sleep()
                 batch = _to_batch(order.indices(step), rows, groups)
             with _timed(times, "reward"):
                 batch.rewards = rewards.score(batch.texts, batch.samples)
                 batch.advantages = rewards.advantages(batch.rewards, batch.group)
             with _timed(times, "update"):
+                engine.sleep()  # on GPU: the update gets the engine's memory
                 shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
                 for shard in shards:
                     shard.old_logprobs = policy.compute_logprobs(shard)
+                    if recipe.algo.kl_coef > 0:
+                        shard.ref_logprobs = policy.compute_logprobs(shard, reference=True)
                 updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]
             with _timed(times, "sync"):
+                engine.wake_up()  # weights go into an awake engine, which then serves eval and the next rollout
                 sync = push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
             done = step + 1
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=order.epoch(step))

@@ -34,3 +34,17 @@ def test_order_covers_each_epoch_once_and_is_resumable():
     assert order.indices(2) == PromptOrder(10, 4, 3).indices(2)        # a pure function of the step
     assert order.epoch(2) == 0 and order.epoch(3) == 1
     assert order.indices(0) != PromptOrder(10, 4, 4).indices(0)
+
+
+def test_prompts_too_long_for_the_engine_are_dropped(caplog):
+    class Words:
+        def encode(self, text):
+            return text.split()
+
+    rows = [{"prompt": "short one"}, {"prompt": "a much longer prompt " * 5}]
+    from lwz.data.prompts import fitting_prompts
+
+    assert fitting_prompts(rows, Words(), "raw", 5) == rows[:1]
+    assert "dropped 1 of 2 prompts" in caplog.text
+    with pytest.raises(LwzError):
+        fitting_prompts(rows, Words(), "raw", 1)

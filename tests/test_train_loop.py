@@ -112,3 +112,11 @@ def test_tiny_recipe_runs_and_prints_its_run_folder(tmp_path):
     assert all(rows[0][f"time/{k}"] > 0 for k in ("rollout", "reward", "update", "sync"))
     assert (folder / "plots" / "rewards.png").is_file() and (folder / "samples" / "step_000002.jsonl").is_file()
     assert (folder / "ckpt" / "step-00000002" / "metadata.json").is_file()
+
+
+def test_kl_penalty_to_the_frozen_reference(tmp_path, peaked_qwen2):  # noqa: F811
+    recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)
+    run_to_end("run", str(recipe), "algo.kl_coef=0.05", "algo.kl_estimator=k3")
+    rows = metrics(tmp_path / "runs" / "learn" / "r")
+    assert rows[0]["actor/kl"] == pytest.approx(0.0, abs=1e-7)     # the policy starts as the reference
+    assert rows[1]["actor/kl"] > 1e-6                               # one update later it has moved away

@@ -45,8 +45,6 @@ class Policy:
 
         if recipe.model.dtype not in _DTYPES:
             raise LwzError(None, "model.dtype", f"'{recipe.model.dtype}' is not supported by the actor (allowed: fp32, bf16)")
-        if recipe.algo.kl_coef > 0:
-            raise LwzError(None, "algo.kl_coef", "a KL penalty needs a reference model, which the actor does not hold yet (allowed: 0)")
         self.recipe = recipe
         self.hf_config = read_hf_config(recipe.model.path)
         self.dp_rank = parallel_state.get_data_parallel_rank()
@@ -71,12 +69,23 @@ class Policy:
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg)
         self.optimizer_steps = 0
+        # The frozen initial policy, for the KL penalty (algo.kl_coef > 0); sharded like the actor.
+        self.reference = self._frozen_model(dtype) if algo.kl_coef > 0 else None
+        self._token_metrics = _TOKEN_METRICS + (("kl",) if algo.kl_coef > 0 else ())
         self._vocab_size = unwrap_model(self.model).hf_vocab_size
         self._device = next(model.parameters()).device
 
+    def _frozen_model(self, dtype: torch.dtype) -> torch.nn.Module:
+        model = build_gpt_model(self.hf_config, dtype=dtype)
+        model.config.variable_seq_lengths = True
+        load_hf_into_megatron(model, self.recipe.model.path, self.hf_config)
+        model.requires_grad_(False)
+        return model.eval()
+
     # ------------------------------------------------------------------ forward passes
 
-    def _run(self, micro: list[PaddedTokens], loss_fn, forward_only: bool) -> list:
+    def _run(self, micro: list[PaddedTokens], loss_fn, forward_only: bool, model: torch.nn.Module | None = None
+             ) -> list:
         """Megatron's schedule over `micro`; `loss_fn(padded, output, tokens, selected)` runs on the last stage
         (`selected`: the output holds only the response positions' logits)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -95,7 +104,7 @@ class Policy:
 
         first = micro[0].tokens.shape
         return get_forward_backward_func()(
-            forward_step_func=step, data_iterator=iter(micro), model=[self.model], num_microbatches=len(micro),
+            forward_step_func=step, data_iterator=iter(micro), model=[model or self.model], num_microbatches=len(micro),
             seq_length=first[1], micro_batch_size=first[0], forward_only=forward_only,
             collect_non_loss_data=forward_only,
         )  # fmt: skip
@@ -104,8 +113,9 @@ class Policy:
         groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
         return [batch.padded(indices) for indices in groups]
 
-    def compute_logprobs(self, batch: RolloutBatch) -> list[torch.Tensor]:
-        """fp32 logprobs of each sequence's response tokens (CPU, detached), on every rank of the replica."""
+    def compute_logprobs(self, batch: RolloutBatch, reference: bool = False) -> list[torch.Tensor]:
+        """fp32 logprobs of each sequence's response tokens (CPU, detached), on every rank of the replica;
+        `reference`: under the frozen initial policy (for the KL penalty) instead of the current one."""
         from megatron.core import parallel_state
 
         micro = self._micro_batches(batch)
@@ -115,8 +125,9 @@ class Policy:
             return _dense(padded, vocab_parallel_logprobs(output, labels, self._vocab_size), selected).contiguous()
 
         self.model.eval()
+        assert not reference or self.reference is not None, "reference logprobs need algo.kl_coef > 0"
         with torch.no_grad():
-            outputs = self._run(micro, score, forward_only=True)
+            outputs = self._run(micro, score, forward_only=True, model=self.reference if reference else None)
         self.model.train()
         last = parallel_state.is_pipeline_last_stage()
         result: list[torch.Tensor] = []
@@ -151,6 +162,8 @@ class Policy:
         micro = [batch.padded(indices) for indices in groups]
         old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)]
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
+        ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
+            if self.reference is not None else None
         # The schedule divides each micro-batch loss by their count and DDP averages gradients over
         # DP; the loss is already normalised over the global mini-batch, so undo both.
         scale = len(micro) * self.dp_size
@@ -162,10 +175,11 @@ class Policy:
             logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
             mask = padded.response_mask.to(device)
             loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
+                                        ref_logprobs=None if ref is None else ref[k].to(device),
                                         normalizer=normalizer)  # fmt: skip
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
             n = mask.sum()
-            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in _TOKEN_METRICS)])
+            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in self._token_metrics)])
             return loss * scale, sums
 
         self.model.zero_grad_buffer()
@@ -176,14 +190,14 @@ class Policy:
         assert success, "the optimizer step failed (non-finite gradients)"
         self.optimizer_steps += 1
 
-        sums = torch.zeros(2 + len(_TOKEN_METRICS), dtype=torch.float64, device=self._device)
+        sums = torch.zeros(2 + len(self._token_metrics), dtype=torch.float64, device=self._device)
         if parallel_state.is_pipeline_last_stage():
             sums += torch.stack(outputs).double().sum(0)
         torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
         torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
         tokens = sums[1].item()
         result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens}
-        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(_TOKEN_METRICS)})
+        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(self._token_metrics)})
         return result
 
     # ------------------------------------------------------------------ weights and checkpoints

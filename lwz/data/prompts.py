@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 from lwz.errors import LwzError
 from lwz.rewards.length import LENGTH_RANGE_KEY, check_range
 
+log = logging.getLogger(__name__)
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -49,6 +51,21 @@ def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> di
     except LwzError as e:
         raise LwzError(where, range_field, e.message) from None
     return out
+
+
+def fitting_prompts(rows: list[dict], tokenizer, template: str, max_prompt_tokens: int) -> list[dict]:
+    """The rows whose templated prompt fits `max_prompt_tokens` (the engine's context is sized for it);
+    the others are dropped with one warning that counts them."""
+    from lwz.data.templates import render_prompt
+
+    kept = [row for row in rows if len(tokenizer.encode(render_prompt(row["prompt"], template))) <= max_prompt_tokens]
+    if len(kept) < len(rows):
+        log.warning("dropped %d of %d prompts longer than rollout.max_prompt_tokens=%d after the %s template",
+                    len(rows) - len(kept), len(rows), max_prompt_tokens, template)
+    if not kept:
+        raise LwzError(None, "rollout.max_prompt_tokens", f"{max_prompt_tokens} tokens fit none of the "
+                       f"{len(rows)} prompts; raise it")
+    return kept
 
 
 class PromptOrder:

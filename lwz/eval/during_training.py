@@ -44,10 +44,10 @@ def eval_folder(run_dir: Path, bench: str, step: int) -> Path:
 
 
 def evaluate_during_training(engine: VllmEngine, recipe: Recipe, step: int, run_dir: Path) -> dict[str, float]:
-    """Run `recipe.eval.bench` on `engine`; returns `eval/BENCH/...` metrics (score, items, seconds, ...)."""
+    """Run `recipe.eval.bench` on the (awake, freshly synced) `engine`; returns `eval/BENCH/...` metrics
+    (score, items, seconds, ...)."""
     bench, settings = recipe.eval.bench, eval_settings(recipe)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
-    engine.wake_up()
     if rank0:
         out_dir = eval_folder(run_dir, bench, step)
         summary = run_benchmark(bench, engine, settings, out_dir)
@@ -56,7 +56,6 @@ def evaluate_during_training(engine: VllmEngine, recipe: Recipe, step: int, run_
     else:
         with tempfile.TemporaryDirectory(prefix="lwz-eval-") as scratch:
             summary = run_benchmark(bench, engine, settings, Path(scratch))
-    engine.sleep()
     return summary_metrics(bench, summary)
 
 
