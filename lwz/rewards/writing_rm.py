@@ -96,10 +96,10 @@ class VllmWritingRewardModel:
                  gpu_memory_utilization: float = 0.3, dtype: str = "fp32"):
         from transformers import AutoTokenizer
 
-        from lwz.rollout.vllm_engine import configure_vllm_environment
+        from lwz.rollout.vllm_engine import prepare_vllm
 
         folder = _check_folder(path)
-        configure_vllm_environment(device)
+        prepare_vllm(device)
         from vllm import LLM
 
         self.batch_size, self.max_length, self.timeout_s = batch_size, max_length, timeout_s

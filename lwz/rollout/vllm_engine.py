@@ -6,6 +6,7 @@ inside a torch.distributed job the "external_launcher" executor over the ranks o
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -44,11 +45,14 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()
 
 
-def configure_vllm_environment(device: str) -> None:
-    """Environment vLLM reads at import: in-process engine core; on CPU a bounded KV cache."""
+def prepare_vllm(device: str) -> None:
+    """Before building an in-process vLLM engine: the environment vLLM reads (in-process engine core;
+    on CPU a bounded KV cache), and collect dead engines, which would otherwise tear down vLLM's
+    global process groups under the new engine's feet when they are finally collected."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    gc.collect()
 
 
 class VllmEngine:
@@ -57,7 +61,7 @@ class VllmEngine:
     def __init__(self, model_path: str, *, device: str, tp: int = 1, dtype: str = "bf16", seed: int = 0,
                  max_model_len: int, gpu_memory_utilization: float = 0.6, tokenizer: str | None = None,
                  distributed: bool = False):
-        configure_vllm_environment(device)
+        prepare_vllm(device)
         from vllm import LLM
 
         self.device = device
