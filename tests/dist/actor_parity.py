@@ -26,6 +26,7 @@ def worker(rank: int, port: int, cases: list[dict], out_json: str) -> None:
         RANK=str(rank),
         WORLD_SIZE=str(WORLD_SIZE),
         LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(WORLD_SIZE),  # set all of torchrun's variables: the parent's may leak in
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
