@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=1 python bench/sync.py [--models tiny 0.5b] [--buckets 256 16] [--reps 3] [--device cpu]
 
-One process, the loop's `push_weights` (every tensor through `VllmEngine.load_weights`, then a
-prefix-cache reset). The pushed state dict is the model's own safetensors in the engine's dtype
+One process, the loop's `push_weights` (every tensor, bucket by bucket, streamed into one
+`VllmEngine.load_weights` call, then a prefix-cache reset), against the bare vLLM call it wraps
+(`worker.reload_weights` on the whole state dict + `LLM.reset_prefix_cache`) on the same engine. The pushed state dict is the model's own safetensors in the engine's dtype
 (on the engine's device with `--device gpu`). The 0.5B model is a random Qwen2 of Qwen2.5-0.5B's
 shape, built once into the lwz cache. Each bucket size gets one warm-up sync, then `--reps` timed ones.
 """
@@ -14,6 +15,7 @@ import argparse
 import gc
 import os
 import statistics
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -51,8 +53,16 @@ def load_state(folder: Path, dtype: torch.dtype, device: str) -> dict[str, torch
     return state
 
 
+def bare_vllm_sync(engine, state: dict[str, torch.Tensor]) -> float:
+    """Seconds for vLLM's own reload of the whole state dict plus a prefix-cache reset."""
+    start = time.perf_counter()
+    engine.llm.llm_engine.model_executor.driver_worker.worker.reload_weights(weights_iterator=iter(state.items()))
+    engine.llm.reset_prefix_cache()
+    return time.perf_counter() - start
+
+
 def bench_model(name: str, bucket_mib: list[int], reps: int, device: str, dtype: str) -> list[tuple]:
-    """Rows (model, params, bucket MiB, seconds/sync, GB/s, buckets) for one engine."""
+    """Rows (model, params, bucket MiB, seconds/sync, GB/s, buckets, bare vLLM seconds) for one engine."""
     from lwz.rollout.vllm_engine import VllmEngine
 
     folder = model_folder(name)
@@ -62,9 +72,15 @@ def bench_model(name: str, bucket_mib: list[int], reps: int, device: str, dtype:
     rows = []
     for mib in bucket_mib:
         push_weights(state.items(), engine, mib << 20)  # warm-up
-        runs: list[SyncStats] = [push_weights(state.items(), engine, mib << 20) for _ in range(reps)]
+        bare_vllm_sync(engine, state)
+        runs: list[SyncStats] = []
+        bare: list[float] = []
+        for _ in range(reps):                     # alternate, so both see the same machine state
+            runs.append(push_weights(state.items(), engine, mib << 20))
+            bare.append(bare_vllm_sync(engine, state))
         seconds = statistics.median(s.seconds for s in runs)
-        rows.append((name, params, mib, seconds, runs[0].bytes / 1e9 / seconds, runs[0].buckets))
+        rows.append((name, params, mib, seconds, runs[0].bytes / 1e9 / seconds, runs[0].buckets,
+                     statistics.median(bare)))
     del engine, state
     gc.collect()
     return rows
@@ -80,9 +96,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = [row for name in args.models for row in bench_model(name, args.buckets, args.reps, args.device, args.dtype)]
     print(f"weight sync: {args.device} {args.dtype}, median of {args.reps} after a warm-up")
-    print(f"  {'model':<6} {'params':>8} {'bucket':>8} {'buckets':>7} {'s/sync':>8} {'GB/s':>6}")
-    for name, params, mib, seconds, gbps, count in rows:
-        print(f"  {name:<6} {params / 1e6:>7.1f}M {mib:>5} MiB {count:>7} {seconds:>8.3f} {gbps:>6.2f}")
+    print(f"  {'model':<6} {'params':>8} {'bucket':>8} {'buckets':>7} {'s/sync':>8} {'GB/s':>6} {'bare s':>7} {'bare/lwz':>8}")
+    for name, params, mib, seconds, gbps, count, bare in rows:
+        print(f"  {name:<6} {params / 1e6:>7.1f}M {mib:>5} MiB {count:>7} {seconds:>8.3f} {gbps:>6.2f} {bare:>7.3f}"
+              f" {bare / seconds:>8.2f}")
 
 
 if __name__ == "__main__":

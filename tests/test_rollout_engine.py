@@ -50,6 +50,12 @@ def test_stop_string_finishes_and_is_kept(engine):
 
 
 def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, tiny_qwen2):  # noqa: F811
+    """After a push, every greedy token vLLM picks is transformers' argmax on the same prefix.
+
+    A random 152k-vocabulary model has near-ties (top-2 logits within float noise), where vLLM's
+    and transformers' kernels may pick different tokens and the sequences then part; so each pick
+    is checked against transformers' logits of vLLM's own prefix, within a 1e-4 tolerance.
+    """
     from transformers import AutoModelForCausalLM
 
     folder, state = other_weights
@@ -57,23 +63,36 @@ def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, t
     greedy = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=16)
     out = engine.generate(PROMPTS, greedy)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    for prompt, group in zip(PROMPTS, out):
-        ids = torch.tensor([group[0].prompt_ids])
-        expected = hf.generate(ids, max_new_tokens=16, do_sample=False)[0, ids.shape[1]:].tolist()
-        assert group[0].response_ids == expected
+    for group in out:
+        prompt, picked = group[0].prompt_ids, group[0].response_ids
+        with torch.no_grad():
+            logits = hf(torch.tensor([prompt + picked])).logits[0, len(prompt) - 1:-1]
+        chosen = logits.gather(1, torch.tensor(picked)[:, None])[:, 0]
+        assert len(picked) == 16 and torch.all(chosen >= logits.max(dim=1).values - 1e-4), (chosen, logits.max(1))
     push_weights(load_file(str(tiny_qwen2 / "model.safetensors")).items(), engine, bucket_bytes=1 << 30)
 
 
-def test_small_buckets_equal_single_shot(engine, other_weights):
-    _, state = other_weights
-    stats = push_weights(state.items(), engine, bucket_bytes=64 << 10)
-    small = engine.named_weights()
-    assert stats.buckets > 10
+def test_small_buckets_give_the_pushed_model(engine, tiny_qwen2):  # noqa: F811
+    """Layers split over many small buckets still arrive whole: sampled logprobs equal transformers'.
+
+    (vLLM rebuilds a layer from what one reload call gave it; a bucket per call left the fused
+    GEMM weights partly uninitialised and the logprobs NaN.)
+    """
+    from transformers import AutoModelForCausalLM
+
+    state = load_file(str(tiny_qwen2 / "model.safetensors"))
     push_weights(((k, torch.zeros_like(v)) for k, v in state.items()), engine, bucket_bytes=1 << 30)
-    one = push_weights(state.items(), engine, bucket_bytes=1 << 30)
-    assert one.buckets == 1 and one.bytes == stats.bytes
-    single = engine.named_weights()
-    assert small.keys() == single.keys() and all(torch.equal(small[k], single[k]) for k in small)
+    stats = push_weights(state.items(), engine, bucket_bytes=64 << 10)
+    assert stats.buckets > 10 and stats.tensors == len(state)
+    assert stats.bytes == sum(t.numel() * t.element_size() for t in state.values())
+    out = engine.generate(PROMPTS, SamplingSettings(group_size=1, temperature=1.0, top_p=1.0, max_tokens=16), seed=3)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
+    for group in out:
+        prompt, picked = group[0].prompt_ids, group[0].response_ids
+        with torch.no_grad():
+            logprobs = hf(torch.tensor([prompt + picked])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+        expected = logprobs.gather(1, torch.tensor(picked)[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(group[0].logprobs), expected, rtol=0, atol=1e-5)
 
 
 def test_buckets_are_bounded():

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 
 class WeightSink(Protocol):
-    """Anything that takes HF-named tensors (a vLLM engine)."""
+    """Anything that takes a whole model's HF-named tensors in one call (a vLLM engine)."""
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
 
@@ -52,16 +52,26 @@ def buckets(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Ite
 
 
 def push_weights(named: Iterable[tuple[str, torch.Tensor]], sink: WeightSink, bucket_bytes: int) -> SyncStats:
-    """Load every tensor into `sink` bucket by bucket, then reset its prefix cache."""
+    """Stream every tensor into `sink` in ONE `load_weights` call, bucket by bucket; then reset its prefix cache.
+
+    One call per sync matters: vLLM's reload rebuilds a layer only once all of its tensors have
+    arrived within a call; a layer split over two calls is rebuilt from uninitialised memory for the
+    part it did not get (garbage or NaN logits), so buckets only bound what is gathered at once.
+    """
     start = time.perf_counter()
-    total = count = n_buckets = 0
-    for bucket in buckets(named, bucket_bytes):
-        sink.load_weights(bucket)
-        total += sum(t.numel() * t.element_size() for _, t in bucket)
-        count += len(bucket)
-        n_buckets += 1
+    totals = {"bytes": 0, "tensors": 0, "buckets": 0}
+
+    def stream() -> Iterator[tuple[str, torch.Tensor]]:
+        for bucket in buckets(named, bucket_bytes):
+            totals["buckets"] += 1
+            for name, tensor in bucket:
+                totals["bytes"] += tensor.numel() * tensor.element_size()
+                totals["tensors"] += 1
+                yield name, tensor
+
+    sink.load_weights(stream())
     sink.reset_prefix_cache()
-    return SyncStats(time.perf_counter() - start, total, count, n_buckets)
+    return SyncStats(time.perf_counter() - start, totals["bytes"], totals["tensors"], totals["buckets"])
 
 
 def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int, group: dist.ProcessGroup | None,

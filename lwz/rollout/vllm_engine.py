@@ -94,7 +94,8 @@ class VllmEngine:
         return [[_completion(out.prompt_token_ids, c) for c in out.outputs] for out in outputs]
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Push HF-named tensors (full, not sharded) into the live engine; clears the prefix cache."""
+        """Reload the live engine from HF-named tensors (full, not sharded): one call per whole model,
+        since vLLM rebuilds a layer only from the tensors it received in the same call."""
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         worker.reload_weights(weights_iterator=iter(named_tensors))
 
