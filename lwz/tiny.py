@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from lwz.assets_cache import cache_dir
 from lwz.atomic import fsync_dir
@@ -106,25 +107,9 @@ def tiny_qwen2_path() -> Path:
     return path
 
 
-def build_qwen2(
-    out_dir: str | os.PathLike,
-    *,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    intermediate_size: int,
-    head_dim: int | None = None,
-    vocab_size: int = 151936,
-    max_position_embeddings: int = 4096,
-    rope_theta: float = 1e6,
-    rms_norm_eps: float = 1e-6,
-    tie_word_embeddings: bool = False,
-    init_std: float = 0.02,
-    seed: int = 0,
-    dtype: str = "float32",
-) -> Path:
-    """Write a random-weight Qwen2ForCausalLM HF folder (config, weights, tokenizer) to `out_dir`.
+def build_qwen2(out_dir: str | os.PathLike, **shape: Any) -> Path:
+    """Write a random-weight Qwen2ForCausalLM HF folder (config, weights, tokenizer) to `out_dir`;
+    `shape` is `_write_qwen2`'s keywords (hidden_size, num_layers, ..., seed, dtype).
 
     The folder appears atomically; raises FileExistsError if `out_dir` already exists.
     """
@@ -132,23 +117,7 @@ def build_qwen2(
     if out.exists():
         raise FileExistsError(f"{out} already exists")
     tmp = _fresh_tmp(out)
-    _write_qwen2(
-        tmp,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        intermediate_size=intermediate_size,
-        head_dim=head_dim,
-        vocab_size=vocab_size,
-        max_position_embeddings=max_position_embeddings,
-        rope_theta=rope_theta,
-        rms_norm_eps=rms_norm_eps,
-        tie_word_embeddings=tie_word_embeddings,
-        init_std=init_std,
-        seed=seed,
-        dtype=dtype,
-    )
+    _write_qwen2(tmp, **shape)
     try:
         os.rename(tmp, out)
     except OSError:
@@ -175,6 +144,7 @@ def _write_qwen2(
     seed: int = 0,
     dtype: str = "float32",
 ) -> None:
+    """The config, random weights (normal(0, init_std), seeded) and the Qwen2.5 tokenizer into `folder`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

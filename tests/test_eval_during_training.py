@@ -12,6 +12,7 @@ from lwz.eval.during_training import (
     eval_settings,
     evaluate_during_training,
 )
+from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 from lwz.rollout.vllm_engine import VllmEngine
 
@@ -57,4 +58,5 @@ def test_settings_come_from_the_recipe(tiny_qwen2):  # noqa: F811
     assert (settings.max_tokens, settings.template, settings.limit, settings.seed) == (16, "nothink", 4, 1234)
     assert eval_settings(recipe_with(tiny_qwen2)).template == "think"
     with pytest.raises(LwzError, match="eval.max_tokens"):
-        eval_settings(recipe_with(tiny_qwen2, "eval.max_tokens=25"))
+        resolve(recipe_with(tiny_qwen2, "eval.max_tokens=25", "schedule.eval_every=2"))
+    resolve(recipe_with(tiny_qwen2, "eval.max_tokens=25"))                 # never evaluated: allowed

@@ -105,3 +105,28 @@ def test_prompts_spread_over_engines(engine):
     assert [list(share(10, 3, e)) for e in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     out = generate_on_engines(engine, PROMPTS, 3, SamplingSettings(2, 1.0, 1.0, 4), [[0]])
     assert len(out) == 4 and all(len(g) == 2 for g in out)
+
+
+def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):
+    """The separate-engine path over two gloo processes: rank 1 gets rank 0's tensors, dtypes kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("dist_sync") / "broadcast_worker.py"
+    sys.path.insert(0, str(worker.parent))
+    from broadcast_worker import source_state
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(worker.parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+           str(tmp_path / "out.pt")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = torch.load(tmp_path / "out.pt")
+    source = source_state()
+    assert len(got["calls"]) == 1 and got["resets"] == 1 and got["buckets"] > 3
+    (loaded,) = got["calls"]
+    assert list(loaded) == list(source)
+    assert all(loaded[k].dtype == v.dtype and torch.equal(loaded[k], v) for k, v in source.items())
+    assert got["bytes"] == sum(v.numel() * v.element_size() for v in source.values())

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch.distributed as dist
 
-from lwz.errors import LwzError
 from lwz.eval.run import GenerationSettings, run_benchmark
 from lwz.recipe.schema import Recipe
 from lwz.rollout.vllm_engine import VllmEngine
@@ -27,14 +26,12 @@ def eval_settings(recipe: Recipe) -> GenerationSettings:
     """How the policy answers the benchmark: `recipe.eval`, with nulls taken from `recipe.rollout`.
 
     Temperature and top-p are the benchmark's (GenerationSettings' defaults), not the rollout's;
-    the seed is the run's, so every evaluation of a run samples alike.
+    the seed is the run's, so every evaluation of a run samples alike. The plan checked that
+    `eval.max_tokens` fits the rollout engine.
     """
     cfg, rollout = recipe.eval, recipe.rollout
-    max_tokens = cfg.max_tokens or rollout.max_tokens
-    if max_tokens > rollout.max_tokens:
-        raise LwzError(None, "eval.max_tokens", f"{max_tokens} exceeds rollout.max_tokens={rollout.max_tokens} "
-                       "(the rollout engine's context is sized for rollouts)")
-    return GenerationSettings(template=cfg.template or rollout.template, max_tokens=max_tokens, limit=cfg.limit,
+    return GenerationSettings(template=cfg.template or rollout.template, max_tokens=cfg.max_tokens or rollout.max_tokens,
+                              limit=cfg.limit,
                               seed=recipe.schedule.seed)
 
 

@@ -102,6 +102,7 @@ def resolve(recipe: Recipe) -> Plan:
     _check_actor_shapes(arch, recipe)
     sequences, per_dp = _check_batches(recipe, dp)
     _check_context(arch, recipe)
+    _check_eval(recipe)
 
     coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
     engines = [_rollout_engines(recipe, arch, actor_world, gpu)]
@@ -201,6 +202,13 @@ def _check_context(arch: ArchCfg, recipe: Recipe) -> None:
         raise LwzError(None, "rollout.max_tokens", f"rollout.max_prompt_tokens + rollout.max_tokens = "
                        f"{recipe.rollout.max_prompt_tokens} + {recipe.rollout.max_tokens} = {longest} exceeds the "
                        f"model's context of {arch.max_position_embeddings} tokens")
+
+
+def _check_eval(recipe: Recipe) -> None:
+    answer = recipe.eval.max_tokens
+    if recipe.schedule.eval_every and answer is not None and answer > recipe.rollout.max_tokens:
+        raise LwzError(None, "eval.max_tokens", f"{answer} exceeds rollout.max_tokens = {recipe.rollout.max_tokens} "
+                       "(evaluation runs on the rollout engine, whose context is sized for rollouts)")
 
 
 def _coords(rank: int, tp: int, cp: int, dp: int) -> ActorCoords:

@@ -37,12 +37,12 @@ class SyncStats:
 
 
 def buckets(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Group tensors into lists of at most `bucket_bytes` (a larger tensor travels alone)."""
+    """Group tensors into lists of at most `bucket_bytes` of one dtype (a larger tensor travels alone)."""
     bucket: list[tuple[str, torch.Tensor]] = []
     size = 0
     for name, tensor in named:
         nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
+        if bucket and (size + nbytes > bucket_bytes or tensor.dtype != bucket[0][1].dtype):
             yield bucket
             bucket, size = [], 0
         bucket.append((name, tensor))
@@ -89,7 +89,6 @@ def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int
         if header[0] is None:
             return
         dtype = header[0][0][2]
-        assert all(d == dtype for _, _, d in header[0]), "a bucket holds one dtype"
         sizes = [torch.Size(s).numel() for _, s, _ in header[0]]
         flat = torch.cat([t.reshape(-1) for _, t in bucket]) if is_src else torch.empty(sum(sizes), dtype=dtype)
         dist.broadcast(flat, src=src, group=group)
