@@ -30,9 +30,8 @@ def eval_settings(recipe: Recipe) -> GenerationSettings:
     `eval.max_tokens` fits the rollout engine.
     """
     cfg, rollout = recipe.eval, recipe.rollout
-    return GenerationSettings(template=cfg.template or rollout.template, max_tokens=cfg.max_tokens or rollout.max_tokens,
-                              limit=cfg.limit,
-                              seed=recipe.schedule.seed)
+    return GenerationSettings(template=cfg.template or rollout.template,
+                              max_tokens=cfg.max_tokens or rollout.max_tokens, limit=cfg.limit, seed=recipe.schedule.seed)
 
 
 def eval_folder(run_dir: Path, bench: str, step: int) -> Path:
