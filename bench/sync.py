@@ -4,8 +4,9 @@
 
 One process, the loop's `push_weights` (every tensor, bucket by bucket, streamed into one
 `VllmEngine.load_weights` call, then a prefix-cache reset), against the bare vLLM call it wraps
-(`worker.reload_weights` on the whole state dict + `LLM.reset_prefix_cache`) on the same engine. The pushed state dict is the model's own safetensors in the engine's dtype
-(on the engine's device with `--device gpu`). The 0.5B model is a random Qwen2 of Qwen2.5-0.5B's
+(`worker.reload_weights` on the whole state dict + `LLM.reset_prefix_cache`) on the same engine.
+The pushed state dict is the model's own safetensors in the engine's dtype (on the engine's device
+with `--device gpu`). The 0.5B model is a random Qwen2 of Qwen2.5-0.5B's
 shape, built once into the lwz cache. Each bucket size gets one warm-up sync, then `--reps` timed ones.
 """
 

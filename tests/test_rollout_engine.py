@@ -25,6 +25,16 @@ def other_weights(tmp_path_factory):
     return folder, load_file(str(folder / "model.safetensors"))
 
 
+def transformers_logits(folder, completion) -> torch.Tensor:
+    """transformers' fp32 logits at each of `completion`'s response positions (teacher-forced)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    prompt, picked = completion.prompt_ids, completion.response_ids
+    with torch.no_grad():
+        return hf(torch.tensor([prompt + picked])).logits[0, len(prompt) - 1:-1]
+
+
 def test_groups_logprobs_and_truncation(engine):
     out = engine.generate(PROMPTS[:2], SamplingSettings(group_size=3, temperature=1.0, top_p=1.0, max_tokens=12),
                           seed=1)
@@ -56,17 +66,12 @@ def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, t
     and transformers' kernels may pick different tokens and the sequences then part; so each pick
     is checked against transformers' logits of vLLM's own prefix, within a 1e-4 tolerance.
     """
-    from transformers import AutoModelForCausalLM
-
     folder, state = other_weights
     push_weights(state.items(), engine, bucket_bytes=1 << 20)
     greedy = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=16)
-    out = engine.generate(PROMPTS, greedy)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    for group in out:
-        prompt, picked = group[0].prompt_ids, group[0].response_ids
-        with torch.no_grad():
-            logits = hf(torch.tensor([prompt + picked])).logits[0, len(prompt) - 1:-1]
+    for (completion,) in engine.generate(PROMPTS, greedy):
+        picked = completion.response_ids
+        logits = transformers_logits(folder, completion)
         chosen = logits.gather(1, torch.tensor(picked)[:, None])[:, 0]
         assert len(picked) == 16 and torch.all(chosen >= logits.max(dim=1).values - 1e-4), (chosen, logits.max(1))
     push_weights(load_file(str(tiny_qwen2 / "model.safetensors")).items(), engine, bucket_bytes=1 << 30)
@@ -78,21 +83,16 @@ def test_small_buckets_give_the_pushed_model(engine, tiny_qwen2):  # noqa: F811
     (vLLM rebuilds a layer from what one reload call gave it; a bucket per call left the fused
     GEMM weights partly uninitialised and the logprobs NaN.)
     """
-    from transformers import AutoModelForCausalLM
-
     state = load_file(str(tiny_qwen2 / "model.safetensors"))
     push_weights(((k, torch.zeros_like(v)) for k, v in state.items()), engine, bucket_bytes=1 << 30)
     stats = push_weights(state.items(), engine, bucket_bytes=64 << 10)
     assert stats.buckets > 10 and stats.tensors == len(state)
     assert stats.bytes == sum(t.numel() * t.element_size() for t in state.values())
-    out = engine.generate(PROMPTS, SamplingSettings(group_size=1, temperature=1.0, top_p=1.0, max_tokens=16), seed=3)
-    hf = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
-    for group in out:
-        prompt, picked = group[0].prompt_ids, group[0].response_ids
-        with torch.no_grad():
-            logprobs = hf(torch.tensor([prompt + picked])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
-        expected = logprobs.gather(1, torch.tensor(picked)[:, None])[:, 0]
-        torch.testing.assert_close(torch.tensor(group[0].logprobs), expected, rtol=0, atol=1e-5)
+    sampled = SamplingSettings(group_size=1, temperature=1.0, top_p=1.0, max_tokens=16)
+    for (completion,) in engine.generate(PROMPTS, sampled, seed=3):
+        logprobs = transformers_logits(tiny_qwen2, completion).log_softmax(-1)
+        expected = logprobs.gather(1, torch.tensor(completion.response_ids)[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(completion.logprobs), expected, rtol=0, atol=1e-5)
 
 
 def test_buckets_are_bounded():
@@ -115,16 +115,13 @@ def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):
     from pathlib import Path
 
     worker = Path(__file__).with_name("dist_sync") / "broadcast_worker.py"
-    sys.path.insert(0, str(worker.parent))
-    from broadcast_worker import source_state
-
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(worker.parents[2]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
            str(tmp_path / "out.pt")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(tmp_path / "out.pt")
-    source = source_state()
+    source = got["source"]
     assert len(got["calls"]) == 1 and got["resets"] == 1 and got["buckets"] > 3
     (loaded,) = got["calls"]
     assert list(loaded) == list(source)

@@ -103,11 +103,6 @@ class VllmEngine:
         """Forget cached prefixes (they were computed with the old weights)."""
         self.llm.reset_prefix_cache()
 
-    def named_weights(self) -> dict[str, torch.Tensor]:
-        """The engine's current parameters by vLLM name (for tests and diagnostics)."""
-        model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.get_model()
-        return {name: p.detach().clone() for name, p in model.named_parameters()}
-
     def sleep(self) -> None:
         """Free GPU memory for the update (weights offloaded, KV cache dropped); CPU engines stay."""
         if self.device == "gpu":

@@ -1,5 +1,6 @@
 """Two gloo ranks: rank 0 broadcasts a mixed-dtype state in small buckets, rank 1 streams what it
-receives through `push_weights` into a recording sink and saves it (the separate-engine path).
+receives through `push_weights` into a recording sink and saves it with the (seeded) source state
+(the separate-engine path).
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 broadcast_worker.py OUT
 """
@@ -45,7 +46,8 @@ def main(out: str) -> None:
                                  bucket_bytes=16 << 10)
     stats = push_weights((item for bucket in received for item in bucket), sink, bucket_bytes=16 << 10)
     if rank == 1:
-        torch.save({"calls": sink.calls, "resets": sink.resets, "buckets": stats.buckets, "bytes": stats.bytes}, out)
+        torch.save({"calls": sink.calls, "resets": sink.resets, "buckets": stats.buckets, "bytes": stats.bytes,
+                    "source": source_state()}, out)
     dist.barrier()
     dist.destroy_process_group()
 
