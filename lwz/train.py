@@ -1,8 +1,11 @@
 """The GRPO loop, top to bottom: prompts -> rollout -> rewards -> advantages -> update -> sync -> log -> save.
 
-Every rank runs this function (SPMD). Each rank holds its actor shard and its part of a vLLM
-engine; rollout results are gathered on every rank, rewards and advantages are computed
-identically everywhere, and each data-parallel rank updates on its share of each mini-batch.
+Every rank runs this function (SPMD). Each rank holds its actor shard, its part of a rollout engine
+and of a reward-model engine (vLLM, placed by the plan); each engine role spreads the step's work over
+its engines and gathers the results on every rank, rewards and advantages are computed identically
+everywhere, and each data-parallel rank updates on its share of each mini-batch. On a GPU the phases
+take turns with the memory: the rollout engine sleeps (its weights dropped: they are replaced after
+the update) before the reward model wakes, which sleeps again before the update.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ from tqdm import tqdm
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
 from lwz.batch import RolloutBatch
-from lwz.data.prompts import PromptOrder, fitting_prompts, load_prompts
+from lwz.data.prompts import PromptOrder, fitting_prompts, recipe_prompts
 from lwz.data.templates import render_prompt
 from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
-from lwz.rollout.spread import generate_on_engines
+from lwz.rollout.role import EngineRole
 from lwz.rollout.sync import push_weights
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
-from lwz.runtime.device import init_distributed
+from lwz.runtime.device import init_distributed, release_memory
 from lwz.step_report import sample_rows, step_metrics
 from lwz.track import Tracker, format_step_line
 
@@ -42,16 +45,16 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
     rank0 = runtime.rank == 0
     policy = Policy(recipe, plan)
     engine = _engine(recipe, plan, distributed=runtime.world_size > 1)
+    rollout = EngineRole.of("rollout", plan.engine("rollout").ranks)
+    rewards = RewardMix.from_recipe(recipe, plan)  # builds this rank's reward-model engines
     start = 0
     if (checkpoint := latest_checkpoint(run_dir / "ckpt")) is not None:
         start = policy.load(checkpoint)["step"]
         push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
         log.info("resumed from %s at step %d", checkpoint, start)
-    prompts = load_prompts(recipe.data.prompts, prompt_field=recipe.data.prompt_field,
-                           range_field=recipe.data.range_field, limit=recipe.data.limit)
+    prompts = recipe_prompts(recipe)
     prompts = fitting_prompts(prompts, engine.tokenizer, recipe.rollout.template, recipe.rollout.max_prompt_tokens)
     order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed, recipe.data.shuffle)
-    rewards = RewardMix.from_recipe(recipe)
     r = recipe.rollout
     sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
     dp_rank, dp = policy.dp_rank, plan.dp
@@ -65,19 +68,21 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
                 rows = [prompts[i] for i in order.indices(step)]
                 texts = [render_prompt(row["prompt"], r.template) for row in rows]
                 seed = recipe.schedule.seed * 1_000_003 + step * 1_009
-                groups = generate_on_engines(engine, texts, seed, sampling, plan.engine("rollout").ranks)
+                groups = rollout.run(texts, lambda part, e: engine.generate(part, sampling, seed + e))
                 batch = _to_batch(order.indices(step), rows, groups)
+                engine.sleep(level=2)  # on GPU: the reward model and the update get the engine's memory
+                release_memory()
             with _timed(times, "reward"):
                 batch.rewards = rewards.score(batch.texts, batch.samples)
                 batch.advantages = rewards.advantages(batch.rewards, batch.group)
             with _timed(times, "update"):
-                engine.sleep()  # on GPU: the update gets the engine's memory
                 shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
                 for shard in shards:
                     shard.old_logprobs = policy.compute_logprobs(shard)
                     if recipe.algo.kl_coef > 0:
                         shard.ref_logprobs = policy.compute_logprobs(shard, reference=True)
                 updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]
+                release_memory()
             with _timed(times, "sync"):
                 engine.wake_up()  # weights go into an awake engine, which then serves eval and the next rollout
                 sync = push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)

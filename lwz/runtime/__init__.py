@@ -7,6 +7,7 @@ from lwz.runtime.device import (
     destroy_distributed,
     init_distributed,
     pick_device,
+    release_memory,
     seed_everything,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "destroy_distributed",
     "init_distributed",
     "pick_device",
+    "release_memory",
     "seed_everything",
 ]
