@@ -96,10 +96,16 @@ class RolloutBatch:
             groups.append(current)
         return groups
 
-    def padded(self, indices: Sequence[int], pad_id: int = 0) -> PaddedTokens:
-        """Right-padded tokens and the response mask of the sequences at `indices`."""
+    def has_rollout_logprobs(self) -> bool:
+        """Whether every response token carries the engine's logprob."""
+        return len(self.rollout_logprobs) == len(self) and all(
+            len(lp) == len(r) for lp, r in zip(self.rollout_logprobs, self.response_ids))
+
+    def padded(self, indices: Sequence[int], pad_id: int = 0, multiple: int = 1) -> PaddedTokens:
+        """Right-padded tokens and the response mask of the sequences at `indices` (the width rounded up
+        to a multiple of `multiple`)."""
         seqs = [self.prompt_ids[i] + self.response_ids[i] for i in indices]
-        width = max(len(s) for s in seqs)
+        width = -(-max(len(s) for s in seqs) // multiple) * multiple
         tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         mask = torch.zeros(len(seqs), width - 1)
         for b, (i, seq) in enumerate(zip(indices, seqs)):

@@ -31,8 +31,9 @@ def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict
     out["response/tokens_mean"] = float(np.mean([len(r) for r in batch.response_ids]))
     out["response/truncated_rate"] = float(np.mean(batch.truncated))
     out["advantage/abs_mean"] = float(np.mean(np.abs(batch.advantages)))
-    for key in updates[0] if updates else ():
-        out[f"actor/{key}"] = float(np.mean([u[key] for u in updates]))
+    for key in updates[0] if updates else ():  # the train/inference mismatch goes under rollout/
+        name = f"rollout/{key.removeprefix('rollout_')}" if key.startswith("rollout_") else f"actor/{key}"
+        out[name] = float(np.mean([u[key] for u in updates]))
     out.update({f"time/{k}": v for k, v in times.items()})
     out["time/step"] = sum(times.values())
     out["sync/gb_per_s"] = sync.gb_per_s

@@ -2,7 +2,8 @@
 
 A fixed batch of four sequences with advantages +1, -1, +1, -1 and old logprobs from the
 initial policy; micro-batches of 32 tokens (two per update). The same three updates at TP=1,
-TP=2, PP=2 and DP=2 (distributed optimizer) must give the same losses and gradient norms.
+TP=2 (with and without sequence parallelism), PP=2 and DP=2 (distributed optimizer) must give the
+same losses and gradient norms.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def test_advantage_sign_moves_logprobs_and_metrics(single):
     assert all(11.0 < m["entropy"] < 12.0 for m in single["metrics"])  # near log(151936) = 11.93
 
 
-@pytest.mark.parametrize("layout", [["--tp", "2"], ["--pp", "2"], ["--tp", "1"]], ids=["tp2", "pp2", "dp2"])
+@pytest.mark.parametrize("layout", [["--tp", "2"], ["--tp", "2", "--sequence-parallel"], ["--pp", "2"], ["--tp", "1"]],
+                         ids=["tp2", "tp2-sequence-parallel", "pp2", "dp2"])
 def test_layouts_give_the_same_trajectory(single, layout, tmp_path):
     other = run_worker("train", 2, tmp_path / "out.pt", "--updates", str(UPDATES), *layout)
     for key in ("loss", "grad_norm", "entropy", "approx_kl_old"):

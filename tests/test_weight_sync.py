@@ -1,10 +1,12 @@
 """Actor -> vLLM weight sync over real gloo processes, the loop's code path (tiny Qwen2, fp32).
 
 `dist_sync/sync_worker.py` at TP=1 (one rank) and TP=2 (two ranks, one rollout engine of tp=1
-per rank): sample, two GRPO updates at lr 1e-3, `push_weights(policy.hf_weights(), engine)`,
-`export_hf_folder`. After the sync every engine's greedy output equals transformers' greedy
-`generate` on the exported actor (and differs from the pre-update output), and the engines'
-sampled-token logprobs equal the actor's teacher-forced logprobs.
+per rank), on the tiny recipe's model (untied) and on one with tied embeddings: sample, two GRPO
+updates at lr 1e-3, `push_weights(policy.hf_weights(), engine)`, `export_hf_folder`. After the sync
+every engine's greedy output equals transformers' greedy `generate` on the exported actor (and
+differs from the pre-update output), and the engines' sampled-token logprobs equal the actor's
+teacher-forced logprobs, also at temperature 0.7 (the actor's logits divided by it). After every
+weight is perturbed and pushed, the engines' logprobs equal transformers' on the perturbed weights.
 """
 
 from __future__ import annotations
@@ -26,18 +28,28 @@ NEW_TOKENS = 16
 LOGPROB_TOLERANCE = 1e-3  # fp32; measured ~2e-6
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
-def synced(request, tmp_path_factory, tiny_qwen2) -> dict:  # noqa: F811
-    """Run the worker over `tp` ranks; rank 0's results plus the exported folder."""
-    tp = request.param
+@pytest.fixture(scope="module")
+def tied_qwen2(tmp_path_factory) -> Path:
+    from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
+
+    return build_qwen2(tmp_path_factory.mktemp("tied") / "tied-qwen2", seed=5, tie_word_embeddings=True,
+                       **TINY_QWEN2_SHAPE)
+
+
+@pytest.fixture(scope="module", params=[(1, False), (2, False), (1, True), (2, True)],
+                ids=["tp1", "tp2", "tp1-tied", "tp2-tied"])
+def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:  # noqa: F811
+    """Run the worker over `tp` ranks; rank 0's results plus the exported folders."""
+    tp, tied = request.param
     folder = tmp_path_factory.mktemp(f"sync-tp{tp}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LWZ_DEVICE="cpu")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={tp}", str(WORKER),
-           str(folder / "out.pt"), str(folder / "export"), "--tp", str(tp)]  # fmt: skip
+           str(folder / "out.pt"), str(folder / "export"), "--tp", str(tp),
+           *(["--model", str(tied_qwen2)] if tied else [])]  # fmt: skip
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     result = torch.load(folder / "out.pt", weights_only=False)
-    result.update(tp=tp, export=folder / "export")
+    result.update(tp=tp, tied=tied, export=folder / "export", perturbed_folder=folder / "perturbed")
     return result
 
 
@@ -70,3 +82,28 @@ def test_updates_moved_the_weights_and_the_sync_reports_them(synced):
     sync = synced["sync"]
     assert sync["tensors"] == len(exported) and sync["buckets"] == 1 and sync["seconds"] > 0
     assert sync["bytes"] == sum(t.numel() * t.element_size() for t in exported.values())
+
+
+def test_actor_logprobs_are_tempered_like_the_engines(synced):
+    """At T = 0.7 the actor's old logprobs are the engine's processed logprobs; at T = 1 they are not."""
+    gap, tokens = synced["tempered"]
+    wrong, _ = synced["tempered_at_t1"]
+    print(f"\nT=0.7 mean |engine - actor| {gap:.2e} over {tokens} tokens; actor at T=1: {wrong:.2e}")
+    assert tokens > 100 and gap < 1e-3 < 0.01 < wrong
+
+
+def test_perturbed_weights_reach_the_engines(synced):
+    """Every weight perturbed, pushed: the engines' logprobs are transformers' on the perturbed weights
+    (a tied output layer included)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(synced["perturbed_folder"], dtype=torch.float32)
+    assert hf.config.tie_word_embeddings == synced["tied"]
+    diffs = []
+    for prompt, response, logprobs in synced["perturbed"]:
+        with torch.no_grad():
+            out = hf(torch.tensor([prompt + response])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+        diffs.append((out.gather(1, torch.tensor(response)[:, None])[:, 0] - torch.tensor(logprobs)).abs())
+    mean = torch.cat(diffs).mean().item()
+    print(f"\nperturb-and-push (tied={synced['tied']}, tp={synced['tp']}): mean |engine - transformers| {mean:.2e}")
+    assert mean < 1e-5

@@ -212,7 +212,7 @@ def build_gpt_model(
     config = TransformerConfig(**fields)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=_layer_spec(),
+        transformer_layer_spec=_layer_spec(config),
         vocab_size=padded_vocab_size(arch.vocab_size, tp),
         max_sequence_length=arch.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage()
@@ -233,23 +233,25 @@ def build_gpt_model(
     return model.cuda() if gpu else model
 
 
-def _layer_spec():
+def _layer_spec(config):
+    """The TE layer spec (GPU with transformer-engine), else the local spec with PyTorch SDPA attention and
+    `RMSNorm` (which supports sequence parallelism) for the layers' and the final norm."""
     from megatron.core.models.gpt.gpt_layer_specs import (
         get_gpt_layer_local_spec,
         get_gpt_layer_with_transformer_engine_spec,
     )
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    from lwz.actor.rms_norm import RMSNorm
+    from lwz.actor.sdpa_attention import SdpaAttention
 
     if uses_transformer_engine():
         return get_gpt_layer_with_transformer_engine_spec()
-    return _with_sdpa_attention(get_gpt_layer_local_spec(normalization="RMSNorm"))
-
-
-def _with_sdpa_attention(spec):
-    """The local layer spec with `SdpaAttention` in place of megatron's unfused DotProductAttention."""
-    from lwz.actor.sdpa_attention import SdpaAttention
-
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SdpaAttention
-    return spec
+    spec.submodules.input_layernorm = RMSNorm
+    spec.submodules.pre_mlp_layernorm = RMSNorm
+    return TransformerBlockSubmodules(layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=RMSNorm)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -34,6 +34,8 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Token-weighted metrics of the GRPO loss, averaged over the mini-batch's response tokens.
 _TOKEN_METRICS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "approx_kl_old",
                   "entropy")  # fmt: skip
+# With the engine's logprobs of the sampled tokens: the train/inference mismatch (and TIS weights).
+_MISMATCH_METRICS = ("rollout_logprob_diff", "rollout_kl")
 
 
 class Policy:
@@ -51,7 +53,7 @@ class Policy:
         self.dp_size = parallel_state.get_data_parallel_world_size()
         assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
         dtype = _DTYPES[recipe.model.dtype]
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = {"sequence_parallel": recipe.actor.sequence_parallel}
         if recipe.actor.recompute == "full":
             overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
         model = build_gpt_model(self.hf_config, dtype=dtype, config_overrides=overrides)
@@ -67,11 +69,17 @@ class Policy:
         self.optimizer = build_optimizer(self.model, recipe.actor, bf16=dtype == torch.bfloat16, distributed=distributed)
         algo = recipe.algo
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
-        self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg)
+        self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
+                                          algo.rollout_correction, algo.tis_cap)
+        # The rollout samples from softmax(logits / T): every logprob and the entropy are of that distribution.
+        self.temperature = recipe.rollout.temperature
+        # Sequence parallelism splits positions over the TP ranks: sequences are padded to a multiple of TP.
+        self._length_multiple = plan.tp if recipe.actor.sequence_parallel else 1
         self.optimizer_steps = 0
         # The frozen initial policy, for the KL penalty (algo.kl_coef > 0); sharded like the actor.
         self.reference = self._frozen_model(dtype) if algo.kl_coef > 0 else None
         self._token_metrics = _TOKEN_METRICS + (("kl",) if algo.kl_coef > 0 else ())
+        self._mismatch_metrics = _MISMATCH_METRICS + (("tis_weight_mean",) if algo.rollout_correction == "tis" else ())
         self._vocab_size = unwrap_model(self.model).hf_vocab_size
         self._device = next(model.parameters()).device
 
@@ -109,20 +117,22 @@ class Policy:
             collect_non_loss_data=forward_only,
         )  # fmt: skip
 
-    def _micro_batches(self, batch: RolloutBatch) -> list[PaddedTokens]:
+    def _micro_batches(self, batch: RolloutBatch) -> tuple[list[list[int]], list[PaddedTokens]]:
+        """Index groups of at most `actor.micro_batch_tokens` padded tokens and their padded tokens."""
         groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
-        return [batch.padded(indices) for indices in groups]
+        return groups, [batch.padded(indices, multiple=self._length_multiple) for indices in groups]
 
     def compute_logprobs(self, batch: RolloutBatch, reference: bool = False) -> list[torch.Tensor]:
         """fp32 logprobs of each sequence's response tokens (CPU, detached), on every rank of the replica;
         `reference`: under the frozen initial policy (for the KL penalty) instead of the current one."""
         from megatron.core import parallel_state
 
-        micro = self._micro_batches(batch)
+        _, micro = self._micro_batches(batch)
 
         def score(padded, output, tokens, selected):
             labels = _labels(padded, tokens, selected)
-            return _dense(padded, vocab_parallel_logprobs(output, labels, self._vocab_size), selected).contiguous()
+            logprobs = vocab_parallel_logprobs(output, labels, self._vocab_size, self.temperature)
+            return _dense(padded, logprobs, selected).contiguous()
 
         self.model.eval()
         assert not reference or self.reference is not None, "reference logprobs need algo.kl_coef > 0"
@@ -158,9 +168,11 @@ class Policy:
             "update needs advantages and old_logprobs for every sequence"
         tokens_total, seqs_total = self._global_counts(batch)
         normalizer = tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total
-        groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
-        micro = [batch.padded(indices) for indices in groups]
+        groups, micro = self._micro_batches(batch)
         old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)]
+        engine = [padded.scatter([torch.tensor(batch.rollout_logprobs[i]) for i in idx])
+                  for padded, idx in zip(micro, groups)] if batch.has_rollout_logprobs() else None
+        names = self._token_metrics + (self._mismatch_metrics if engine is not None else ())
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
         ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if self.reference is not None else None
@@ -171,15 +183,17 @@ class Policy:
 
         def loss_fn(padded, output, tokens, selected):
             k, device = index[id(padded)], output.device
-            logprobs, entropy = logprobs_and_entropy(output, _labels(padded, tokens, selected), self._vocab_size)
+            logprobs, entropy = logprobs_and_entropy(output, _labels(padded, tokens, selected), self._vocab_size,
+                                                     self.temperature)
             logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
             mask = padded.response_mask.to(device)
             loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
                                         ref_logprobs=None if ref is None else ref[k].to(device),
-                                        normalizer=normalizer)  # fmt: skip
+                                        normalizer=normalizer,
+                                        engine_logprobs=None if engine is None else engine[k].to(device))  # fmt: skip
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
             n = mask.sum()
-            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in self._token_metrics)])
+            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in names)])
             return loss * scale, sums
 
         self.model.zero_grad_buffer()
@@ -190,14 +204,14 @@ class Policy:
         assert success, "the optimizer step failed (non-finite gradients)"
         self.optimizer_steps += 1
 
-        sums = torch.zeros(2 + len(self._token_metrics), dtype=torch.float64, device=self._device)
+        sums = torch.zeros(2 + len(names), dtype=torch.float64, device=self._device)
         if parallel_state.is_pipeline_last_stage():
             sums += torch.stack(outputs).double().sum(0)
         torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
         torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
         tokens = sums[1].item()
         result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens}
-        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(self._token_metrics)})
+        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(names)})
         return result
 
     # ------------------------------------------------------------------ weights and checkpoints

@@ -3,6 +3,9 @@
 Per response token t of sequence b with advantage A_b and ratio rho = exp(logp - logp_old):
   l_bt = max(-A_b rho, -A_b clip(rho, 1 - clip_low, 1 + clip_high)) + kl_coef KL_bt
   KL (k1) = logp - logp_ref;  KL (k3) = exp(logp_ref - logp) - (logp_ref - logp) - 1
+With truncated importance sampling (TIS, `rollout_correction="tis"`) the policy-gradient term of each
+token is weighted by w_bt = min(exp(logp_old - logp_engine), tis_cap) (no gradient), which corrects
+for the engine sampling from a slightly different distribution than the actor's (verl's TIS).
 Aggregation: token_mean = sum_bt l_bt / N_tokens;  seq_mean = sum_b (sum_t l_bt / T_b) / N_seqs.
 `normalizer` replaces N_tokens / N_seqs by the count over the whole (data-parallel) mini-batch, so
 micro-batch losses add up to the mini-batch's mean.
@@ -24,6 +27,8 @@ class LossSettings:
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     loss_agg: str = "token_mean"
+    rollout_correction: str = "none"
+    tis_cap: float = 2.0
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -36,16 +41,38 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
+def rollout_mismatch(old_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """How far the actor's distribution is from the engine's on the sampled tokens: mean |logp_old -
+    logp_engine| and the k3 estimate of KL(engine || actor), exp(d) - d - 1 with d = logp_old - logp_engine."""
+    d = old_logprobs - engine_logprobs
+    return {"rollout_logprob_diff": _masked_mean(d.abs(), mask), "rollout_kl": _masked_mean(torch.expm1(d) - d, mask)}
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, settings: LossSettings, ref_logprobs: torch.Tensor | None = None,
-                normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of a batch of [B, T] token logprobs and [B] advantages, and detached metrics."""
+                normalizer: float | None = None, engine_logprobs: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a batch of [B, T] token logprobs and [B] advantages, and detached metrics.
+
+    `engine_logprobs` (the rollout engine's logprobs of the sampled tokens) are needed by
+    `rollout_correction="tis"`; when given, the mismatch metrics are reported too.
+    """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)
     clipped_ratio = torch.clamp(ratio, 1 - settings.clip_low, 1 + settings.clip_high)
     per_token = torch.maximum(-adv * ratio, -adv * clipped_ratio)
     metrics: dict[str, torch.Tensor] = {}
+    if engine_logprobs is not None:
+        metrics.update(rollout_mismatch(old_logprobs.detach(), engine_logprobs, mask))
+    if settings.rollout_correction == "tis":
+        assert engine_logprobs is not None, "rollout_correction='tis' needs the engine's logprobs"
+        weight = torch.exp(old_logprobs.detach() - engine_logprobs).clamp(max=settings.tis_cap)
+        per_token = per_token * weight
+        metrics["tis_weight_mean"] = _masked_mean(weight, mask)
+    else:
+        assert settings.rollout_correction == "none", f"unknown rollout correction {settings.rollout_correction!r}"
     if settings.kl_coef > 0:
         assert ref_logprobs is not None, "kl_coef > 0 needs reference logprobs"
         kl = kl_penalty(logprobs, ref_logprobs, settings.kl_estimator)

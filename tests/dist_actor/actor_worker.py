@@ -24,9 +24,10 @@ ADVANTAGES = [1.0, -1.0, 1.0, -1.0]
 LOGIT_PROBE = [[151644, 872, 198, 9707, 11, 1879, 0, 151645, 198, 77091]]
 
 
-def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4):
+def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4, sequence_parallel: bool = False):
     return load_recipe(REPO / "recipes" / "tiny.yaml", [
         f"actor.tp={tp}", f"actor.pp={pp}", f"cluster.gpus_per_node={world}", f"actor.lr={lr}",
+        f"actor.sequence_parallel={str(sequence_parallel).lower()}",
         "actor.micro_batch_tokens=32", "rollout.max_prompt_tokens=16", "rollout.max_tokens=16",
         "actor.grad_clip=1.0", "algo.clip_low=0.2", "algo.clip_high=0.28",
         "rewards.terms=[{name: length}]",  # the actor needs no reward-model asset
@@ -44,11 +45,11 @@ def make_batch() -> RolloutBatch:
                         rollout_logprobs=[[] for _ in range(n)], advantages=list(ADVANTAGES))  # fmt: skip
 
 
-def init(tp: int, pp: int, world: int):
+def init(tp: int, pp: int, world: int, sequence_parallel: bool = False):
     from lwz.plan.resolve import resolve
     from lwz.runtime import init_distributed
 
-    recipe = make_recipe(tp, pp, world)
+    recipe = make_recipe(tp, pp, world, sequence_parallel=sequence_parallel)
     runtime = init_distributed(tp=tp, pp=pp, seed=recipe.schedule.seed)
     return recipe, resolve(recipe), runtime
 
@@ -108,7 +109,7 @@ def run_updates(policy, batch: RolloutBatch, old: list[torch.Tensor], count: int
 def scenario_train(args) -> dict:
     from lwz.actor.policy import Policy
 
-    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    recipe, plan, _ = init(args.tp, args.pp, args.world, args.sequence_parallel)
     policy = Policy(recipe, plan)
     batch = make_batch()
     before = policy.compute_logprobs(batch)
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--save-at", type=int, default=2)
     parser.add_argument("--folder", default="")
+    parser.add_argument("--sequence-parallel", action="store_true")
     args = parser.parse_args()
     args.world = int(os.environ["WORLD_SIZE"])
     logging.basicConfig(level=logging.WARNING)

@@ -5,15 +5,21 @@ Each rank: `init_distributed`, Policy, the loop's VllmEngine (one rollout engine
 rollout tp=1); sample a batch at temperature 1.0, give it advantages +1/-1, UPDATES policy updates,
 `push_weights(policy.hf_weights(), engine)` and `export_hf_folder` into EXPORT. Greedy outputs of
 every rank's engine before and after the sync, and |vLLM sampled-token logprob - actor logprob|
-before the update and after the sync (batches sampled on all engines), go to OUT.
+before the update and after the sync (batches sampled on all engines), go to OUT. Then:
+- tempered: a batch sampled at temperature 0.7; the mean |engine logprob - actor old logprob| with
+  the actor at T = 0.7 (the loop's setting) and, for contrast, at T = 1;
+- perturbed: every actor weight perturbed (the same noise on every rank, so replicated weights stay
+  equal), pushed, exported next to EXPORT (as perturbed/); completions sampled after the push.
+`--model` runs it on another tiny Qwen2 folder (e.g. one with tied embeddings).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +32,7 @@ from lwz.data.templates import render_prompt
 from lwz.plan.resolve import Plan, resolve
 from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import Recipe
-from lwz.rollout.spread import generate_on_engines
+from lwz.rollout.role import EngineRole
 from lwz.rollout.sync import push_weights
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
 from lwz.runtime import init_distributed
@@ -40,12 +46,20 @@ GREEDY = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=N
 SAMPLED = SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=NEW_TOKENS)
 
 
-def make_recipe(tp: int, world: int, lr: float) -> Recipe:
+TEMPERED = 0.7
+
+
+def make_recipe(tp: int, world: int, lr: float, model: str | None) -> Recipe:
+    overrides = [f"model.path={model}", f"model.arch.tie_word_embeddings={is_tied(model)}"] if model else []
     return load_recipe(REPO / "recipes" / "tiny.yaml", [
         f"actor.tp={tp}", f"cluster.gpus_per_node={world}", f"actor.lr={lr}", "rollout.template=raw",
-        "rollout.max_prompt_tokens=48", f"rollout.max_tokens={NEW_TOKENS}",
-        "rewards.terms=[{name: length}]",  # no reward-model asset needed
+        "rollout.max_prompt_tokens=48", f"rollout.max_tokens={NEW_TOKENS}", "rollout.temperature=1.0",
+        "rewards.terms=[{name: length}]", *overrides,  # no reward-model asset needed
     ])  # fmt: skip
+
+
+def is_tied(model: str) -> bool:
+    return bool(json.loads((Path(model) / "config.json").read_text()).get("tie_word_embeddings"))
 
 
 def greedy_everywhere(engine: VllmEngine, texts: list[str]) -> list[list[list[int]]]:
@@ -56,18 +70,29 @@ def greedy_everywhere(engine: VllmEngine, texts: list[str]) -> list[list[list[in
     return gathered
 
 
-def sample(engine: VllmEngine, plan: Plan, texts: list[str], seed: int) -> RolloutBatch:
+def sample(engine: VllmEngine, plan: Plan, texts: list[str], seed: int, temperature: float = 1.0) -> RolloutBatch:
     """A batch sampled like the loop's rollout (prompts spread over all engines, gathered everywhere)."""
-    groups = generate_on_engines(engine, texts, seed, SAMPLED, plan.engine("rollout").ranks)
+    settings = replace(SAMPLED, temperature=temperature)
+    role = EngineRole.of("rollout", plan.engine("rollout").ranks)
+    groups = role.run(texts, lambda part, e: engine.generate(part, settings, seed + e))
     return _to_batch(list(range(len(texts))), [{"prompt": t} for t in texts], groups)
 
 
-def logprob_gap(policy: Policy, batch: RolloutBatch) -> tuple[float, int]:
-    """Max |vLLM sampled-token logprob - actor logprob| over the batch, and how many tokens were compared."""
+def logprob_gap(policy: Policy, batch: RolloutBatch, reduce=max) -> tuple[float, int]:
+    """Max (or mean) |vLLM sampled-token logprob - actor logprob| over the batch, and how many tokens were
+    compared."""
     actor = policy.compute_logprobs(batch)
-    gaps = [(torch.tensor(rollout) - mine).abs().max().item() for rollout, mine in zip(batch.rollout_logprobs, actor)]
     assert all(len(r) == len(a) for r, a in zip(batch.rollout_logprobs, actor))
-    return max(gaps), sum(len(r) for r in batch.rollout_logprobs)
+    gaps = torch.cat([(torch.tensor(rollout) - mine).abs() for rollout, mine in zip(batch.rollout_logprobs, actor)])
+    return float(reduce(gaps)), len(gaps)
+
+
+def perturb(policy: Policy) -> None:
+    """Add noise to every actor weight; the same generator on every rank keeps replicated weights equal."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(torch.randn(p.shape, generator=g).to(p.dtype) * 0.05)
 
 
 def main() -> None:
@@ -77,9 +102,10 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--updates", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--model", help="another HF folder than the tiny recipe's model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    recipe = make_recipe(args.tp, int(os.environ["WORLD_SIZE"]), args.lr)
+    recipe = make_recipe(args.tp, int(os.environ["WORLD_SIZE"]), args.lr, args.model)
     plan = resolve(recipe)
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed, device="cpu")
     policy = Policy(recipe, plan)
@@ -99,6 +125,19 @@ def main() -> None:
     result["greedy_after"] = greedy_everywhere(engine, texts)
     export_hf_folder(policy.model, policy.hf_config, args.export, source_dir=recipe.model.path)
     result["gap_after"] = logprob_gap(policy, sample(engine, plan, texts, seed=12))
+
+    tempered = sample(engine, plan, texts, seed=13, temperature=TEMPERED)
+    policy.temperature = TEMPERED  # the loop's Policy takes it from rollout.temperature
+    result["tempered"] = logprob_gap(policy, tempered, torch.mean)
+    policy.temperature = 1.0
+    result["tempered_at_t1"] = logprob_gap(policy, tempered, torch.mean)
+
+    perturb(policy)
+    push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
+    export_hf_folder(policy.model, policy.hf_config, Path(args.export).with_name("perturbed"), source_dir=recipe.model.path)
+    pushed = sample(engine, plan, texts, seed=14)
+    result["perturbed"] = [(p, r, lp) for p, r, lp in zip(pushed.prompt_ids, pushed.response_ids,
+                                                          pushed.rollout_logprobs)]
     if runtime.rank == 0:
         torch.save(result, args.out)
     dist.barrier()
