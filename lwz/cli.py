@@ -38,14 +38,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there."""
     from lwz.assets_cache import build_assets_in
     from lwz.launch.choose import launch
+    from lwz.preflight import check_inputs
     from lwz.runfolder import create_run_folder, open_run
 
     if Path(args.recipe).is_dir():
         if args.overrides:
             raise LwzError(args.recipe, None, "a run folder resumes with its own recipe; overrides are not allowed")
         folder, recipe, plan = open_run(Path(args.recipe))
+        check_inputs(recipe)
     else:
         recipe, plan = _load_and_plan(args.recipe, args.overrides)
+        check_inputs(recipe)
         folder = create_run_folder(recipe, plan, resume=args.resume)
     if args.dry_run:
         print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")

@@ -43,3 +43,28 @@ def peaked_qwen2(tmp_path_factory) -> Path:
     head[ids] = torch.randn(len(ids), head.shape[1], generator=torch.Generator().manual_seed(0)) * 0.5
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
+
+
+def _write_config_folder(folder, config: dict) -> None:
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
+
+
+@pytest.fixture
+def paper_models(tmp_path, monkeypatch) -> Path:
+    """$LWZ_MODELS with the paper recipe's model folders as config-only stand-ins (Qwen2.5-32B and a
+    Qwen2.5-72B reward model), so `lwz run --dry-run` / `lwz sweep --dry-run` of it pass their file checks."""
+    root = tmp_path / "models"
+    qwen = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 131072,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": False, "vocab_size": 152064,
+            "num_key_value_heads": 8}
+    _write_config_folder(root / "Qwen2.5-32B", {**qwen, "num_hidden_layers": 64, "hidden_size": 5120,
+                                               "num_attention_heads": 40, "intermediate_size": 27648})
+    _write_config_folder(root / "writing-rm-72b", {**qwen, "architectures": ["Qwen2ForSequenceClassification"],
+                                                  "num_labels": 1, "num_hidden_layers": 80, "hidden_size": 8192,
+                                                  "num_attention_heads": 64, "intermediate_size": 29568})
+    monkeypatch.setenv("LWZ_MODELS", str(root))
+    return root

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_models import paper_models  # noqa: F401
 from lwz.cli import main
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -38,7 +39,7 @@ BAD_OVERRIDES = [
     (["rollout.max_tokens=5000"], "actor.micro_batch_tokens", "smaller than one sequence"),
     (["cluster.gpus_per_node=3"], "schedule.prompts_per_step", "data-parallel size 3"),
     (["actor.tp=2"], "actor", "world size 1"),
-    (["actor.sequence_parallel=true"], "actor.sequence_parallel", "GPU-only"),
+    (["actor.sequence_parallel=true"], "actor.sequence_parallel", "needs actor.tp > 1"),
     (["rollout.stop.3=x"], "rollout.stop.3", "no item 3"),
     (["schedule.steps=ten"], "schedule.steps", "not a valid int"),
     (["cluster.device=tpu"], "cluster.device", "allowed: gpu, cpu"),
@@ -98,7 +99,7 @@ def test_count_of_malformed_cases():
     assert len(BAD_OVERRIDES) + len(BAD_FILES) >= 25
 
 
-def test_dry_run_writes_recipe_and_plan_and_starts_nothing(tmp_path, capsys):
+def test_dry_run_writes_recipe_and_plan_and_starts_nothing(tmp_path, capsys, paper_models):  # noqa: F811
     code = main(["run", PAPER, "--dry-run", f"logging.output_dir={tmp_path}", "logging.run=r1"])
     assert code == 0
     folder = tmp_path / "longwriter_zero" / "r1"

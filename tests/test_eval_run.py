@@ -51,3 +51,20 @@ def test_arena_judges_both_orders_and_counts_unparsed_verdicts(tiny_qwen2, tmp_p
     assert summary["parsed"] + summary["unparsed"] == 6 == summary["comparisons"]
     assert summary["parsed"] == sum(r["winner"] is not None for r in rows)
     assert "verdicts parsed" in capsys.readouterr().out
+
+
+def test_items_too_long_for_the_engine_are_skipped_and_counted(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+    """The real WritingBench sample has queries of up to ~7,700 tokens; the tiny model's context is 4,096."""
+    out = tmp_path / "wb-long"
+    assert main(["eval", str(tiny_qwen2), "--bench", "writingbench", "--max-tokens", "32", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_too_long"] == 2 and summary["items"] == 10
+    assert summary["critic_too_long"] > 0 and summary["failed_criteria"] >= summary["critic_too_long"]
+    assert "10 items, 2 skipped (too long)" in capsys.readouterr().out
+
+    out = tmp_path / "lb-short-context"
+    assert main(["eval", str(tiny_qwen2), "--bench", "longbench_write", "--max-tokens", "48", "--out", str(out),
+                 "--device", "cpu", "--max-model-len", "342"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 20 < summary["skipped_too_long"] < 100 and summary["items"] + summary["skipped_too_long"] == 120

@@ -1,4 +1,8 @@
-"""DistEnv from hand-written torchrun and SLURM environments; node lists and task counts."""
+"""DistEnv from hand-written torchrun and SLURM environments; node lists and task counts.
+
+`scontrol` reads the SLURM config even to expand a host list, so the tests that call it start (or
+use) the single-node test cluster first, as on a fresh machine where no test has written one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
 
 from lwz.errors import LwzError
 from lwz.launch.env import (
@@ -198,7 +203,7 @@ def test_export_torch_env_round_trips() -> None:
 @pytest.mark.parametrize(
     "nodelist", ["vm", "gpu[001-004,007]", "a[1-2],b3,c[09-10]", "rack[1-2]-n[01-02]", "gpu[8-11]"]
 )
-def test_parser_agrees_with_scontrol(nodelist: str) -> None:
+def test_parser_agrees_with_scontrol(nodelist: str, slurm_cluster: SlurmCluster) -> None:  # noqa: F811
     scontrol = shutil.which("scontrol")
     assert scontrol, "scontrol not found; install slurm-wlm (slurm/test_cluster/README.md)"
     shown = subprocess.run(
@@ -216,7 +221,7 @@ def test_first_host_without_scontrol_uses_the_parser(
 
 
 @pytest.mark.slurm
-def test_first_host_falls_back_when_scontrol_rejects_the_list() -> None:
+def test_first_host_falls_back_when_scontrol_rejects_the_list(slurm_cluster: SlurmCluster) -> None:  # noqa: F811
     assert shutil.which("scontrol"), "scontrol not found; install slurm-wlm"
     shown = subprocess.run(
         ["scontrol", "show", "hostnames", "gpu[1-3,5]x"], capture_output=True, text=True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures_models import paper_models  # noqa: F401
 from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
@@ -98,7 +99,7 @@ def test_runs_of_one_array_must_share_resources(tmp_path: Path) -> None:
         check_same_resources(experiment, runs)
 
 
-def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path) -> None:
+def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path, paper_models: Path) -> None:  # noqa: F811
     out = lwz("sweep", "--dry-run", "experiments/longwriter_zero_ablations.yaml",
               f"logging.output_dir={tmp_path / 'runs'}")
     assert out.returncode == 0, out.stderr

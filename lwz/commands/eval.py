@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when CUDA is visible")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 (GPU), fp32 (CPU)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the engines (GPUs per engine)")
+    p.add_argument("--max-model-len", type=int, help="engine context in tokens (default: the model's own); items "
+                   "whose prompt and --max-tokens do not fit are skipped and counted")
     p.add_argument("--out", help="output folder (default: RUN/eval/BENCH/step_N or runs/eval/MODEL/BENCH)")
     p.add_argument("--wandb", choices=("online", "offline", "disabled"), default="disabled")
     p.set_defaults(func=cmd_eval)
@@ -49,14 +52,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
     settings = GenerationSettings(template=args.template, max_tokens=args.max_tokens,
                                   temperature=args.temperature, limit=args.limit)
-    engine = VllmEngine(str(model_dir), device=device, dtype=dtype, max_model_len=_context(model_dir, args))
+    if args.tp < 1:
+        raise LwzError(None, "--tp", f"{args.tp} must be >= 1")
+    engine = VllmEngine(str(model_dir), device=device, dtype=dtype, tp=args.tp, max_model_len=_context(model_dir, args))
     critic = None
     if args.bench == "writingbench" and args.critic and Path(args.critic).resolve() != model_dir.resolve():
-        critic = VllmEngine(args.critic, device=device, dtype=dtype, max_model_len=_context(Path(args.critic), args))
+        critic = VllmEngine(args.critic, device=device, dtype=dtype, tp=args.tp,
+                            max_model_len=_context(Path(args.critic), args))
     summary = run_benchmark(args.bench, engine, settings, out_dir, critic=critic, data=args.data)
     _log_wandb(args, out_dir, summary)
-    print(f"{args.bench}: score {summary['score']} over {summary['items']} items in {summary['seconds']:.1f} s "
-          f"-> {out_dir}")
+    skipped = f", {summary['skipped_too_long']} skipped (too long)" if summary["skipped_too_long"] else ""
+    print(f"{args.bench}: score {summary['score']} over {summary['items']} items{skipped} in "
+          f"{summary['seconds']:.1f} s -> {out_dir}")
     return 0
 
 
@@ -104,7 +111,9 @@ def _resolve_target(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _context(model_dir: Path, args: argparse.Namespace) -> int:
-    """Context for the engine: the model's own limit, at least enough for prompt + answer."""
+    """Context for the engine: --max-model-len, else the model's own limit."""
+    if getattr(args, "max_model_len", None):
+        return args.max_model_len
     config = json.loads((model_dir / "config.json").read_text())
     return int(config.get("max_position_embeddings", args.max_tokens + 4096))
 

@@ -136,11 +136,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand an experiment file, validate every run, then list it (--dry-run) or submit one job array."""
-    from lwz.launch.sweep import check_same_resources, describe, load_experiment, plan_sweep, submit_sweep
+    from lwz.launch.sweep import (check_same_resources, check_sweep_inputs, describe, load_experiment, plan_sweep,
+                                  submit_sweep)
 
     experiment = load_experiment(args.experiment)
     runs = plan_sweep(experiment, args.overrides)
     check_same_resources(experiment, runs)
+    check_sweep_inputs(experiment, runs)
     if args.dry_run:
         shared = " ".join([*experiment.fixed, *args.overrides]) or "none"
         print(f"{experiment.name}: {len(runs)} run(s) of {experiment.base} (every run: {shared}); "

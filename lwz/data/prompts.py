@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from lwz.errors import LwzError
+from lwz.jsonl import read_objects
+from lwz.recipe.schema import Recipe
 from lwz.rewards.length import LENGTH_RANGE_KEY, check_range
 
 log = logging.getLogger(__name__)
@@ -17,27 +19,58 @@ _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "c
 
 
 def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_field: str = "length_range",
-                 limit: int | None = None) -> list[dict]:
-    """Rows with `prompt` and `length_range` (copied from the recipe's fields), other fields kept."""
+                 limit: int | None = None, l_max: int | None = None) -> list[dict]:
+    """Rows with `prompt` and `length_range` (copied from the recipe's fields), other fields kept.
+
+    Every row is checked (LwzError naming the file and line): a non-empty prompt, a [lo, hi] range of
+    integers with 0 <= lo <= hi, lo = 0 only as [0, 0] (no length target), and hi below the length
+    reward's `l_max` when one is given. JSONL/JSON files are read line by line, parquet and CSV with
+    HF `datasets`.
+    """
     if not files:
         raise LwzError(None, "data.prompts", "no prompt files given")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from datasets import load_dataset
-
     rows: list[dict] = []
     for file in files:
-        path = Path(file)
-        kind = _FORMATS.get(path.suffix)
-        if kind is None or not path.is_file():
-            why = "not found" if kind else f"unsupported format (allowed: {', '.join(_FORMATS)})"
-            raise LwzError(str(path), "data.prompts", why)
-        dataset = load_dataset(kind, data_files=str(path), split="train")
-        for line, row in enumerate(dataset, start=1):
-            rows.append(_normalise(row, f"{path}:{line}", prompt_field, range_field))
+        for where, row in _read_rows(Path(file)):
+            rows.append(_normalise(row, where, prompt_field, range_field, l_max))
+    if not rows:
+        raise LwzError(", ".join(map(str, files)), "data.prompts", "the prompt files hold no prompts")
     return rows[:limit] if limit else rows
 
 
-def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> dict:
+def recipe_prompts(recipe: Recipe) -> list[dict]:
+    """The recipe's training prompts (`data`), checked against its length reward's `l_max`."""
+    data = recipe.data
+    l_max = next((t.params["l_max"] for t in recipe.rewards.terms if t.name == "length"), None)
+    return load_prompts(data.prompts, prompt_field=data.prompt_field, range_field=data.range_field,
+                        limit=data.limit, l_max=l_max)
+
+
+def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    kind = _FORMATS.get(path.suffix)
+    if kind is None or not path.is_file():
+        why = "not found" if kind else f"unsupported format (allowed: {', '.join(_FORMATS)})"
+        raise LwzError(str(path), "data.prompts", why)
+    if kind == "json":
+        yield from read_objects(path)
+        return
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    quiet = logging.getLogger("datasets")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # a parse failure is reported below, as one line
+    try:
+        dataset = load_dataset(kind, data_files=str(path), split="train")
+    except Exception as e:  # datasets' parse errors carry long chained tracebacks
+        raise LwzError(str(path), "data.prompts", f"cannot read the {kind} file: {type(e).__name__}") from None
+    finally:
+        quiet.setLevel(level)
+    for number, row in enumerate(dataset, start=1):
+        yield f"{path}: row {number}", row
+
+
+def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max: int | None) -> dict:
     prompt = row.get(prompt_field)
     if not isinstance(prompt, str) or not prompt.strip():
         raise LwzError(where, prompt_field, "missing or empty prompt (set data.prompt_field)")
@@ -47,9 +80,14 @@ def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> di
         raise LwzError(where, range_field, "missing length range [lo, hi] (annotate with `lwz annotate-lengths` "
                        "or set data.range_field)")
     try:
-        out[LENGTH_RANGE_KEY] = list(check_range(row[range_field]))
+        lo, hi = check_range(row[range_field])
     except LwzError as e:
         raise LwzError(where, range_field, e.message) from None
+    if lo == 0 and hi > 0:
+        raise LwzError(where, range_field, f"[0, {hi}]: lo = 0 is only for [0, 0] (a request with no length target)")
+    if l_max is not None and hi >= l_max:
+        raise LwzError(where, range_field, f"[{lo}, {hi}]: hi must be below the length reward's l_max = {l_max}")
+    out[LENGTH_RANGE_KEY] = [lo, hi]
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lwz import atomic
 from lwz.data.templates import render_prompt
+from lwz.errors import LwzError
 from lwz.eval import benchmark_file
 from lwz.eval.longbench_write import average_score, load_longbench, plot_scored, score_results
 from lwz.eval.writingbench import aggregate, critic_requests, load_critic_prompts, load_writingbench, score_outputs
@@ -35,6 +36,17 @@ class GenerationSettings:
     seed: int = 0
 
 
+def fitting_rows(engine: VllmEngine, rows: list[dict[str, Any]], question: str, settings: GenerationSettings
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose templated `question` field and an answer of `settings.max_tokens` fit the engine's
+    context, and how many did not (they are skipped with a warning, never sent to the engine)."""
+    kept = [r for r in rows if engine.prompt_fits(render_prompt(r[question], settings.template), settings.max_tokens)]
+    if len(kept) < len(rows):
+        log.warning("skipped %d of %d items: prompt + %d answer tokens exceed the engine's context of %d tokens",
+                    len(rows) - len(kept), len(rows), settings.max_tokens, engine.max_model_len)
+    return kept, len(rows) - len(kept)
+
+
 def write_answers(engine: VllmEngine, questions: Sequence[str], settings: GenerationSettings) -> list[dict[str, Any]]:
     """One response per question with the template; `answer` is the text inside <answer> (else all of it)."""
     prompts = [render_prompt(q, settings.template) for q in questions]
@@ -52,12 +64,15 @@ def write_answers(engine: VllmEngine, questions: Sequence[str], settings: Genera
 def eval_longbench_write(engine: VllmEngine, settings: GenerationSettings, out_dir: Path,
                          data: str | Path | None = None) -> dict[str, Any]:
     """S_l per item and averaged, plus the required-vs-produced scatter."""
-    rows = load_longbench(data or benchmark_file("longbench_write.jsonl"))[: settings.limit]
+    rows, skipped = fitting_rows(engine, load_longbench(data or benchmark_file("longbench_write.jsonl"))[: settings.limit],
+                                 "prompt", settings)
+    if not rows:
+        raise LwzError(None, "--max-model-len", f"no item fits the engine's context ({skipped} skipped)")
     answers = write_answers(engine, [r["prompt"] for r in rows], settings)
     scored = score_results([{"length": r["length"], "response": a["answer"]} for r, a in zip(rows, answers)])
     items = [{**row, **ans, **asdict(s)} for row, ans, s in zip(rows, answers, scored)]
     summary = {"bench": "longbench_write", "items": len(items), "score": average_score(scored),
-               "truncated_rate": sum(a["truncated"] for a in answers) / len(answers)}
+               "truncated_rate": sum(a["truncated"] for a in answers) / len(answers), "skipped_too_long": skipped}
     _write(out_dir, items, summary)
     plot_scored(scored, out_dir / "length_scatter.png", title=f"LongBench-Write S_l = {summary['score']:.1f}")
     return summary
@@ -66,20 +81,26 @@ def eval_longbench_write(engine: VllmEngine, settings: GenerationSettings, out_d
 def eval_writingbench(engine: VllmEngine, critic: VllmEngine, settings: GenerationSettings, out_dir: Path,
                       data: str | Path | None = None, critic_max_tokens: int = 512) -> dict[str, Any]:
     """Each query scored against each checklist criterion by the critic; means per query and domain."""
-    rows = load_writingbench(data or benchmark_file("writingbench_sample.jsonl"))[: settings.limit]
+    rows, skipped = fitting_rows(engine, load_writingbench(data or benchmark_file("writingbench_sample.jsonl"))
+                                 [: settings.limit], "query", settings)
+    if not rows:
+        raise LwzError(None, "--max-model-len", f"no item fits the engine's context ({skipped} skipped)")
     answers = write_answers(engine, [r["query"] for r in rows], settings)
     requests = critic_requests(rows, {r["index"]: a["response"] for r, a in zip(rows, answers)},
                                load_critic_prompts())
     tokenizer = critic.tokenizer
     prompts = [tokenizer.apply_chat_template(q.messages, tokenize=False, add_generation_prompt=True)
                for q in requests]
-    judged = critic.generate(prompts, SamplingSettings(1, 0.0, 1.0, critic_max_tokens))
-    scores = score_outputs(requests, [g[0].text for g in judged])
+    fits = [critic.prompt_fits(p, critic_max_tokens) for p in prompts]  # a critic call that does not fit fails
+    judged = critic.generate([p for p, f in zip(prompts, fits) if f], SamplingSettings(1, 0.0, 1.0, critic_max_tokens))
+    texts = iter(g[0].text for g in judged)
+    scores = score_outputs(requests, [next(texts) if f else "" for f in fits])
     result = aggregate(scores)
     items = [{**row, **ans, "score": result.per_query.get(row["index"])} for row, ans in zip(rows, answers)]
     summary = {"bench": "writingbench", "items": len(items), "score": result.overall,
                "per_domain": result.per_domain, "failed_criteria": result.failed_criteria,
-               "unscored_queries": result.unscored_queries}
+               "unscored_queries": result.unscored_queries, "skipped_too_long": skipped,
+               "critic_too_long": fits.count(False)}
     _write(out_dir, items, summary)
     atomic.write_text(out_dir / "critic.jsonl", "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n"
                                                          for s in scores))

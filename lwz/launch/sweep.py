@@ -138,6 +138,17 @@ def plan_sweep(experiment: Experiment, cli_overrides: Sequence[str] = ()) -> lis
     return runs
 
 
+def check_sweep_inputs(experiment: Experiment, runs: list[SweepRun]) -> None:
+    """Every run's files (prompts, models, output folder), before anything is written or submitted."""
+    from lwz.preflight import check_inputs
+
+    for run in runs:
+        try:
+            check_inputs(run.recipe)
+        except LwzError as e:
+            raise LwzError(str(experiment.path), None, f"run '{run.name}' is invalid: {e}") from None
+
+
 def check_same_resources(experiment: Experiment, runs: list[SweepRun]) -> dict[str, Any]:
     """The SLURM options all runs share; an error names the first option two runs disagree on."""
     first = slurm_parameters(runs[0].recipe, runs[0].plan, experiment.name)

@@ -21,7 +21,6 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
     unit = "GPUs" if plan.device == "gpu" else "CPU processes"
     terms = ", ".join(f"{t.name} ({t.weight:g})" for t in recipe.rewards.terms)
     rollout = plan.engine("rollout")
-    where = "colocated with the actor" if rollout.colocated else "on their own GPUs"
     return [
         f"plan: {recipe.name} ({plan.device}, {plan.nodes} node(s) x {plan.gpus_per_node} = {plan.world_size} {unit})",
         f"model     {recipe.model.path} [{arch.family}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
@@ -30,18 +29,24 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"actor     {a.backend}: tp {plan.tp} x cp {plan.cp} x dp {plan.dp} x pp {plan.pp} = {plan.actor_world} ranks; "
         f"recompute {a.recompute}; distributed optimizer {'on' if a.distributed_optimizer else 'off'}; "
         f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
-        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {where}; G={r.group_size}, "
+        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, colocated with the actor; G={r.group_size}, "
         f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
         f"(prompt <= {r.max_prompt_tokens}), template {r.template}",
-        f"rewards   {recipe.rewards.combine}: {terms}",
+        f"rewards   {recipe.rewards.combine}: {terms}" + "".join(
+            f"; {g.name}: {g.count} engine(s) x tp {g.tp}" for g in plan.engines if g.name != "rollout"),
         f"algo      {recipe.algo.name}: clip [{recipe.algo.clip_low:g}, {recipe.algo.clip_high:g}], "
         f"kl {recipe.algo.kl_coef:g}, {recipe.algo.loss_agg}, {recipe.algo.mini_batches} mini-batch(es) x "
-        f"{recipe.algo.epochs} epoch(s)",
+        f"{recipe.algo.epochs} epoch(s), rollout correction {_correction(recipe)}",
         f"batch     {recipe.schedule.prompts_per_step} prompts x {r.group_size} = {plan.sequences_per_step} "
         f"sequences/step, {plan.sequences_per_dp_rank} per DP rank per mini-batch",
         f"schedule  {recipe.schedule.steps} steps, save every {recipe.schedule.save_every}, "
         f"seed {recipe.schedule.seed}",
     ]
+
+
+def _correction(recipe: Recipe) -> str:
+    algo = recipe.algo
+    return f"tis (cap {algo.tis_cap:g})" if algo.rollout_correction == "tis" else algo.rollout_correction
 
 
 def _placement(plan: Plan) -> list[str]:

@@ -7,6 +7,7 @@ the key and the numbers. Rank order follows Megatron's default "tp-cp-dp-pp" (TP
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from lwz.errors import LwzError
@@ -34,8 +35,8 @@ class EngineGroup:
     name: str
     tp: int
     ranks: list[list[int]]
-    colocated: bool
     memory: EngineMemory
+    key: str  # the recipe section that sets it up
 
     @property
     def count(self) -> int:
@@ -82,18 +83,12 @@ def resolve(recipe: Recipe) -> Plan:
     cluster, actor, rollout = recipe.cluster, recipe.actor, recipe.rollout
     arch = _complete_arch(recipe.model.arch, "model.arch", recipe.model.path)
     gpu = cluster.device == "gpu"
-    _check_gpu_only(recipe, gpu)
+    _check_supported(recipe)
+    _check_time(cluster.time)
     world = cluster.nodes * cluster.gpus_per_node
-    rm_terms = [t for t in recipe.rewards.terms if t.name == "writing_rm"]
+    rm_terms = [(i, t) for i, t in enumerate(recipe.rewards.terms) if t.name == "writing_rm"]
 
-    separate = 0 if rollout.colocate else _separate_engine_gpus(rollout.engines, rollout.tp, "rollout")
-    rm_separate = sum(0 if t.params["colocate"] else
-                      _separate_engine_gpus(t.params["engines"], t.params["tp"], "rewards.terms.writing_rm")
-                      for t in rm_terms)
-    actor_world = world - separate - rm_separate
-    if actor_world < 1:
-        raise LwzError(None, "cluster", f"the cluster has {world} GPUs ({cluster.nodes} nodes x "
-                       f"{cluster.gpus_per_node}) but the separate engines need {separate + rm_separate}")
+    actor_world = world  # every engine is colocated with the actor (separate engines are rejected above)
     model_parallel = actor.tp * actor.pp * actor.cp
     if actor_world % model_parallel:
         raise LwzError(None, "actor", f"world size {actor_world} is not divisible by tp x pp x cp = "
@@ -105,11 +100,8 @@ def resolve(recipe: Recipe) -> Plan:
     _check_eval(recipe)
 
     coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
-    engines = [_rollout_engines(recipe, arch, actor_world, gpu)]
-    next_free = actor_world + separate
-    for term in rm_terms:
-        group, next_free = _rm_engines(recipe, term.params, actor_world, next_free, gpu)
-        engines.append(group)
+    engines = [_rollout_engines(recipe, arch, actor_world)]
+    engines += [_rm_engines(recipe, term.params, f"rewards.terms.{i}.params", actor_world, gpu) for i, term in rm_terms]
     stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
                           distributed_optimizer=actor.distributed_optimizer, recompute=actor.recompute,
                           sequence_parallel=actor.sequence_parallel,
@@ -133,28 +125,36 @@ def _complete_arch(arch: ArchCfg, key: str, model_path: str) -> ArchCfg:
     return arch
 
 
-def _check_gpu_only(recipe: Recipe, gpu: bool) -> None:
-    if gpu:
-        return
-    options = [("actor.sequence_parallel", recipe.actor.sequence_parallel),
-               ("rollout.colocate", not recipe.rollout.colocate)]
+# SLURM's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (or unlimited).
+_SLURM_TIME = re.compile(r"(\d+|\d+:[0-5]?\d|\d+:[0-5]?\d:[0-5]?\d|\d+-\d+|\d+-\d+:[0-5]?\d|\d+-\d+:[0-5]?\d:[0-5]?\d)")
+
+
+def _check_time(time: str) -> None:
+    if not (_SLURM_TIME.fullmatch(time.strip()) or time.strip().upper() in ("INFINITE", "UNLIMITED")):
+        raise LwzError(None, "cluster.time", f"{time!r} is not a SLURM time limit (allowed: MM, MM:SS, HH:MM:SS, "
+                       "D-HH, D-HH:MM, D-HH:MM:SS)")
+
+
+def _check_supported(recipe: Recipe) -> None:
+    """Settings the schema knows but the runtime does not do yet: rejected here, not inside the job."""
+    options = [("model.dtype", recipe.model.dtype == "fp16",
+                "fp16 is not supported yet (the actor has no loss scaling); use bf16 or fp32"),
+               ("actor.cp", recipe.actor.cp > 1, "context parallelism is not supported yet (the actor's SDPA "
+                "attention does not split sequences over CP ranks); use actor.cp=1 and raise actor.tp/pp"),
+               ("rollout.colocate", not recipe.rollout.colocate, _SEPARATE)]
     for i, term in enumerate(recipe.rewards.terms):
         if term.name == "writing_rm":
-            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"]))
-    for key, used in options:
+            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"], _SEPARATE))
+    for key, used, why in options:
         if used:
-            raise LwzError(None, key, "is a GPU-only option (cluster.device=cpu): engines on their own "
-                           "devices and sequence parallelism need GPUs")
+            raise LwzError(None, key, why)
 
 
-def _separate_engine_gpus(engines: int | None, tp: int, key: str) -> int:
-    if engines is None:
-        raise LwzError(None, f"{key}.engines", "must be set when the engines do not share the actor's GPUs")
-    return engines * tp
+_SEPARATE = "engines on GPUs of their own are not supported yet (the loop has no engine-only ranks); use colocate: true"
 
 
 def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
-    tp, pp, cp = recipe.actor.tp, recipe.actor.pp, recipe.actor.cp
+    tp, pp = recipe.actor.tp, recipe.actor.pp
     for what, value in (("num_attention_heads", arch.num_attention_heads),
                         ("num_key_value_heads", arch.num_key_value_heads),
                         ("intermediate_size", arch.intermediate_size)):
@@ -166,9 +166,6 @@ def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
                        f"(allowed: {', '.join(map(str, _divisors(arch.num_layers)))})")
     if recipe.actor.sequence_parallel and tp == 1:
         raise LwzError(None, "actor.sequence_parallel", "needs actor.tp > 1")
-    if cp > 1 and recipe.actor.micro_batch_tokens % (2 * cp):
-        raise LwzError(None, "actor.micro_batch_tokens", f"{recipe.actor.micro_batch_tokens} must be "
-                       f"divisible by 2 x cp = {2 * cp} for context parallelism")
     rtp = recipe.rollout.tp
     if arch.num_attention_heads % rtp or (arch.num_key_value_heads % rtp and rtp % arch.num_key_value_heads):
         raise LwzError(None, "rollout.tp", f"{rtp} must divide num_attention_heads={arch.num_attention_heads} "
@@ -236,53 +233,42 @@ def _engine_budget(fraction: float, recipe: Recipe) -> int | None:
     return int(fraction * recipe.cluster.gpu_memory_gib * GIB) if recipe.cluster.device == "gpu" else None
 
 
-def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int, gpu: bool) -> EngineGroup:
+def _colocated_ranks(key: str, tp: int, engines: int | None, actor_world: int) -> list[list[int]]:
+    """Engines of `tp` consecutive ranks tiling the actor's GPUs."""
+    if actor_world % tp:
+        raise LwzError(None, f"{key}.tp", f"{tp} does not divide the {actor_world} actor GPUs the colocated "
+                       "engines share")
+    count = actor_world // tp
+    if engines is not None and engines != count:
+        raise LwzError(None, f"{key}.engines", f"{engines} colocated engines of tp {tp} need {engines * tp} GPUs, "
+                       f"the actor has {actor_world} (use {count} or null)")
+    return [list(range(i * tp, (i + 1) * tp)) for i in range(count)]
+
+
+def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int) -> EngineGroup:
     rollout = recipe.rollout
-    if rollout.colocate:
-        if actor_world % rollout.tp:
-            raise LwzError(None, "rollout.tp", f"{rollout.tp} does not divide the {actor_world} actor GPUs "
-                           "the colocated engines share")
-        count = actor_world // rollout.tp
-        if rollout.engines is not None and rollout.engines != count:
-            raise LwzError(None, "rollout.engines", f"{rollout.engines} colocated engines of tp {rollout.tp} "
-                           f"need {rollout.engines * rollout.tp} GPUs, the actor has {actor_world} "
-                           f"(use {count} or null)")
-        first = 0
-    else:
-        count, first = rollout.engines, actor_world
+    ranks = _colocated_ranks("rollout", rollout.tp, rollout.engines, actor_world)
     memory = engine_memory(arch, dtype=recipe.model.dtype, tp=rollout.tp, sequences=rollout.group_size,
                            tokens_per_sequence=rollout.max_prompt_tokens + rollout.max_tokens,
                            budget=_engine_budget(rollout.gpu_memory_utilization, recipe))
-    ranks = [list(range(first + i * rollout.tp, first + (i + 1) * rollout.tp)) for i in range(count)]
-    return EngineGroup("rollout", rollout.tp, ranks, rollout.colocate, memory)
+    return EngineGroup("rollout", rollout.tp, ranks, memory, "rollout")
 
 
-def _rm_engines(recipe: Recipe, params: dict, actor_world: int, next_free: int, gpu: bool
-                ) -> tuple[EngineGroup, int]:
-    key = "rewards.terms.writing_rm.params"
+def _rm_engines(recipe: Recipe, params: dict, key: str, actor_world: int, gpu: bool) -> EngineGroup:
     tp = params["tp"]
     arch = ArchCfg(**params["arch"])
-    if not gpu:  # on CPU the reward model runs in-process on every rank: no engines of its own
-        return EngineGroup("writing_rm", 1, [], True, EngineMemory(0, 0, 0)), next_free
-    arch = _complete_arch(arch, f"{key}.arch", params["model"])
-    if params["colocate"]:
-        if actor_world % tp:
-            raise LwzError(None, f"{key}.tp", f"{tp} does not divide the {actor_world} actor GPUs")
-        count, first = actor_world // tp, 0
-        if params["engines"] is not None and params["engines"] != count:
-            raise LwzError(None, f"{key}.engines", f"{params['engines']} colocated engines of tp {tp} "
-                           f"need {params['engines'] * tp} GPUs, the actor has {actor_world} (use {count} or null)")
-    else:
-        count, first = params["engines"], next_free
-    if arch.num_attention_heads % tp:
+    known = all(getattr(arch, name) is not None for name in _ARCH_REQUIRED)
+    if gpu or known:  # on CPU, before a local asset is built, the engine's host memory is just not estimated
+        arch = _complete_arch(arch, f"{key}.arch", params["model"])
+    ranks = _colocated_ranks(key, tp, params["engines"], actor_world)
+    if known and arch.num_attention_heads % tp:
         raise LwzError(None, f"{key}.tp", f"{tp} does not divide the reward model's "
                        f"num_attention_heads={arch.num_attention_heads}")
     memory = engine_memory(arch, dtype=recipe.model.dtype, tp=tp, sequences=params["batch_size"],
                            tokens_per_sequence=params["max_length"],
-                           budget=_engine_budget(params["gpu_memory_utilization"], recipe))
-    ranks = [list(range(first + i * tp, first + (i + 1) * tp)) for i in range(count)]
-    return EngineGroup("writing_rm", tp, ranks, params["colocate"], memory), \
-        next_free if params["colocate"] else first + count * tp
+                           budget=_engine_budget(params["gpu_memory_utilization"], recipe)) if known \
+        else EngineMemory(0, 0)
+    return EngineGroup("writing_rm", tp, ranks, memory, key)
 
 
 def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup], gpu_gib: float) -> dict[str, int]:
@@ -290,7 +276,7 @@ def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup], gpu_gib:
     static = max(s.static for s in stages)
     peaks = {"update": max(s.total for s in stages)}
     for group in engines:
-        if group.colocated and group.ranks:
+        if group.ranks:
             peaks[group.name] = static + group.memory.budget
     return peaks
 
@@ -300,9 +286,7 @@ def _check_memory(recipe: Recipe, engines: list[EngineGroup], peaks: dict[str, i
     for group in engines:
         need, budget = group.memory.total, group.memory.budget
         if group.ranks and need > budget:
-            key = "rollout.gpu_memory_utilization" if group.name == "rollout" else \
-                "rewards.terms.writing_rm.params.gpu_memory_utilization"
-            raise LwzError(None, key, f"a {group.name} engine needs {_gib(group.memory.weights)} weights + "
+            raise LwzError(None, f"{group.key}.gpu_memory_utilization", f"a {group.name} engine needs {_gib(group.memory.weights)} weights + "
                            f"{_gib(group.memory.kv_cache)} KV cache = {_gib(need)} per GPU, more than its "
                            f"budget {_gib(budget)} of {recipe.cluster.gpu_memory_gib:g} GiB; raise the "
                            "fraction or the engine's tp")
@@ -318,6 +302,9 @@ def _warnings(recipe: Recipe, engines: list[EngineGroup]) -> list[str]:
     per_node = recipe.cluster.gpus_per_node
     if recipe.actor.tp > per_node:
         out.append(f"actor.tp={recipe.actor.tp} spans nodes ({per_node} GPUs per node): TP across nodes is slow")
+    if recipe.rollout.top_p < 1:
+        out.append(f"rollout.top_p={recipe.rollout.top_p:g}: the actor's logprobs are of the whole tempered "
+                   "distribution, the engine samples from its nucleus (train/inference mismatch; see rollout/kl)")
     rollout = engines[0]
     if rollout.count and recipe.schedule.prompts_per_step % rollout.count:
         out.append(f"{recipe.schedule.prompts_per_step} prompts do not spread evenly over {rollout.count} "

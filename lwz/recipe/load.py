@@ -69,7 +69,22 @@ def _read_yaml(path: Path) -> DictConfig:
         raise LwzError(str(path), None, f"invalid YAML: {line}{getattr(e, 'problem', None) or e}") from None
     if not isinstance(cfg, DictConfig):
         raise LwzError(str(path), None, "a recipe must be a mapping of sections (model:, actor:, ...)")
+    _reject_base60(path)
     return cfg
+
+
+def _reject_base60(path: Path) -> None:
+    """YAML 1.1 reads an unquoted 48:00:00 as the integer 172800: such a value must be quoted."""
+    nodes = [yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            nodes += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            nodes += node.value
+        elif isinstance(node, yaml.ScalarNode) and node.style is None and re.fullmatch(r"\d+(?::[0-5]?\d)+", node.value):
+            raise LwzError(str(path), None, f"line {node.start_mark.line + 1}: YAML reads {node.value} as a base-60 "
+                           f'number; quote it ("{node.value}")')
 
 
 def _layers(path: Path, chain: tuple[Path, ...]) -> list[tuple[Path, DictConfig]]:
@@ -148,11 +163,11 @@ def _apply_override(cfg: DictConfig, item: str) -> None:
 
 
 def _parse_value(raw: str) -> Any:
-    """A YAML scalar/list/dict; YAML 1.1's on/off/yes/no stay strings."""
+    """A YAML scalar/list/dict; YAML 1.1's on/off/yes/no and base-60 numbers (times) stay strings."""
     if not raw.strip():
         return ""
-    if raw.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
-        return raw
+    if raw.strip().lower() in ("on", "off", "yes", "no", "y", "n") or re.fullmatch(r"[\d:-]*:[\d:-]*", raw.strip()):
+        return raw  # YAML 1.1 reads 48:00:00 as the base-60 integer 172800
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:

@@ -87,7 +87,7 @@ class RolloutCfg:
                              "false: engines get GPUs of their own (GPU only).")
     gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
     group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
-    temperature: float = setting(0.8, "Sampling temperature.", ge=0)
+    temperature: float = setting(0.8, "Sampling temperature; the actor's logprobs are of logits / temperature.", gt=0)
     top_p: float = setting(1.0, "Nucleus sampling.", gt=0, le=1)
     max_tokens: int = setting(1024, "Longest response, in tokens; longer ones are cut and flagged truncated.", ge=1)
     max_prompt_tokens: int = setting(1024, "Longest prompt after templating, in tokens.", ge=1)
@@ -175,6 +175,10 @@ class AlgoCfg:
     kl_estimator: str = setting("k3", "KL estimator.", choices=("k1", "k3"))
     loss_agg: str = setting("token_mean", "token_mean: mean over all response tokens; seq_mean: mean "
                             "over sequences of each sequence's token mean.", choices=("token_mean", "seq_mean"))
+    rollout_correction: str = setting("none", "Correction for the rollout engine's sampling distribution differing "
+                                      "from the actor's: none, or tis (truncated importance sampling: each token's "
+                                      "loss weighted by min(p_actor / p_engine, tis_cap)).", choices=("none", "tis"))
+    tis_cap: float = setting(2.0, "Upper bound of the TIS weight.", ge=1)
     mini_batches: int = setting(1, "Optimizer steps per rollout batch.", ge=1)
     epochs: int = setting(1, "Passes over each rollout batch.", ge=1)
 

@@ -1,0 +1,88 @@
+"""Checks of a run's inputs before it starts or waits in a queue: what the plan (a pure function of the
+recipe) cannot see because it lives in files.
+
+`check_inputs` reads the prompt files (every row, as the loop will), checks that the model, tokenizer
+and reward-model folders exist with a config.json whose architecture matches what the recipe says,
+and that the output folder can be written. Folders of local assets (`${asset:...}`) are built by
+`lwz run` itself and are not required to exist yet. Each failure is one `LwzError` naming the file,
+the row or the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lwz.assets_cache import ASSETS, asset_path
+from lwz.data.prompts import recipe_prompts
+from lwz.errors import LwzError
+from lwz.recipe.load import arch_from_hf_config
+from lwz.recipe.schema import ArchCfg, Recipe
+
+__all__ = ["check_inputs"]
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Everything about the recipe's files that would otherwise fail inside the job."""
+    _check_model(recipe.model.path, "model.path", recipe.model.arch)
+    _check_tokenizer(recipe.model.tokenizer or recipe.model.path,
+                     "model.tokenizer" if recipe.model.tokenizer else "model.path")
+    for i, term in enumerate(recipe.rewards.terms):
+        if term.name == "writing_rm":
+            key = f"rewards.terms.{i}.params.model"
+            config = _check_model(term.params["model"], key, ArchCfg(**term.params["arch"]))
+            if config is not None and config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
+                raise LwzError(term.params["model"], key, "not a scalar reward model (num_labels must be 1); "
+                               "train one with lwz train-rm")
+    recipe_prompts(recipe)
+    _check_writable(Path(recipe.logging.output_dir))
+
+
+def _is_asset(path: str) -> bool:
+    return any(str(asset_path(name)) == str(path) for name in ASSETS)
+
+
+def _check_model(path: str, key: str, arch: ArchCfg) -> dict[str, Any] | None:
+    """The folder's config.json (None for a local asset not built yet), checked against the recipe's arch."""
+    folder = Path(path)
+    if _is_asset(path) and not (folder / "config.json").is_file():
+        return None
+    if not folder.is_dir():
+        raise LwzError(str(folder), key, "model folder not found")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise LwzError(str(folder), key, "no config.json: not an HF model folder")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LwzError(str(config_file), None, f"cannot read the model config: {e}") from None
+    facts = arch_from_hf_config(config)
+    arch_key = key.rsplit(".", 1)[0] + ".arch"
+    for name, value in facts.items():
+        said = getattr(arch, name, None)
+        if said is not None and said != value:
+            raise LwzError(str(config_file), f"{arch_key}.{name}", f"the recipe says {said!r}, the model's "
+                           f"config.json says {value!r}")
+    return config
+
+
+def _check_tokenizer(path: str, key: str) -> None:
+    folder = Path(path)
+    if _is_asset(path) and not folder.exists():
+        return
+    if not folder.is_dir() or not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise LwzError(str(folder), key, f"no tokenizer there (none of {', '.join(_TOKENIZER_FILES)})")
+
+
+def _check_writable(output_dir: Path) -> None:
+    """The first existing folder on the way to `output_dir` must be a writable folder."""
+    existing = output_dir.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise LwzError(str(output_dir), "logging.output_dir", f"cannot create run folders there ({existing} is "
+                       "not a writable folder)")
