@@ -65,3 +65,22 @@ def test_kl_term_is_added_with_its_coefficient():
                           ref_logprobs=torch.tensor([[math.log(0.25)]], dtype=torch.float64))
     assert loss.item() == pytest.approx(-1.0 + 0.1 * math.log(2))
     assert m["kl"].item() == pytest.approx(math.log(2))
+
+
+def test_truncated_importance_sampling_weights_each_token():
+    """Two tokens, ratio 1 (old = new), A = 1: the engine gave them logprob log(0.5) and log(0.1) while the
+    actor says log(0.4): weights 0.8 and min(4, cap 2) = 2; loss = -(0.8 + 2) / 2 = -1.4."""
+    old = torch.log(torch.tensor([[0.4, 0.4]], dtype=torch.float64))
+    engine = torch.log(torch.tensor([[0.5, 0.1]], dtype=torch.float64))
+    tis = LossSettings(rollout_correction="tis", tis_cap=2.0)
+    loss, m = policy_loss(old.clone(), old, torch.tensor([1.0], dtype=torch.float64), torch.ones_like(old), tis,
+                          engine_logprobs=engine)
+    assert loss.item() == pytest.approx(-1.4) and m["tis_weight_mean"].item() == pytest.approx(1.4)
+    d = math.log(0.4 / 0.5), math.log(0.4 / 0.1)
+    assert m["rollout_logprob_diff"].item() == pytest.approx((abs(d[0]) + abs(d[1])) / 2)
+    assert m["rollout_kl"].item() == pytest.approx(sum(math.exp(x) - x - 1 for x in d) / 2)
+    plain, _ = policy_loss(old.clone(), old, torch.tensor([1.0], dtype=torch.float64), torch.ones_like(old),
+                           LossSettings(), engine_logprobs=engine)
+    assert plain.item() == pytest.approx(-1.0)
+    with pytest.raises(AssertionError, match="needs the engine's logprobs"):
+        policy_loss(old.clone(), old, torch.tensor([1.0], dtype=torch.float64), torch.ones_like(old), tis)

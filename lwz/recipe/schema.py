@@ -48,19 +48,21 @@ class ModelCfg:
     path: str = setting(MISSING, "Local HF model folder (config.json, safetensors, tokenizer); "
                         "`${asset:tiny-qwen2}` names a model lwz builds locally.")
     tokenizer: Optional[str] = setting(None, "Tokenizer folder; null: model.path.")
-    dtype: str = setting("bf16", "Parameter and compute dtype.", choices=("bf16", "fp16", "fp32"))
+    dtype: str = setting("bf16", "Parameter and compute dtype (fp16 is not supported yet).",
+                         choices=("bf16", "fp16", "fp32"))
     arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts (see ArchCfg).")
 
 
 @dataclass
 class ActorCfg:
-    """The learner: Megatron-core with tensor/pipeline/context/data parallelism."""
+    """The learner: Megatron-core with tensor/pipeline/sequence/data parallelism."""
 
     backend: str = setting("megatron", "Training backend.", choices=("megatron",))
     tp: int = setting(1, "Tensor-parallel size.", ge=1)
     pp: int = setting(1, "Pipeline-parallel size.", ge=1)
-    cp: int = setting(1, "Context-parallel size.", ge=1)
-    sequence_parallel: bool = setting(False, "Megatron sequence parallelism (GPU only, needs TP > 1).")
+    cp: int = setting(1, "Context-parallel size (only 1 is supported yet).", ge=1)
+    sequence_parallel: bool = setting(False, "Megatron sequence parallelism: activations split over the TP "
+                                      "ranks (needs TP > 1).")
     recompute: str = setting("none", "Activation recomputation.", choices=("none", "full"))
     distributed_optimizer: bool = setting(True, "Shard Adam states across data-parallel ranks.")
     lr: float = setting(1.0e-6, "Peak learning rate.", gt=0)
@@ -83,8 +85,8 @@ class RolloutCfg:
     engine: str = setting("vllm", "Rollout engine.", choices=("vllm",))
     tp: int = setting(1, "Tensor-parallel size of one engine.", ge=1)
     engines: Optional[int] = setting(None, "Number of engines; null: derived (colocated: actor GPUs / tp).", ge=1)
-    colocate: bool = setting(True, "Engines share the actor's GPUs (sleep during the update); "
-                             "false: engines get GPUs of their own (GPU only).")
+    colocate: bool = setting(True, "Engines share the actor's GPUs (asleep outside the rollout); false "
+                             "(engines on GPUs of their own) is not supported yet.")
     gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
     group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
     temperature: float = setting(0.8, "Sampling temperature; the actor's logprobs are of logits / temperature.", gt=0)
@@ -151,7 +153,8 @@ class WritingRMParams:
     arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts of the reward model (for the plan).")
     tp: int = setting(1, "Tensor-parallel size of one reward-model engine (GPU).", ge=1)
     engines: Optional[int] = setting(None, "Engines; null: derived (colocated: GPUs / tp).", ge=1)
-    colocate: bool = setting(True, "Share the actor's GPUs (asleep outside the reward phase).")
+    colocate: bool = setting(True, "Share the actor's GPUs (asleep outside the reward phase); false is not "
+                             "supported yet.")
     gpu_memory_utilization: float = setting(0.3, "Fraction of each GPU an engine may take.", gt=0, le=1)
     batch_size: int = setting(16, "Responses scored per request.", ge=1)
     max_length: int = setting(16384, "Longest prompt + answer scored, in tokens (longer: truncated from the left).",

@@ -1,4 +1,6 @@
-"""The actor on one GPU (NCCL, no shims): logits vs transformers in fp32 and bf16, exact round trip.
+"""The actor on one GPU (NCCL, no shims): logits vs transformers in fp32 and bf16, exact round trip of
+the weight gather that feeds the engines, and tempered (T = 0.7) logprobs and their gradient against
+PyTorch's log_softmax(logits / T).
 
 Usage: python tests/dist/gpu_actor_check.py WORK_DIR  (prints one JSON line of results)
 """
@@ -40,6 +42,7 @@ def main(work: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
+    from lwz.actor.logprobs import logprobs_and_entropy
     from lwz.actor.model import build_gpt_model, forward_logits, uses_transformer_engine
     from lwz.runtime import destroy_distributed, init_distributed
 
@@ -73,9 +76,25 @@ def main(work: Path) -> None:
             "max_abs_diff": (logits - expected).abs().max().item(),
             "unequal": unequal,
         }
+        if dtype == torch.float32:
+            results["tempered"] = tempered_logprobs(logprobs_and_entropy, logits, expected, input_ids.cuda())
     assert parallel_state.model_parallel_is_initialized()
     destroy_distributed()
     print(json.dumps(results))
+
+
+def tempered_logprobs(logprobs_and_entropy, logits, expected, input_ids, temperature: float = 0.7) -> dict:
+    """Max |actor - reference| of tempered logprobs (megatron logits vs transformers'), and of the
+    gradient of the summed logprobs through lwz's autograd function vs PyTorch's."""
+    labels = input_ids[:, 1:]
+    reference = torch.log_softmax(expected[:, :-1] / temperature, -1).gather(-1, labels[..., None])[..., 0]
+    ours, _ = logprobs_and_entropy(logits[:, :-1], labels, logits.shape[-1], temperature)
+    leaf = expected[:, :-1].clone().requires_grad_(True)
+    logprobs_and_entropy(leaf, labels, leaf.shape[-1], temperature)[0].sum().backward()
+    torch_leaf = expected[:, :-1].clone().requires_grad_(True)
+    torch.log_softmax(torch_leaf / temperature, -1).gather(-1, labels[..., None]).sum().backward()
+    return {"logprob_max_abs_diff": (ours - reference).abs().max().item(),
+            "grad_max_abs_diff": (leaf.grad - torch_leaf.grad).abs().max().item()}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""Every parallelism/placement layout the plan accepts runs the loop, with weight sync intact.
+
+Two GRPO steps of the learning recipe (tests/test_train_loop.py) over 2 CPU ranks in each layout the
+plan accepts on top of the TP=1 / TP=2 learning runs: data parallelism, pipeline parallelism, a rollout
+engine spanning both ranks, sequence parallelism with truncated importance sampling, and a writing-RM
+engine of tp 2 next to per-rank rollout engines. In every layout the engine's logprobs of the sampled
+tokens equal the actor's at both steps (`rollout/logprob_diff`), i.e. the update reached the engines.
+What the plan rejects instead (fp16, context parallelism, separate engines) is in tests/test_plan_rules.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fixtures_models import peaked_qwen2  # noqa: F401
+from test_train_loop import learning_recipe, metrics, run_to_end
+
+pytestmark = pytest.mark.slow
+
+LAYOUTS = {
+    "dp2": ["actor.tp=1"],
+    "pp2": ["actor.pp=2"],
+    "tp2-rollout-tp2": ["actor.tp=2", "rollout.tp=2"],
+    "tp2-sequence-parallel-tis": ["actor.tp=2", "actor.sequence_parallel=true", "algo.rollout_correction=tis"],
+    "writing-rm-tp2": ["actor.tp=2",
+                       "rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
+                       "{name: writing_rm, params: {model: '${asset:tiny-writing-rm}', tp: 2, max_length: 256}}]"],
+}
+
+
+@pytest.mark.parametrize("overrides", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_qwen2):  # noqa: F811
+    recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)
+    run_to_end("run", str(recipe), "cluster.gpus_per_node=2", *overrides)
+    rows = metrics(tmp_path / "runs" / "learn" / "r")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["rollout/logprob_diff"] < 1e-3 and abs(row["rollout/kl"]) < 1e-4, row
+        assert row["actor/grad_norm"] > 0
+    if "algo.rollout_correction=tis" in overrides:
+        assert all(r["actor/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+    if any("writing_rm" in o for o in overrides):
+        assert all("reward/writing_rm" in r for r in rows)
