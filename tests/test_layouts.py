@@ -1,9 +1,9 @@
 """Every parallelism/placement layout the plan accepts runs the loop, with weight sync intact.
 
 Two GRPO steps of the learning recipe (tests/test_train_loop.py) over 2 CPU ranks in each layout the
-plan accepts on top of the TP=1 / TP=2 learning runs: data parallelism, pipeline parallelism, a rollout
-engine spanning both ranks, sequence parallelism with truncated importance sampling, and a writing-RM
-engine of tp 2 next to per-rank rollout engines. In every layout the engine's logprobs of the sampled
+plan accepts on top of the TP=1 / TP=2 learning runs: data parallelism; pipeline parallelism with a
+writing-RM engine of tp 2 next to per-rank rollout engines; sequence parallelism with truncated
+importance sampling and a rollout engine spanning both ranks. In every layout the engine's logprobs of the sampled
 tokens equal the actor's at both steps (`rollout/logprob_diff`), i.e. the update reached the engines.
 What the plan rejects instead (fp16, context parallelism, separate engines) is in tests/test_plan_rules.py.
 """
@@ -16,14 +16,13 @@ from test_train_loop import learning_recipe, metrics, run_to_end
 
 pytestmark = pytest.mark.slow
 
-LAYOUTS = {
+RM_TP2 = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
+          "{name: writing_rm, params: {model: '${asset:tiny-writing-rm}', tp: 2, max_length: 256}}]")
+LAYOUTS = {  # three runs cover the layouts (2 cores: each run starts two ranks with their engines)
     "dp2": ["actor.tp=1"],
-    "pp2": ["actor.pp=2"],
-    "tp2-rollout-tp2": ["actor.tp=2", "rollout.tp=2"],
-    "tp2-sequence-parallel-tis": ["actor.tp=2", "actor.sequence_parallel=true", "algo.rollout_correction=tis"],
-    "writing-rm-tp2": ["actor.tp=2",
-                       "rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
-                       "{name: writing_rm, params: {model: '${asset:tiny-writing-rm}', tp: 2, max_length: 256}}]"],
+    "pp2-writing-rm-tp2": ["actor.pp=2", RM_TP2],
+    "tp2-sequence-parallel-tis-rollout-tp2": ["actor.tp=2", "actor.sequence_parallel=true", "rollout.tp=2",
+                                              "algo.rollout_correction=tis"],
 }
 
 
