@@ -102,6 +102,51 @@ def comparison_table(runs: Sequence[RunMetrics]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_summary(run: RunMetrics, window: int = 3) -> str:
+    """One run at a glance: each reward term, length against its target, truncation, the reward-hacking
+    monitors and the train/inference mismatch, first vs last steps (means over `window` steps), and the
+    time split of a step."""
+    rows = run.rows
+    if not rows:
+        return f"{run.name}: no step logged yet\n"
+    n = min(window, max(1, len(rows) // 2))
+    first, last = rows[:n], rows[-n:]
+    span = f"steps {first[0]['step']:g}-{first[-1]['step']:g}" if n > 1 else f"step {first[0]['step']:g}"
+    later = f"steps {last[0]['step']:g}-{last[-1]['step']:g}" if n > 1 else f"step {last[0]['step']:g}"
+    present = {key for row in rows for key in row}
+    groups = [("rewards", [TOTAL_REWARD] + sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)),
+              ("length", ["length/target_mean", ANSWER_LENGTH, "hack/answer_length_to_target", "hack/answer_in_range_rate",
+                          "length/think_mean", "response/tokens_mean", "response/truncated_rate"]),
+              ("hacking", sorted(k for k in present if k.startswith("hack/") and "length" not in k
+                                 and "in_range" not in k)),
+              ("mismatch", sorted(k for k in present if k.startswith("rollout/")))]
+    lines = [f"run {run.name}: {_steps(run)} steps ({run.folder})",
+             f"{'':<34}{span:>16}{later:>16}{'change':>10}"]
+    for title, keys in groups:
+        keys = [k for k in keys if k in present]
+        if keys:
+            lines.append(f"{title}")
+        for key in keys:
+            a, b = _mean(first, key), _mean(last, key)
+            change = "" if a is None or b is None else f"{b - a:+.3g}"
+            lines.append(f"  {key:<32}{_number(a):>16}{_number(b):>16}{change:>10}")
+    phases = [k for k in ("time/rollout", "time/reward", "time/update", "time/sync") if k in present]
+    if phases and STEP_TIME in present:
+        total = sum(_mean(rows, k) or 0.0 for k in phases) or 1.0
+        split = ", ".join(f"{k.split('/')[1]} {(_mean(rows, k) or 0) / total:.0%}" for k in phases)
+        lines.append(f"time: {_mean(rows, STEP_TIME):.1f} s/step ({split})")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(rows: Sequence[dict[str, float]], key: str) -> float | None:
+    values = [row[key] for row in rows if key in row and math.isfinite(row[key])]
+    return sum(values) / len(values) if values else None
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
 def plot_comparison(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
     """One PNG per compared metric (reward_total.png, ...), one line per run; returns the files."""
     written = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,8 +20,10 @@ def run_worker(run_dir: Path) -> None:
     train(recipe, resolve(recipe), run_dir)
 
 
-def configure_logging() -> None:
-    """lwz's INFO lines on stderr (also under submitit, which installs handlers of its own); libraries quieter."""
+def configure_logging(run_dir: Path | None = None) -> None:
+    """lwz's INFO lines on stderr (also under submitit, which installs handlers of its own); vLLM's own
+    INFO/WARNING lines (weight reloads, prefix-cache resets, every step) and Python warnings go to the run's
+    RUN/logs/libraries.rankN.log rather than the terminal; other libraries show warnings only."""
     lwz_log = logging.getLogger("lwz")
     lwz_log.setLevel(logging.INFO)
     if not lwz_log.handlers:
@@ -28,14 +31,28 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
         lwz_log.addHandler(handler)
         lwz_log.propagate = False
-    for noisy in ("vllm", "urllib3", "filelock", "datasets", "torch.distributed"):
+    for noisy in ("urllib3", "filelock", "datasets", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if run_dir is None:
+        return
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"  # read when vLLM is imported: no handler of its own
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID", "0")
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(run_dir / "logs" / f"libraries.rank{rank}.log")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.captureWarnings(True)
+    for name in ("vllm", "py.warnings"):
+        library = logging.getLogger(name)
+        library.setLevel(logging.INFO)
+        library.handlers[:] = [to_file]
+        library.propagate = False
 
 
 def main() -> int:
-    configure_logging()
+    run_dir = Path(sys.argv[1])
+    configure_logging(run_dir)
     try:
-        run_worker(Path(sys.argv[1]))
+        run_worker(run_dir)
     except LwzError as e:
         print(f"lwz: error: {e}", file=sys.stderr)
         return 2

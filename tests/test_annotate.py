@@ -78,6 +78,22 @@ def test_fast_path_only_reports_bad_rows_and_resumes(tmp_path):
     assert len(out.read_text().splitlines()) == 3
 
 
+def test_given_ranges_are_kept_with_their_source(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    _write_jsonl(data, [
+        json.dumps({"prompt": "Write a poem about rain.", RANGE_KEY: [100, 300], SOURCE_KEY: "rule:poem"}),
+        json.dumps({"prompt": "Write a note.", RANGE_KEY: [40, 70]}),
+        json.dumps({"prompt": "Write about 800 words on tea.", RANGE_KEY: [0, 500]}),  # invalid: the fast path
+        json.dumps({"prompt": "Describe the sea."}),
+    ])  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    summary = annotate_file(data, out, keep_given=True)
+    assert (summary.given, summary.fast, summary.errors) == (2, 1, 1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r[RANGE_KEY], r[SOURCE_KEY]) for r in rows] == [([100, 300], "rule:poem"), ([40, 70], "given"),
+                                                             ([700, 900], "fast")]
+
+
 def test_corrupt_output_is_a_one_line_error(tmp_path):
     data, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
     _write_jsonl(data, [json.dumps({"prompt": "Write 800 words."})])

@@ -93,3 +93,23 @@ def test_cli_compares_an_experiment_from_its_run_folders(tmp_path: Path) -> None
     lines = out.stdout.splitlines()
     assert lines[2].split()[:2] == ["group_size=4", "2/2"] and lines[3].split()[:2] == ["group_size=8", "1/2"]
     assert (runs_dir / "compare" / "time_step.png").is_file()
+
+
+def test_one_run_at_a_glance(tmp_path: Path) -> None:
+    steps = [{"step": i + 1, "reward/total": 0.1 * i, "reward/length": 0.2 * i, "length/target_mean": 150.0,
+              "length/answer_mean": 40.0 + 20 * i, "response/truncated_rate": 0.5 - 0.05 * i,
+              "hack/ngram_repetition_rate": 0.1, "rollout/logprob_diff": 1e-6, "time/step": 10.0,
+              "time/rollout": 4.0, "time/reward": 1.0, "time/update": 4.5, "time/sync": 0.5} for i in range(6)]
+    folder = make_run(tmp_path / "exp" / "one", 6, steps)
+    out = subprocess.run([sys.executable, "-m", "lwz.cli", "compare", str(folder)], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("run one: 6/6 steps") and "steps 1-3" in lines[1] and "steps 4-6" in lines[1]
+    by_key = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.startswith("  ")}
+    assert by_key["reward/length"] == ["0.2", "0.8", "+0.6"]          # mean of steps 1-3 vs 4-6
+    assert by_key["length/answer_mean"] == ["60", "120", "+60"] and by_key["length/target_mean"][0] == "150"
+    assert by_key["response/truncated_rate"][:2] == ["0.45", "0.3"] and "hack/ngram_repetition_rate" in by_key
+    assert "rollout/logprob_diff" in by_key
+    assert "time: 10.0 s/step (rollout 40%, reward 10%, update 45%, sync 5%)" in out.stdout
+    assert (folder / "compare" / "reward_total.png").read_bytes()[:8] == PNG_MAGIC

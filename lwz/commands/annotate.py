@@ -11,9 +11,11 @@ def cmd_annotate_lengths(args: argparse.Namespace) -> int:
 
     summary = annotate_file(args.data, args.out, model=args.model, field_name=args.field,
                             batch_size=args.batch_size, use_fast_path=not args.no_fast_path,
-                            max_tokens=args.max_tokens, max_model_len=args.max_model_len)
+                            max_tokens=args.max_tokens, max_model_len=args.max_model_len,
+                            keep_given=args.keep_given)
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.error_reasons.items()))
-    print(f"annotated {summary.annotated} rows ({summary.fast} fast path, {summary.llm} LLM), "
+    given = f", {summary.given} given" if summary.given else ""
+    print(f"annotated {summary.annotated} rows ({summary.fast} fast path, {summary.llm} LLM{given}), "
           f"{summary.done_before} already done, {summary.errors} errors"
           + (f" ({reasons}) in {errors_path(args.out)}" if summary.errors else ""))
     return 0
@@ -35,4 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-model-len", type=int, default=None,
                    help="engine context length (default: the model's, at most 8192)")
     p.add_argument("--no-fast-path", action="store_true", help="ask the LLM even when the prompt states a length")
+    p.add_argument("--keep-given", action="store_true",
+                   help="rows that already carry a valid length_range keep it (source: their length_range_source, "
+                        "else 'given')")
     p.set_defaults(func=cmd_annotate_lengths)

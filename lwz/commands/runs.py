@@ -159,12 +159,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Print a metrics table of the runs and write one PNG per metric into the compare folder."""
-    from lwz.compare import comparison_table, load_run, plot_comparison
+    """Print a metrics table of the runs (one run: its summary) and write one PNG per metric into the
+    compare folder."""
+    from lwz.compare import comparison_table, load_run, plot_comparison, run_summary
 
     runs, default_out = _compare_targets(args.targets)
     loaded = [load_run(folder, name) for name, folder in runs]
-    sys.stdout.write(comparison_table(loaded))
+    sys.stdout.write(run_summary(loaded[0]) if len(loaded) == 1 else comparison_table(loaded))
     out = Path(args.out) if args.out else default_out
     written = plot_comparison(loaded, out)
     print(f"plots: {len(written)} PNG file(s) in {out}")
@@ -191,6 +192,8 @@ def _compare_targets(targets: list[str]) -> tuple[list[tuple[str, Path]], Path]:
     if len(targets) == 1 and (manifest := read_manifest(first)) is not None:
         return [(r["name"], Path(r["folder"])) for r in manifest["runs"]], first / "compare"
     folders = [Path(t).resolve() for t in targets]
+    if len(folders) == 1:
+        return [(folders[0].name, folders[0])], folders[0] / "compare"
     parents = {f.parent for f in folders}
     return [(f.name, f) for f in folders], (parents.pop() if len(parents) == 1 else Path.cwd()) / "compare"
 

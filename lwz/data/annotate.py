@@ -4,8 +4,11 @@ Each prompt gets a target word range `[lo, hi]` under LongWriter-Zero's rules: f
 (`lwz.data.length_fast_path`) when it states a length, else from an LLM served by vLLM, whose answer
 is parsed leniently and then forced to obey the rules (`enforce_rules`).
 
+With `keep_given`, a row that already carries a valid `length_range` (set by hand or by a rule of the
+data's author) keeps it, with its own `length_range_source` or "given".
+
 Files: OUT (JSONL) holds each done input row plus `length_range` and `length_range_source`
-("fast" or "llm"); `OUT.errors.jsonl` holds the rows that failed in the latest run (bad JSON, missing
+("fast", "llm", or the given source); `OUT.errors.jsonl` holds the rows that failed in the latest run (bad JSON, missing
 field, an LLM answer with no range, a prompt too long for the model), with the reason.
 Both are appended per batch with flush + fsync, so a crash loses at most the batch in flight; a torn
 last line of OUT is cut on the next run. Re-running skips the rows already in OUT (matched by a hash
@@ -113,13 +116,14 @@ class AnnotationSummary:
     done_before: int = 0
     fast: int = 0
     llm: int = 0
+    given: int = 0
     errors: int = 0
     error_reasons: Counter = field(default_factory=Counter)
 
     @property
     def annotated(self) -> int:
         """Rows annotated in this run."""
-        return self.fast + self.llm
+        return self.fast + self.llm + self.given
 
 
 @dataclass
@@ -139,7 +143,8 @@ def errors_path(out: str | os.PathLike) -> Path:
 
 def annotate_file(data: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
                   field_name: str = "prompt", batch_size: int = 32, use_fast_path: bool = True,
-                  max_tokens: int = 512, max_model_len: int | None = None) -> AnnotationSummary:
+                  max_tokens: int = 512, max_model_len: int | None = None, keep_given: bool = False
+                  ) -> AnnotationSummary:
     """Annotate the prompts of JSONL `data` into `out` (see the module docstring); returns the counts.
 
     Without `model`, prompts that state no length are reported as errors.
@@ -163,7 +168,9 @@ def annotate_file(data: str | os.PathLike, out: str | os.PathLike, *, model: str
             ranges: dict[int, tuple[tuple[int, int], str]] = {}
             answers: dict[int, str] = {}
             for i, row in enumerate(batch):
-                if row.error is None and use_fast_path and (found := fast_range(row.prompt)) is not None:
+                if row.error is None and keep_given and (given := _given_range(row.data)) is not None:
+                    ranges[i] = (given, row.data.get(SOURCE_KEY) or "given")
+                elif row.error is None and use_fast_path and (found := fast_range(row.prompt)) is not None:
                     ranges[i] = (found, "fast")
             need_llm = [i for i, row in enumerate(batch) if row.error is None and i not in ranges]
             if need_llm and model is None:
@@ -183,6 +190,7 @@ def annotate_file(data: str | os.PathLike, out: str | os.PathLike, *, model: str
                     good.append({**row.data, RANGE_KEY: [lo, hi], SOURCE_KEY: source})
                     summary.fast += source == "fast"
                     summary.llm += source == "llm"
+                    summary.given += source not in ("fast", "llm")
                 else:
                     bad.append(_error_record(row, answers.get(i)))
                     summary.errors += 1
@@ -194,6 +202,19 @@ def annotate_file(data: str | os.PathLike, out: str | os.PathLike, *, model: str
     else:
         err_file.unlink(missing_ok=True)
     return summary
+
+
+def _given_range(data: dict[str, Any]) -> tuple[int, int] | None:
+    """The row's own [lo, hi] when it is a valid range (integers, 0 <= lo <= hi, lo = 0 only as [0, 0])."""
+    from lwz.rewards.length import check_range
+
+    if data.get(RANGE_KEY) is None:
+        return None
+    try:
+        lo, hi = check_range(data[RANGE_KEY])
+    except LwzError:
+        return None
+    return None if lo == 0 < hi else (lo, hi)
 
 
 def _error_record(row: _Row, answer: str | None) -> dict[str, Any]:

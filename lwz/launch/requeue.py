@@ -66,7 +66,7 @@ class SlurmRunWorker(submitit.helpers.Checkpointable):
     def __call__(self) -> None:
         from lwz.worker import configure_logging, run_worker
 
-        configure_logging()
+        configure_logging(self.run_dir)
         env = dist_env_from_environ()
         export_torch_env(env)
         os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
