@@ -78,7 +78,8 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             with _timed(times, "update"):
                 shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
                 for shard in shards:
-                    shard.old_logprobs = policy.compute_logprobs(shard)
+                    if policy.needs_old_logprobs:
+                        shard.old_logprobs = policy.compute_logprobs(shard)
                     if recipe.algo.kl_coef > 0:
                         shard.ref_logprobs = policy.compute_logprobs(shard, reference=True)
                 updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]

@@ -46,3 +46,15 @@ def test_layouts_give_the_same_trajectory(single, layout, tmp_path):
                                                                    abs=TOLERANCE), key
     for a, b in zip(other["after"], single["after"]):
         assert (a - b).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("tp", [1, 2], ids=["tp1", "tp2"])
+def test_skipping_the_old_logprob_pass_changes_nothing(tp, tmp_path):
+    """On-policy (one mini-batch, one epoch) the old logprobs are the update's own: the same loss, gradient
+    norm and resulting policy as with a separate forward pass for them (fp32, 1e-6 relative)."""
+    got = run_worker("on_policy", tp, tmp_path / "out.pt", "--tp", str(tp))
+    separate, skipped = got["separate"], got["skipped"]
+    for key in ("loss", "grad_norm", "entropy", "ratio_mean"):
+        assert skipped["metrics"][key] == pytest.approx(separate["metrics"][key], rel=1e-6, abs=1e-9), key
+    for a, b in zip(skipped["after"], separate["after"]):
+        assert (a - b).abs().max().item() < 1e-6

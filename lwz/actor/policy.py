@@ -122,6 +122,12 @@ class Policy:
         groups = batch.micro_batches(self.recipe.actor.micro_batch_tokens)
         return groups, [batch.padded(indices, multiple=self._length_multiple) for indices in groups]
 
+    @property
+    def needs_old_logprobs(self) -> bool:
+        """Whether the loss needs a separate pass for the old logprobs: not when every rollout batch takes
+        one optimizer step (one mini-batch, one epoch), where they equal the update's own logprobs."""
+        return self.recipe.algo.mini_batches > 1 or self.recipe.algo.epochs > 1
+
     def compute_logprobs(self, batch: RolloutBatch, reference: bool = False) -> list[torch.Tensor]:
         """fp32 logprobs of each sequence's response tokens (CPU, detached), on every rank of the replica;
         `reference`: under the frozen initial policy (for the KL penalty) instead of the current one."""
@@ -161,15 +167,20 @@ class Policy:
         return counts[0].item(), counts[1].item()
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank."""
+        """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank.
+
+        Without `batch.old_logprobs` the old logprobs are this forward pass's, detached (the on-policy
+        step: the ratio is 1 and only its gradient counts), which saves a whole forward pass.
+        """
         from megatron.core import parallel_state
 
-        assert len(batch.advantages) == len(batch) and len(batch.old_logprobs) == len(batch), \
-            "update needs advantages and old_logprobs for every sequence"
+        assert len(batch.advantages) == len(batch) and len(batch.old_logprobs) in (0, len(batch)), \
+            "update needs advantages for every sequence, and old_logprobs for all or none"
         tokens_total, seqs_total = self._global_counts(batch)
         normalizer = tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total
         groups, micro = self._micro_batches(batch)
-        old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)]
+        old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
+            if batch.old_logprobs else None  # on-policy: old = this pass's logprobs (see needs_old_logprobs)
         engine = [padded.scatter([torch.tensor(batch.rollout_logprobs[i]) for i in idx])
                   for padded, idx in zip(micro, groups)] if batch.has_rollout_logprobs() else None
         names = self._token_metrics + (self._mismatch_metrics if engine is not None else ())
@@ -187,7 +198,8 @@ class Policy:
                                                      self.temperature)
             logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
             mask = padded.response_mask.to(device)
-            loss, metrics = policy_loss(logprobs, old[k].to(device), adv[k].to(device), mask, self.loss_settings,
+            old_k = logprobs.detach() if old is None else old[k].to(device)
+            loss, metrics = policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
                                         ref_logprobs=None if ref is None else ref[k].to(device),
                                         normalizer=normalizer,
                                         engine_logprobs=None if engine is None else engine[k].to(device))  # fmt: skip

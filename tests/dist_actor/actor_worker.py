@@ -3,6 +3,7 @@
 Scenarios (rank 0 writes the results to OUT as a torch file):
   logprobs  vocab-parallel logprobs/entropy vs plain log_softmax, and Policy.compute_logprobs vs HF
   train     UPDATES GRPO updates on a fixed batch (advantages +, -, +, -); losses and logprobs
+  on_policy one update with a separate old-logprob pass vs one that skips it (old = its own logprobs)
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
 """
@@ -117,6 +118,22 @@ def scenario_train(args) -> dict:
     return {"metrics": metrics, "before": before, "after": policy.compute_logprobs(batch)}
 
 
+def scenario_on_policy(args) -> dict:
+    """One update with old logprobs from a separate pass, and one (from the same initial weights) with
+    none, so the update takes its own detached logprobs: loss, grad norm and the logprobs after."""
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world, args.sequence_parallel)
+    result = {}
+    for name, separate in (("separate", True), ("skipped", False)):
+        policy = Policy(recipe, plan)
+        batch = make_batch()
+        old = policy.compute_logprobs(batch) if separate else []
+        (metrics,) = run_updates(policy, batch, old, 1)
+        result[name] = {"metrics": metrics, "after": policy.compute_logprobs(batch)}
+    return result
+
+
 def scenario_save(args) -> dict:
     from lwz.actor.checkpoint import checkpoint_folder
     from lwz.actor.model import forward_logits
@@ -152,7 +169,7 @@ def scenario_resume(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("logprobs", "train", "save", "resume"))
+    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "save", "resume"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
