@@ -1,6 +1,7 @@
 """Compare runs: a table of key metrics and one PNG per metric with a line per run.
 
-Reads only run folders (metrics.jsonl, recipe.yaml); see DESIGN.md's run-folder contract.
+Reads only run folders (metrics.jsonl, recipe.yaml, eval/BENCH/step-N/summary.json); see DESIGN.md's
+run-folder contract.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,7 @@ METRICS_FILE = "metrics.jsonl"
 REWARD_PREFIX = "reward/"
 TOTAL_REWARD = "reward/total"
 ANSWER_LENGTH = "length/answer_mean"
+RESPONSE_LENGTH = "length/response_mean"
 STEP_TIME = "time/step"
 
 
@@ -36,6 +38,7 @@ class RunMetrics:
     folder: Path
     planned_steps: int | None
     rows: list[dict[str, float]]
+    evals: dict[str, tuple[int, float]] = field(default_factory=dict)  # bench -> (step, score), the latest
 
     @property
     def steps_done(self) -> int:
@@ -80,21 +83,36 @@ def load_run(folder: Path, name: str | None = None) -> RunMetrics:
     if (folder / "recipe.yaml").is_file():
         recipe = yaml.safe_load((folder / "recipe.yaml").read_text()) or {}
         planned = (recipe.get("schedule") or {}).get("steps")
-    return RunMetrics(name or folder.name, folder, planned, read_metrics(folder))
+    return RunMetrics(name or folder.name, folder, planned, read_metrics(folder), read_evals(folder))
+
+
+def read_evals(folder: Path) -> dict[str, tuple[int, float]]:
+    """The score of each benchmark's latest evaluated step (`lwz eval RUN` or eval during training)."""
+    evals = {}
+    for summary in sorted(Path(folder).glob("eval/*/step-*/summary.json")):
+        step = int(summary.parent.name.removeprefix("step-"))
+        score = json.loads(summary.read_text()).get("score")
+        if isinstance(score, (int, float)) and step >= evals.get(summary.parent.parent.name, (-1, 0.0))[0]:
+            evals[summary.parent.parent.name] = (step, float(score))
+    return evals
 
 
 def metric_keys(runs: Sequence[RunMetrics]) -> list[str]:
-    """The compared metrics present in any run: reward/total, each reward/*, answer length, step time."""
+    """The compared metrics present in any run: reward/total, each reward/*, answer and response length,
+    step time."""
     present = {key for run in runs for row in run.rows for key in row}
     rewards = sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)
-    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, STEP_TIME) if k in present]
+    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, RESPONSE_LENGTH, STEP_TIME) if k in present]
 
 
 def comparison_table(runs: Sequence[RunMetrics]) -> str:
-    """Rewards as 'final (best)', answer length final, step time mean; '-' where a run lacks one."""
+    """Rewards as 'final (best)', lengths final, step time mean, each benchmark's latest score (its step);
+    '-' where a run lacks one."""
     keys = metric_keys(runs)
-    header = ["run", "steps", *(_column_title(k) for k in keys)]
-    table = [header] + [[run.name, _steps(run), *(_cell(run, k) for k in keys)] for run in runs]
+    benches = sorted({bench for run in runs for bench in run.evals})
+    header = ["run", "steps", *(_column_title(k) for k in keys), *(f"eval {b} (step)" for b in benches)]
+    table = [header] + [[run.name, _steps(run), *(_cell(run, k) for k in keys),
+                         *(_eval_cell(run, b) for b in benches)] for run in runs]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in table]
@@ -116,6 +134,7 @@ def run_summary(run: RunMetrics, window: int = 3) -> str:
     present = {key for row in rows for key in row}
     groups = [("rewards", [TOTAL_REWARD] + sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)),
               ("length", ["length/target_mean", ANSWER_LENGTH, "hack/answer_length_to_target", "hack/answer_in_range_rate",
+                          RESPONSE_LENGTH, "length/response_in_range_rate",
                           "length/think_mean", "response/tokens_mean", "response/truncated_rate"]),
               ("hacking", sorted(k for k in present if k.startswith("hack/") and "length" not in k
                                  and "in_range" not in k)),
@@ -188,3 +207,10 @@ def _cell(run: RunMetrics, key: str) -> str:
     if key == STEP_TIME:
         return f"{sum(values) / len(values):.1f}s"
     return f"{values[-1]:.1f}"
+
+
+def _eval_cell(run: RunMetrics, bench: str) -> str:
+    if bench not in run.evals:
+        return "-"
+    step, score = run.evals[bench]
+    return f"{score:.1f} ({step})"

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 REWARD_PREFIX = "reward/"
 TOTAL_REWARD = "reward/total"
-LENGTH_KEYS = ("length/answer_mean", "length/target_mean")
+LENGTH_KEYS = ("length/answer_mean", "length/response_mean", "length/target_mean")
 THINK_KEYS = ("length/think_mean",)
 TIME_KEYS = ("time/rollout", "time/reward", "time/update", "time/sync")
 
@@ -33,7 +33,7 @@ def plot_metrics(rows: Rows, plots_dir: Path) -> list[Path]:
     reward_keys = sorted({key for row in rows for key in row if key.startswith(REWARD_PREFIX)})
     figures = {
         "rewards.png": _lines(rows, reward_keys, "Rewards", "reward"),
-        "length.png": _lines(rows, LENGTH_KEYS, "Answer length vs target", "words"),
+        "length.png": _lines(rows, LENGTH_KEYS, "Length vs target", "words"),
         "think_length.png": _lines(rows, THINK_KEYS, "Think length", "words"),
         "step_time.png": _stacked_bars(rows, TIME_KEYS, "Step time", "seconds"),
     }

@@ -11,6 +11,7 @@ the row or the key.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def _check_model(path: str, key: str, arch: ArchCfg) -> dict[str, Any] | None:
     arch_key = key.rsplit(".", 1)[0] + ".arch"
     for name, value in facts.items():
         said = getattr(arch, name, None)
-        if said is not None and said != value:
+        if said is not None and not _same(said, value):
             raise LwzError(str(config_file), f"{arch_key}.{name}", f"the recipe says {said!r}, the model's "
                            f"config.json says {value!r}")
     return config
@@ -86,3 +87,10 @@ def _check_writable(output_dir: Path) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise LwzError(str(output_dir), "logging.output_dir", f"cannot create run folders there ({existing} is "
                        "not a writable folder)")
+
+
+def _same(said: object, value: object) -> bool:
+    """Equal, floats to float32 precision (a config written from a GGUF stores 1e-5 as 9.9999997e-06)."""
+    if isinstance(said, float) or isinstance(value, float):
+        return math.isclose(float(said), float(value), rel_tol=1e-6)
+    return said == value

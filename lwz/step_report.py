@@ -24,6 +24,11 @@ def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict
     targets = [sum(s["length_range"]) / 2 for s in batch.samples if s["length_range"][1] > 0]
     if targets:
         out["length/target_mean"] = float(np.mean(targets))
+    lengths = [count_length(text) for text in batch.texts]
+    out["length/response_mean"] = float(np.mean(lengths))  # what `measure: response` rewards
+    in_range = [lo <= n <= hi for n, (lo, hi) in zip(lengths, (s["length_range"] for s in batch.samples)) if hi > 0]
+    if in_range:
+        out["length/response_in_range_rate"] = float(np.mean(in_range))
     if "answer_length_mean" in hacking:
         out["length/answer_mean"] = hacking["answer_length_mean"]
     if "think_length_mean" in hacking:

@@ -148,9 +148,10 @@ def format_step_line(step: int, total: int, metrics: Mapping[str, float]) -> str
         parts.append(f"reward {metrics[TOTAL_REWARD]:.3f}" + (f" ({terms})" if terms else ""))
     elif terms:
         parts.append(f"reward ({terms})")
-    answer, target = (metrics.get(key) for key in LENGTH_KEYS)
-    if answer is not None:
-        parts.append(f"answer {answer:.0f}" + (f"/{target:.0f}" if target is not None else ""))
+    answer, response, target = (metrics.get(key) for key in LENGTH_KEYS)
+    if answer is not None or response is not None:  # the answer's length, else the whole response's
+        parts.append(("answer" if answer is not None else "words") + f" {answer if answer is not None else response:.0f}"
+                     + (f"/{target:.0f}" if target is not None else ""))
     if (think := metrics.get(THINK_KEYS[0])) is not None:
         parts.append(f"think {think:.0f}")
     split = {key.removeprefix("time/"): metrics[key] for key in TIME_KEYS if key in metrics}

@@ -53,9 +53,11 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
         push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
         log.info("resumed from %s at step %d", checkpoint, start)
     prompts = recipe_prompts(recipe)
-    prompts = fitting_prompts(prompts, engine.tokenizer, recipe.rollout.template, recipe.rollout.max_prompt_tokens)
+    prompts = fitting_prompts(prompts, engine.tokenizer, recipe.rollout.template, recipe.rollout.max_prompt_tokens,
+                              chat=recipe.rollout.chat_template)
     order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed, recipe.data.shuffle)
     r = recipe.rollout
+    chat = engine.tokenizer if r.chat_template else None
     sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
     dp_rank, dp = policy.dp_rank, plan.dp
 
@@ -66,7 +68,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             times: dict[str, float] = {}
             with _timed(times, "rollout"):
                 rows = [prompts[i] for i in order.indices(step)]
-                texts = [render_prompt(row["prompt"], r.template) for row in rows]
+                texts = [render_prompt(row["prompt"], r.template, chat) for row in rows]
                 seed = recipe.schedule.seed * 1_000_003 + step * 1_009
                 groups = rollout.run(texts, lambda part, e: engine.generate(part, sampling, seed + e))
                 batch = _to_batch(order.indices(step), rows, groups)

@@ -23,7 +23,8 @@ def run_worker(run_dir: Path) -> None:
 def configure_logging(run_dir: Path | None = None) -> None:
     """lwz's INFO lines on stderr (also under submitit, which installs handlers of its own); vLLM's own
     INFO/WARNING lines (weight reloads, prefix-cache resets, every step) and Python warnings go to the run's
-    RUN/logs/libraries.rankN.log rather than the terminal; other libraries show warnings only."""
+    RUN/logs/libraries.rankN.log rather than the terminal; other libraries show warnings only, torch's C++
+    layer errors only (TORCH_CPP_LOG_LEVEL, unless set)."""
     lwz_log = logging.getLogger("lwz")
     lwz_log.setLevel(logging.INFO)
     if not lwz_log.handlers:
@@ -36,6 +37,7 @@ def configure_logging(run_dir: Path | None = None) -> None:
     if run_dir is None:
         return
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"  # read when vLLM is imported: no handler of its own
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # read when torch is imported: no C++ notices
     rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID", "0")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(run_dir / "logs" / f"libraries.rank{rank}.log")

@@ -113,3 +113,16 @@ def test_one_run_at_a_glance(tmp_path: Path) -> None:
     assert "rollout/logprob_diff" in by_key
     assert "time: 10.0 s/step (rollout 40%, reward 10%, update 45%, sync 5%)" in out.stdout
     assert (folder / "compare" / "reward_total.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_table_shows_each_benchmarks_latest_evaluation(two_runs: list[Path]) -> None:
+    """`lwz eval RUN` writes RUN/eval/BENCH/step-N/summary.json: the latest step's score is a column."""
+    for step, score in ((2, 40.0), (4, 61.25)):
+        folder = two_runs[0] / "eval" / "longbench_write" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"score": score, "items": 60}))
+    runs = [load_run(f) for f in two_runs]
+    assert runs[0].evals == {"longbench_write": (4, 61.25)} and runs[1].evals == {}
+    table = comparison_table(runs).splitlines()
+    assert table[0].split()[-3:] == ["eval", "longbench_write", "(step)"]
+    assert table[2].split()[-2:] == ["61.2", "(4)"] and table[3].split()[-1] == "-"

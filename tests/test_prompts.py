@@ -48,3 +48,17 @@ def test_prompts_too_long_for_the_engine_are_dropped(caplog):
     assert "dropped 1 of 2 prompts" in caplog.text
     with pytest.raises(LwzError):
         fitting_prompts(rows, Words(), "raw", 1)
+
+
+def test_max_target_keeps_only_prompts_with_short_targets(tmp_path):
+    """Rows above data.max_target are left out, before the l_max rule applies to them; none left: an error."""
+    f = write(tmp_path / "p.jsonl", [{"prompt": "a", "length_range": [40, 60]}, {"prompt": "b", "length_range": [0, 0]},
+                                     {"prompt": "c", "length_range": [200, 400]}])
+    rows = load_prompts([f], l_max=300, max_target=100)
+    assert [r["prompt"] for r in rows] == ["a", "b"]
+    with pytest.raises(LwzError) as e:
+        load_prompts([f], l_max=300)
+    assert e.value.where.endswith("p.jsonl:3")
+    with pytest.raises(LwzError) as e:
+        load_prompts([write(tmp_path / "q.jsonl", [{"prompt": "c", "length_range": [200, 400]}])], max_target=100)
+    assert e.value.key == "data.max_target"

@@ -15,4 +15,4 @@ def test_recipe_reference_in_sync_with_schema():
 
 def test_readme_names_the_two_commands():
     text = README.read_text()
-    assert "lwz run recipes/tiny.yaml" in text and "bash .ci/run" in text
+    assert "lwz run recipes/demo.yaml" in text and "bash .ci/run" in text

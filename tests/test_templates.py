@@ -52,3 +52,26 @@ def test_unknown_template_is_an_error_naming_the_key():
 
 def test_raw_template_is_the_request_itself():
     assert render_prompt("写一首诗", "raw") == "写一首诗"
+
+
+class ChatTokenizer:
+    """A stand-in for an instruct tokenizer's `apply_chat_template` (ChatML), recording the messages."""
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert not tokenize and add_generation_prompt
+        self.messages = messages
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + \
+            "<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("question, language", [("Write a poem", "en"), ("写一首诗", "zh")])
+def test_chat_template_sends_the_instructions_as_the_system_turn(question, language):
+    tokenizer = ChatTokenizer()
+    prompt = render_prompt(question, "nothink", tokenizer)
+    system, user = tokenizer.messages
+    assert system["role"] == "system" and user == {"role": "user", "content": question}
+    assert system["content"] == load_template("nothink", language).split(" <|")[0].strip()
+    assert system["content"].endswith("</answer>") and "{question}" not in system["content"]
+    assert prompt.endswith("<|im_start|>assistant\n")
+    render_prompt(question, "raw", tokenizer)
+    assert tokenizer.messages == [{"role": "user", "content": question}]

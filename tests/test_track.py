@@ -227,3 +227,11 @@ def test_step_line_leaves_out_missing_metrics() -> None:
     assert format_step_line(3, 3, {"reward/total": 0.1, "time/rollout": 4000.0}) == (
         "step 3/3 | reward 0.100 | 4000.0s (rollout 4000.0) | ETA 0s")
     assert format_step_line(1, 3, {"time/update": 4000.0}) == "step 1/3 | 4000.0s (update 4000.0) | ETA 2h13m"
+
+
+def test_step_line_shows_the_response_length_without_an_answer() -> None:
+    """No <answer> anywhere (an instruct model rewarded on its whole response): the response's words."""
+    line = format_step_line(2, 6, {"reward/total": 0.8, "length/response_mean": 71.4, "length/target_mean": 60.0})
+    assert line == "step 2/6 | reward 0.800 | words 71/60"
+    both = {"length/answer_mean": 50.0, "length/response_mean": 71.4, "length/target_mean": 60.0}
+    assert format_step_line(2, 6, both) == "step 2/6 | answer 50/60"

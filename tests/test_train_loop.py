@@ -61,10 +61,10 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("tp", [1, 2])
-def test_length_reward_rises(tp, tmp_path, peaked_qwen2):  # noqa: F811
+def test_length_reward_rises(tmp_path, peaked_qwen2):  # noqa: F811
+    """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts)."""
     recipe = learning_recipe(tmp_path, peaked_qwen2)
-    run_to_end("run", str(recipe), f"actor.tp={tp}", f"cluster.gpus_per_node={tp}")
+    run_to_end("run", str(recipe))
     rewards = [m["reward/length"] for m in metrics(tmp_path / "runs" / "learn" / "r")]
     assert len(rewards) == 6
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
@@ -75,12 +75,12 @@ KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "resp
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen2):  # noqa: F811
     (tmp_path / "a").mkdir()
-    straight = learning_recipe(tmp_path / "a", peaked_qwen2, steps=4, save_every=2, run="straight", wandb="offline")
+    straight = learning_recipe(tmp_path / "a", peaked_qwen2, steps=3, save_every=2, run="straight", wandb="offline")
     run_to_end("run", str(straight))
     expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
 
     (tmp_path / "b").mkdir()
-    recipe = learning_recipe(tmp_path / "b", peaked_qwen2, steps=4, save_every=2, run="killed", wandb="offline")
+    recipe = learning_recipe(tmp_path / "b", peaked_qwen2, steps=3, save_every=2, run="killed", wandb="offline")
     folder = tmp_path / "b" / "runs" / "learn" / "killed"
     proc = lwz("run", str(recipe))
     deadline = time.time() + 600
@@ -89,29 +89,17 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(metrics(folder)) < 4
+    assert len(metrics(folder)) < 3
     out = run_to_end("run", str(folder))
     assert "resumed from" in out and "step-00000002" in out
     got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    assert [m["step"] for m in got] == [1, 2, 3]
     for want, have in zip(expected, got):
         for key in KEYS:
             assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
 
     rows = [r for r in read_offline_run(tmp_path / "a" / "runs" / "learn" / "straight" / "wandb") if "reward/length" in r]
     assert [r["reward/length"] for r in rows] == pytest.approx([m["reward/length"] for m in expected])
-
-
-def test_tiny_recipe_runs_and_prints_its_run_folder(tmp_path):
-    out = run_to_end("run", str(ROOT / "recipes" / "tiny.yaml"), "schedule.steps=2", "schedule.save_every=2",
-                     f"logging.output_dir={tmp_path}", "logging.run=demo")
-    folder = tmp_path / "tiny" / "demo"
-    assert f"run folder: {folder}" in out
-    rows = metrics(folder)
-    assert [r["step"] for r in rows] == [1, 2] and {"reward/length", "reward/format", "reward/writing_rm"} <= set(rows[0])
-    assert all(rows[0][f"time/{k}"] > 0 for k in ("rollout", "reward", "update", "sync"))
-    assert (folder / "plots" / "rewards.png").is_file() and (folder / "samples" / "step_000002.jsonl").is_file()
-    assert (folder / "ckpt" / "step-00000002" / "metadata.json").is_file()
 
 
 def test_kl_penalty_to_the_frozen_reference(tmp_path, peaked_qwen2):  # noqa: F811

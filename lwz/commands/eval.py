@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--critic", help="HF folder of the WritingBench critic (default: the target itself)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     p.add_argument("--max-tokens", type=int, default=15500)
-    p.add_argument("--template", choices=("think", "nothink"), default="think")
+    p.add_argument("--template", choices=("think", "nothink", "raw"), default="think")
+    p.add_argument("--chat-template", action="store_true",
+                   help="send prompts through the tokenizer's chat template (instruct models)")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when CUDA is visible")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 (GPU), fp32 (CPU)")
@@ -46,11 +48,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from lwz.eval.run import GenerationSettings, run_benchmark
     from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.worker import configure_logging
 
     model_dir, out_dir = _resolve_target(args)
+    configure_logging(out_dir)  # vLLM's lines go to OUT/logs/libraries.rank0.log, not the terminal
     device = args.device or ("gpu" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
-    settings = GenerationSettings(template=args.template, max_tokens=args.max_tokens,
+    settings = GenerationSettings(template=args.template, chat_template=args.chat_template, max_tokens=args.max_tokens,
                                   temperature=args.temperature, limit=args.limit)
     if args.tp < 1:
         raise LwzError(None, "--tp", f"{args.tp} must be >= 1")

@@ -19,22 +19,27 @@ _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "c
 
 
 def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_field: str = "length_range",
-                 limit: int | None = None, l_max: int | None = None) -> list[dict]:
+                 limit: int | None = None, l_max: int | None = None, max_target: int | None = None) -> list[dict]:
     """Rows with `prompt` and `length_range` (copied from the recipe's fields), other fields kept.
 
     Every row is checked (LwzError naming the file and line): a non-empty prompt, a [lo, hi] range of
     integers with 0 <= lo <= hi, lo = 0 only as [0, 0] (no length target), and hi below the length
-    reward's `l_max` when one is given. JSONL/JSON files are read line by line, parquet and CSV with
-    HF `datasets`.
+    reward's `l_max` when one is given. With `max_target`, rows whose hi exceeds it are left out (after
+    the other checks). JSONL/JSON files are read line by line, parquet and CSV with HF `datasets`.
     """
     if not files:
         raise LwzError(None, "data.prompts", "no prompt files given")
     rows: list[dict] = []
     for file in files:
         for where, row in _read_rows(Path(file)):
-            rows.append(_normalise(row, where, prompt_field, range_field, l_max))
+            rows.append(_normalise(row, where, prompt_field, range_field, l_max, max_target))
     if not rows:
         raise LwzError(", ".join(map(str, files)), "data.prompts", "the prompt files hold no prompts")
+    if max_target is not None:
+        rows = [row for row in rows if row[LENGTH_RANGE_KEY][1] <= max_target]
+        if not rows:
+            raise LwzError(", ".join(map(str, files)), "data.max_target", f"no prompt has a target of at most "
+                           f"{max_target}")
     return rows[:limit] if limit else rows
 
 
@@ -43,7 +48,7 @@ def recipe_prompts(recipe: Recipe) -> list[dict]:
     data = recipe.data
     l_max = next((t.params["l_max"] for t in recipe.rewards.terms if t.name == "length"), None)
     return load_prompts(data.prompts, prompt_field=data.prompt_field, range_field=data.range_field,
-                        limit=data.limit, l_max=l_max)
+                        limit=data.limit, l_max=l_max, max_target=data.max_target)
 
 
 def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -70,7 +75,8 @@ def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}: row {number}", row
 
 
-def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max: int | None) -> dict:
+def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max: int | None,
+               max_target: int | None = None) -> dict:
     prompt = row.get(prompt_field)
     if not isinstance(prompt, str) or not prompt.strip():
         raise LwzError(where, prompt_field, "missing or empty prompt (set data.prompt_field)")
@@ -85,18 +91,22 @@ def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max
         raise LwzError(where, range_field, e.message) from None
     if lo == 0 and hi > 0:
         raise LwzError(where, range_field, f"[0, {hi}]: lo = 0 is only for [0, 0] (a request with no length target)")
-    if l_max is not None and hi >= l_max:
+    if l_max is not None and hi >= l_max and (max_target is None or hi <= max_target):
         raise LwzError(where, range_field, f"[{lo}, {hi}]: hi must be below the length reward's l_max = {l_max}")
     out[LENGTH_RANGE_KEY] = [lo, hi]
     return out
 
 
-def fitting_prompts(rows: list[dict], tokenizer, template: str, max_prompt_tokens: int) -> list[dict]:
-    """The rows whose templated prompt fits `max_prompt_tokens` (the engine's context is sized for it);
-    the others are dropped with one warning that counts them."""
+def fitting_prompts(rows: list[dict], tokenizer, template: str, max_prompt_tokens: int, chat: bool = False) -> list[dict]:
+    """The rows whose templated prompt (through the tokenizer's chat template when `chat`) fits
+    `max_prompt_tokens` (the engine's context is sized for it); the others are dropped with one warning
+    that counts them."""
     from lwz.data.templates import render_prompt
 
-    kept = [row for row in rows if len(tokenizer.encode(render_prompt(row["prompt"], template))) <= max_prompt_tokens]
+    def tokens(row: dict) -> int:
+        return len(tokenizer.encode(render_prompt(row["prompt"], template, tokenizer if chat else None)))
+
+    kept = [row for row in rows if tokens(row) <= max_prompt_tokens]
     if len(kept) < len(rows):
         log.warning("dropped %d of %d prompts longer than rollout.max_prompt_tokens=%d after the %s template",
                     len(rows) - len(kept), len(rows), max_prompt_tokens, template)

@@ -1,12 +1,15 @@
 """Prompt templates (package data `lwz/assets/templates/`): think-then-answer, answer directly, or raw.
 
 `raw` sends the request as it is (no instructions, no tags): for models with their own prompting and
-for cheap tests.
+for cheap tests. With a chat tokenizer (`rollout.chat_template`, for instruct models) the prompt is
+the tokenizer's chat: the template's instructions (the text before its user marker) as the system
+turn, the request as the user turn, then the assistant's turn opened.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 from importlib import resources
 
 from lwz.errors import LwzError, did_you_mean
@@ -14,6 +17,7 @@ from lwz.text import has_cjk
 
 TEMPLATES = ("think", "nothink", "raw")
 QUESTION_SLOT = "{question}"
+USER_MARKERS = ("<|user|>:", "<|用户|>:")
 
 
 @lru_cache(maxsize=None)
@@ -28,8 +32,20 @@ def load_template(template: str, language: str) -> str:
     return text
 
 
-def render_prompt(question: str, template: str = "think") -> str:
-    """The prompt for `question`: the Chinese template when it contains CJK characters, else English."""
+def render_prompt(question: str, template: str = "think", chat_tokenizer: Any = None) -> str:
+    """The prompt for `question`: the Chinese template when it contains CJK characters, else English;
+    through `chat_tokenizer`'s chat template when one is given."""
+    if chat_tokenizer is not None:
+        messages = [] if template == "raw" else [{"role": "system", "content": instructions(template, question)}]
+        messages.append({"role": "user", "content": question})
+        return chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if template == "raw":
         return question
     return load_template(template, "zh" if has_cjk(question) else "en").replace(QUESTION_SLOT, question)
+
+
+def instructions(template: str, question: str) -> str:
+    """The template's instructions for `question`'s language: its text before the user marker."""
+    text = load_template(template, "zh" if has_cjk(question) else "en")
+    cut = min(text.index(m) for m in USER_MARKERS if m in text)
+    return text[:cut].strip()

@@ -30,7 +30,7 @@ def eval_settings(recipe: Recipe) -> GenerationSettings:
     `eval.max_tokens` fits the rollout engine.
     """
     cfg, rollout = recipe.eval, recipe.rollout
-    return GenerationSettings(template=cfg.template or rollout.template,
+    return GenerationSettings(template=cfg.template or rollout.template, chat_template=rollout.chat_template,
                               max_tokens=cfg.max_tokens or rollout.max_tokens, limit=cfg.limit, seed=recipe.schedule.seed)
 
 

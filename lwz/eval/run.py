@@ -28,6 +28,7 @@ class GenerationSettings:
     """How the evaluated model writes (defaults: LongWriter-Zero's model card)."""
 
     template: str = "think"
+    chat_template: bool = False
     max_tokens: int = 15500
     temperature: float = 0.6
     top_p: float = 0.95
@@ -36,11 +37,16 @@ class GenerationSettings:
     seed: int = 0
 
 
+def prompt_text(engine: VllmEngine, question: str, settings: GenerationSettings) -> str:
+    """`question` as the engine receives it: templated, through the chat template when asked."""
+    return render_prompt(question, settings.template, engine.tokenizer if settings.chat_template else None)
+
+
 def fitting_rows(engine: VllmEngine, rows: list[dict[str, Any]], question: str, settings: GenerationSettings
                  ) -> tuple[list[dict[str, Any]], int]:
     """The rows whose templated `question` field and an answer of `settings.max_tokens` fit the engine's
     context, and how many did not (they are skipped with a warning, never sent to the engine)."""
-    kept = [r for r in rows if engine.prompt_fits(render_prompt(r[question], settings.template), settings.max_tokens)]
+    kept = [r for r in rows if engine.prompt_fits(prompt_text(engine, r[question], settings), settings.max_tokens)]
     if len(kept) < len(rows):
         log.warning("skipped %d of %d items: prompt + %d answer tokens exceed the engine's context of %d tokens",
                     len(rows) - len(kept), len(rows), settings.max_tokens, engine.max_model_len)
@@ -49,7 +55,7 @@ def fitting_rows(engine: VllmEngine, rows: list[dict[str, Any]], question: str, 
 
 def write_answers(engine: VllmEngine, questions: Sequence[str], settings: GenerationSettings) -> list[dict[str, Any]]:
     """One response per question with the template; `answer` is the text inside <answer> (else all of it)."""
-    prompts = [render_prompt(q, settings.template) for q in questions]
+    prompts = [prompt_text(engine, q, settings) for q in questions]
     sampling = SamplingSettings(1, settings.temperature, settings.top_p, settings.max_tokens, settings.stop)
     groups = engine.generate(prompts, sampling, seed=settings.seed)
     out = []

@@ -31,7 +31,7 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
         f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, colocated with the actor; G={r.group_size}, "
         f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
-        f"(prompt <= {r.max_prompt_tokens}), template {r.template}",
+        f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else ""),
         f"rewards   {recipe.rewards.combine}: {terms}" + "".join(
             f"; {g.name}: {g.count} engine(s) x tp {g.tp}" for g in plan.engines if g.name != "rollout"),
         f"algo      {recipe.algo.name}: clip [{recipe.algo.clip_low:g}, {recipe.algo.clip_high:g}], "

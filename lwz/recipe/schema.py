@@ -90,12 +90,17 @@ class RolloutCfg:
     gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
     group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
     temperature: float = setting(0.8, "Sampling temperature; the actor's logprobs are of logits / temperature.", gt=0)
-    top_p: float = setting(1.0, "Nucleus sampling.", gt=0, le=1)
+    top_p: float = setting(1.0, "Nucleus sampling. The actor's logprobs are of the whole tempered distribution, "
+                           "the engine's of the nucleus (renormalised): below 1 the two differ by design "
+                           "(rollout/logprob_diff shows it, 0.06 for SmolLM2 at 0.9); keep 1 for RL.", gt=0, le=1)
     max_tokens: int = setting(1024, "Longest response, in tokens; longer ones are cut and flagged truncated.", ge=1)
     max_prompt_tokens: int = setting(1024, "Longest prompt after templating, in tokens.", ge=1)
     stop: list[str] = setting(factory=lambda: ["</answer>"], doc="Stop strings (kept in the output).")
     template: str = setting("think", "Prompt template: think then answer, answer directly, or raw (the "
                             "request as it is).", choices=("think", "nothink", "raw"))
+    chat_template: bool = setting(False, "Send the prompt through the tokenizer's chat template (instruct "
+                                  "models): the template's instructions as the system turn, the request as "
+                                  "the user turn.")
 
 
 @dataclass
@@ -218,6 +223,8 @@ class DataCfg:
     range_field: str = setting("length_range", "Field holding the [lo, hi] target word range.")
     shuffle: bool = setting(True, "Shuffle each epoch (seeded).")
     limit: Optional[int] = setting(None, "Use only the first N prompts.", ge=1)
+    max_target: Optional[int] = setting(None, "Train only on prompts whose target range ends at or below this "
+                                        "(words / CJK characters); null: all.", ge=1)
 
 
 @dataclass

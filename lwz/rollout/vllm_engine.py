@@ -73,7 +73,7 @@ def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_le
         from vllm import LLM
 
         return LLM(model=model_path, tensor_parallel_size=tp, dtype=VLLM_DTYPES[dtype], max_model_len=max_model_len,
-                   enforce_eager=device == "cpu", enable_sleep_mode=device == "gpu",
+                   enforce_eager=device == "cpu", enable_sleep_mode=device == "gpu", use_tqdm_on_load=False,
                    distributed_executor_backend="external_launcher" if distributed else "uni" if tp == 1 else "mp",
                    **({"gpu_memory_utilization": gpu_memory_utilization} if device == "gpu" else {}), **options)
 
