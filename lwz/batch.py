@@ -51,6 +51,7 @@ class RolloutBatch:
     advantages: list[float] = field(default_factory=list)
     old_logprobs: list[torch.Tensor] = field(default_factory=list)
     ref_logprobs: list[torch.Tensor] = field(default_factory=list)
+    loss_mask: list[bool] = field(default_factory=list)  # False: out of the loss (empty: every sequence in)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -65,6 +66,10 @@ class RolloutBatch:
             else:
                 picked[f.name] = [value[i] for i in indices] if len(value) else []
         return replace(self, **picked)
+
+    def in_loss(self, i: int) -> bool:
+        """Whether sequence i's tokens count in the loss (`loss_mask`, e.g. `algo.mask_truncated`)."""
+        return not self.loss_mask or self.loss_mask[i]
 
     def shard(self, rank: int, world: int) -> RolloutBatch:
         """This data-parallel rank's contiguous share (the length must divide by `world`)."""

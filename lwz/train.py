@@ -75,8 +75,10 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
                 engine.sleep(level=2)  # on GPU: the reward model and the update get the engine's memory
                 release_memory()
             with _timed(times, "reward"):
-                batch.rewards = rewards.score(batch.texts, batch.samples)
+                batch.rewards = rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
                 batch.advantages = rewards.advantages(batch.rewards, batch.group)
+                if recipe.algo.mask_truncated:
+                    batch.loss_mask = [not cut for cut in batch.truncated]
             with _timed(times, "update"):
                 shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
                 for shard in shards:

@@ -58,3 +58,14 @@ def test_skipping_the_old_logprob_pass_changes_nothing(tp, tmp_path):
         assert skipped["metrics"][key] == pytest.approx(separate["metrics"][key], rel=1e-6, abs=1e-9), key
     for a, b in zip(skipped["after"], separate["after"]):
         assert (a - b).abs().max().item() < 1e-6
+
+
+def test_a_sequence_masked_out_of_the_loss_counts_as_absent(tmp_path):
+    """`loss_mask` (algo.mask_truncated): the update equals one on the batch without that sequence (its
+    tokens leave the token-mean normaliser too)."""
+    got = run_worker("masked", 1, tmp_path / "out.pt")
+    masked, dropped = got["masked"], got["dropped"]
+    for key in ("loss", "grad_norm", "entropy", "tokens"):
+        assert masked["metrics"][key] == pytest.approx(dropped["metrics"][key], rel=1e-5, abs=1e-8), key
+    for a, b in zip(masked["after"], dropped["after"]):
+        assert (a - b).abs().max().item() < 1e-5

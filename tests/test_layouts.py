@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 RM_TP2 = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
           "{name: writing_rm, params: {model: '${asset:tiny-writing-rm}', tp: 2, max_length: 256}}]")
 LAYOUTS = {  # three runs cover the layouts (2 cores: each run starts two ranks with their engines)
-    "dp2": ["actor.tp=1"],
+    "dp2-overlong": ["actor.tp=1", "rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
+                     "{name: overlong, params: {buffer: 16}}]"],
     "pp2-writing-rm-tp2": ["actor.pp=2", RM_TP2],
     "tp2-sequence-parallel-tis-rollout-tp2": ["actor.tp=2", "actor.sequence_parallel=true", "rollout.tp=2",
                                               "algo.rollout_correction=tis"],
@@ -37,5 +38,7 @@ def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_q
         assert row["actor/grad_norm"] > 0
     if "algo.rollout_correction=tis" in overrides:
         assert all(r["actor/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+    if any("overlong" in o for o in overrides):  # 48-token responses, punished from 32 tokens on
+        assert all(-1.0 <= r["reward/overlong"] <= 0.0 for r in rows)
     if any("writing_rm" in o for o in overrides):
         assert all("reward/writing_rm" in r for r in rows)

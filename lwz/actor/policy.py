@@ -158,10 +158,11 @@ class Policy:
     # ------------------------------------------------------------------ the update
 
     def _global_counts(self, batch: RolloutBatch) -> tuple[float, float]:
-        """Response tokens and sequences of the whole mini-batch (all DP ranks)."""
+        """Response tokens and sequences in the loss, over the whole mini-batch (all DP ranks)."""
         from megatron.core import parallel_state
 
-        counts = torch.tensor([sum(len(r) for r in batch.response_ids), len(batch)], dtype=torch.float64,
+        kept = [i for i in range(len(batch)) if batch.in_loss(i)]
+        counts = torch.tensor([sum(len(batch.response_ids[i]) for i in kept), len(kept)], dtype=torch.float64,
                               device=self._device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return counts[0].item(), counts[1].item()
@@ -177,7 +178,7 @@ class Policy:
         assert len(batch.advantages) == len(batch) and len(batch.old_logprobs) in (0, len(batch)), \
             "update needs advantages for every sequence, and old_logprobs for all or none"
         tokens_total, seqs_total = self._global_counts(batch)
-        normalizer = tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total
+        normalizer = max(tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total, 1.0)
         groups, micro = self._micro_batches(batch)
         old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if batch.old_logprobs else None  # on-policy: old = this pass's logprobs (see needs_old_logprobs)
@@ -185,6 +186,7 @@ class Policy:
                   for padded, idx in zip(micro, groups)] if batch.has_rollout_logprobs() else None
         names = self._token_metrics + (self._mismatch_metrics if engine is not None else ())
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
+        keep = [torch.tensor([float(batch.in_loss(i)) for i in idx])[:, None] for idx in groups]
         ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if self.reference is not None else None
         # The schedule divides each micro-batch loss by their count and DDP averages gradients over
@@ -197,7 +199,7 @@ class Policy:
             logprobs, entropy = logprobs_and_entropy(output, _labels(padded, tokens, selected), self._vocab_size,
                                                      self.temperature)
             logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
-            mask = padded.response_mask.to(device)
+            mask = padded.response_mask.to(device) * keep[k].to(device)
             old_k = logprobs.detach() if old is None else old[k].to(device)
             loss, metrics = policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
                                         ref_logprobs=None if ref is None else ref[k].to(device),

@@ -107,7 +107,7 @@ class RolloutCfg:
 class RewardTermCfg:
     """One reward term; `params` are checked against the term's own schema (REWARD_PARAMS)."""
 
-    name: str = setting(MISSING, "Registered reward name.", choices=("length", "format", "writing_rm"))
+    name: str = setting(MISSING, "Registered reward name.", choices=("length", "format", "writing_rm", "overlong"))
     weight: float = setting(1.0, "Weight in the combination.", ge=0)
     params: dict[str, Any] = setting(factory=dict, doc="The term's parameters (see its params table).")
 
@@ -169,7 +169,17 @@ class WritingRMParams:
                               choices=("error", "skip_term"))
 
 
-REWARD_PARAMS: dict[str, type] = {"length": LengthParams, "format": FormatParams, "writing_rm": WritingRMParams}
+@dataclass
+class OverlongParams:
+    """Parameters of the `overlong` reward: DAPO's soft overlong punishment (0 down to -penalty_factor)."""
+
+    buffer: int = setting(1024, "Tokens before max_length over which the punishment grows from 0 to -1.", ge=1)
+    max_length: Optional[int] = setting(None, "Longest response in tokens; null: rollout.max_tokens.", ge=1)
+    penalty_factor: float = setting(1.0, "Scale of the punishment.", ge=0)
+
+
+REWARD_PARAMS: dict[str, type] = {"length": LengthParams, "format": FormatParams, "writing_rm": WritingRMParams,
+                                  "overlong": OverlongParams}
 
 
 @dataclass
@@ -187,6 +197,8 @@ class AlgoCfg:
                                       "from the actor's: none, or tis (truncated importance sampling: each token's "
                                       "loss weighted by min(p_actor / p_engine, tis_cap)).", choices=("none", "tis"))
     tis_cap: float = setting(2.0, "Upper bound of the TIS weight.", ge=1)
+    mask_truncated: bool = setting(False, "Leave responses cut at rollout.max_tokens out of the loss (DAPO's "
+                                   "overlong filtering); they still count in their group's reward statistics.")
     mini_batches: int = setting(1, "Optimizer steps per rollout batch.", ge=1)
     epochs: int = setting(1, "Passes over each rollout batch.", ge=1)
 

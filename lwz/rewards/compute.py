@@ -39,6 +39,8 @@ class RewardMix:
             params = dict(term.params)
             if term.name == "format" and params.get("expect_think") is None:
                 params["expect_think"] = recipe.rollout.template == "think"
+            if term.name == "overlong" and params.get("max_length") is None:
+                params["max_length"] = recipe.rollout.max_tokens
             terms[term.name] = built = build_reward(term.name, **params)
             if plan is not None and hasattr(built, "serve"):
                 group = plan.engine(term.name)
@@ -51,13 +53,16 @@ class RewardMix:
         return cls(terms, {t.name: t.weight for t in recipe.rewards.terms}, recipe.rewards.combine,
                    recipe.rewards.eps)
 
-    def score(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
-        """Each term's reward of each response; a reward model that fails with `on_failure: skip_term`
-        is left out of this step (and logged), any other failure stops the run."""
+    def score(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
+              response_tokens: Sequence[int] | None = None) -> dict[str, list[float]]:
+        """Each term's reward of each response (terms on token counts get `response_tokens`); a reward
+        model that fails with `on_failure: skip_term` is left out of this step (and logged), any other
+        failure stops the run."""
         out = {}
         for name, term in self.terms.items():
+            tokens = {"response_tokens": response_tokens} if getattr(term, "uses_token_counts", False) else {}
             try:
-                out[name] = [float(r) for r in term(responses, samples)]
+                out[name] = [float(r) for r in term(responses, samples, **tokens)]
             except RewardModelError as e:
                 if getattr(term, "on_failure", "error") != "skip_term":
                     raise

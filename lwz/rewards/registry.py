@@ -12,10 +12,12 @@ from typing import Any
 from lwz.errors import LwzError, did_you_mean
 from lwz.rewards.format import FormatReward
 from lwz.rewards.length import LengthReward
+from lwz.rewards.overlong import OverlongPenalty
 from lwz.rewards.term import RewardTerm
 from lwz.rewards.writing_rm import WritingRMReward
 
-REWARDS: dict[str, type] = {"length": LengthReward, "format": FormatReward, "writing_rm": WritingRMReward}
+REWARDS: dict[str, type] = {"length": LengthReward, "format": FormatReward, "writing_rm": WritingRMReward,
+                            "overlong": OverlongPenalty}
 
 
 def _term_class(name: str) -> type:

@@ -4,6 +4,7 @@ Scenarios (rank 0 writes the results to OUT as a torch file):
   logprobs  vocab-parallel logprobs/entropy vs plain log_softmax, and Policy.compute_logprobs vs HF
   train     UPDATES GRPO updates on a fixed batch (advantages +, -, +, -); losses and logprobs
   on_policy one update with a separate old-logprob pass vs one that skips it (old = its own logprobs)
+  masked    one update with a sequence out of the loss (loss_mask) vs one on the batch without it
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
 """
@@ -134,6 +135,24 @@ def scenario_on_policy(args) -> dict:
     return result
 
 
+def scenario_masked(args) -> dict:
+    """One update with sequence 1 masked out of the loss, and one (from the same initial weights) on the
+    batch without it: loss, grad norm and the logprobs after."""
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    result = {}
+    for name in ("masked", "dropped"):
+        policy = Policy(recipe, plan)
+        full = make_batch()
+        batch = full.select([0, 2, 3]) if name == "dropped" else full
+        if name == "masked":
+            batch.loss_mask = [True, False, True, True]
+        (metrics,) = run_updates(policy, batch, [], 1)
+        result[name] = {"metrics": metrics, "after": policy.compute_logprobs(full)}
+    return result
+
+
 def scenario_save(args) -> dict:
     from lwz.actor.checkpoint import checkpoint_folder
     from lwz.actor.model import forward_logits
@@ -169,7 +188,7 @@ def scenario_resume(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "save", "resume"))
+    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "save", "resume"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
