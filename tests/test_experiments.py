@@ -60,5 +60,7 @@ def test_two_steps_of_the_experiments_think_run(tmp_path):
 def test_the_demo_recipe_passes_the_pre_run_checks(tmp_path):
     smollm2_path()
     out = lwz("run", "recipes/demo.yaml", "--dry-run", f"logging.output_dir={tmp_path}")
-    assert "length (1)" in out and "template raw in the chat template" in out
-    assert not (tmp_path / "demo").exists()
+    assert "nothing started" in out
+    (plan,) = (tmp_path / "demo").glob("*/plan.txt")
+    assert "length (1)" in plan.read_text() and "template raw in the chat template" in plan.read_text()
+    assert not list((tmp_path / "demo").glob("*/metrics.jsonl"))
