@@ -44,15 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from lwz.eval.run import GenerationSettings, run_benchmark
     from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.runtime.device import engine_device
     from lwz.worker import configure_logging
 
     model_dir, out_dir = _resolve_target(args)
     configure_logging(out_dir)  # vLLM's lines go to OUT/logs/libraries.rank0.log, not the terminal
-    device = args.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    device = args.device or engine_device()
     dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
     settings = GenerationSettings(template=args.template, chat_template=args.chat_template, max_tokens=args.max_tokens,
                                   temperature=args.temperature, limit=args.limit)
@@ -72,10 +71,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_arena(args: argparse.Namespace) -> int:
-    import torch
-
     from lwz.eval.arena import load_answers, run_arena
     from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.runtime.device import engine_device
 
     results = {}
     for item in args.answers:
@@ -83,7 +81,7 @@ def cmd_arena(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise LwzError(None, "--answers", f"{item!r}: expected NAME=RESULTS.jsonl")
         results[name] = path
-    device = args.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    device = args.device or engine_device()
     judge = VllmEngine(args.judge, device=device, dtype=args.dtype or ("bf16" if device == "gpu" else "fp32"),
                        max_model_len=_context(Path(args.judge), args))
     summary = run_arena(load_answers(results), judge, Path(args.out), max_tokens=args.max_tokens, rounds=args.rounds)

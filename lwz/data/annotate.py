@@ -298,9 +298,8 @@ class LlmAnnotator:
     """Asks an LLM (vLLM, greedy) for each prompt's range."""
 
     def __init__(self, model: str, *, max_tokens: int = 512, max_model_len: int | None = None):
-        import torch
-
         from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+        from lwz.runtime.device import engine_device
 
         path = Path(model)
         if not (path / "config.json").is_file():
@@ -308,7 +307,7 @@ class LlmAnnotator:
         limit = json.loads((path / "config.json").read_text()).get("max_position_embeddings", 8192)
         self.max_model_len = max_model_len or min(int(limit), 8192)
         self.max_tokens = max_tokens
-        device = "gpu" if torch.cuda.is_available() else "cpu"
+        device = engine_device()
         self.engine = VllmEngine(str(path), device=device, dtype="bf16" if device == "gpu" else "fp32",
                                  max_model_len=self.max_model_len)
         self.sampling = SamplingSettings(group_size=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens)

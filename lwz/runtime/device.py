@@ -61,6 +61,11 @@ def pick_device(device: str | None = None) -> str:
     return choice
 
 
+def engine_device() -> str:
+    """The `device` of a stand-alone vLLM engine (eval, annotation): "gpu" when CUDA is visible, else "cpu"."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def backend_for(device: str) -> str:
     """The torch.distributed backend for a device type: nccl on GPUs, gloo on CPUs."""
     return "nccl" if device == "cuda" else "gloo"
