@@ -9,8 +9,8 @@ turn, the request as the user turn, then the assistant's turn opened.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 from importlib import resources
+from typing import Any
 
 from lwz.errors import LwzError, did_you_mean
 from lwz.text import has_cjk
