@@ -32,14 +32,19 @@ def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_fi
     rows: list[dict] = []
     for file in files:
         for where, row in _read_rows(Path(file)):
-            rows.append(_normalise(row, where, prompt_field, range_field, l_max, max_target))
+            normalised = _normalise(row, where, prompt_field, range_field)
+            hi = normalised[LENGTH_RANGE_KEY][1]
+            if max_target is not None and hi > max_target:
+                continue
+            if l_max is not None and hi >= l_max:
+                raise LwzError(where, range_field, f"{normalised[LENGTH_RANGE_KEY]}: hi must be below the length "
+                               f"reward's l_max = {l_max}")
+            rows.append(normalised)
     if not rows:
-        raise LwzError(", ".join(map(str, files)), "data.prompts", "the prompt files hold no prompts")
-    if max_target is not None:
-        rows = [row for row in rows if row[LENGTH_RANGE_KEY][1] <= max_target]
-        if not rows:
+        if max_target is not None:
             raise LwzError(", ".join(map(str, files)), "data.max_target", f"no prompt has a target of at most "
                            f"{max_target}")
+        raise LwzError(", ".join(map(str, files)), "data.prompts", "the prompt files hold no prompts")
     return rows[:limit] if limit else rows
 
 
@@ -75,8 +80,7 @@ def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}: row {number}", row
 
 
-def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max: int | None,
-               max_target: int | None = None) -> dict:
+def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> dict:
     prompt = row.get(prompt_field)
     if not isinstance(prompt, str) or not prompt.strip():
         raise LwzError(where, prompt_field, "missing or empty prompt (set data.prompt_field)")
@@ -91,8 +95,6 @@ def _normalise(row: dict, where: str, prompt_field: str, range_field: str, l_max
         raise LwzError(where, range_field, e.message) from None
     if lo == 0 and hi > 0:
         raise LwzError(where, range_field, f"[0, {hi}]: lo = 0 is only for [0, 0] (a request with no length target)")
-    if l_max is not None and hi >= l_max and (max_target is None or hi <= max_target):
-        raise LwzError(where, range_field, f"[{lo}, {hi}]: hi must be below the length reward's l_max = {l_max}")
     out[LENGTH_RANGE_KEY] = [lo, hi]
     return out
 
