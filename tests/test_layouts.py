@@ -1,6 +1,6 @@
 """Every parallelism/placement layout the plan accepts runs the loop, with weight sync intact.
 
-Two GRPO steps of the learning recipe (tests/test_train_loop.py) over 2 CPU ranks in each layout the
+Two GRPO steps of the learning recipe (tests/test_train_loop.py), 2 prompts a step, over 2 CPU ranks in each layout the
 plan accepts on top of the TP=1 / TP=2 learning runs: data parallelism; pipeline parallelism with a
 writing-RM engine of tp 2 next to per-rank rollout engines; sequence parallelism with truncated
 importance sampling and a rollout engine spanning both ranks. In every layout the engine's logprobs of the sampled
@@ -30,7 +30,7 @@ LAYOUTS = {  # three runs cover the layouts (2 cores: each run starts two ranks 
 @pytest.mark.parametrize("overrides", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_qwen2):  # noqa: F811
     recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)
-    run_to_end("run", str(recipe), "cluster.gpus_per_node=2", *overrides)
+    run_to_end("run", str(recipe), "cluster.gpus_per_node=2", "schedule.prompts_per_step=2", *overrides)
     rows = metrics(tmp_path / "runs" / "learn" / "r")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:

@@ -1,4 +1,4 @@
-"""The GRPO loop end to end on CPU: learning (TP=1 and TP=2), resume after SIGKILL, W&B offline, the tiny recipe.
+"""The GRPO loop end to end on CPU: learning, resume after SIGKILL with a KL penalty, W&B offline.
 
 Learning setting (fixed seed 1234, N = 6 steps): `peaked_qwen2`, the raw template, one length reward
 counted over the whole response with target [2, 6] words and l_max 40, 4 prompts x 8 samples of 48
@@ -70,19 +70,23 @@ def test_length_reward_rises(tmp_path, peaked_qwen2):  # noqa: F811
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
 
-KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "response/tokens_mean")
+KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/kl", "response/tokens_mean")
+KL = ("algo.kl_coef=0.05", "algo.kl_estimator=k3")
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen2):  # noqa: F811
+    """With a KL penalty, so the resumed run must also rebuild the frozen reference."""
     (tmp_path / "a").mkdir()
     straight = learning_recipe(tmp_path / "a", peaked_qwen2, steps=3, save_every=2, run="straight", wandb="offline")
-    run_to_end("run", str(straight))
+    run_to_end("run", str(straight), *KL)
     expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
+    assert expected[0]["actor/kl"] == pytest.approx(0.0, abs=1e-7)   # the policy starts as the reference
+    assert expected[1]["actor/kl"] > 1e-6                            # one update later it has moved away
 
     (tmp_path / "b").mkdir()
     recipe = learning_recipe(tmp_path / "b", peaked_qwen2, steps=3, save_every=2, run="killed", wandb="offline")
     folder = tmp_path / "b" / "runs" / "learn" / "killed"
-    proc = lwz("run", str(recipe))
+    proc = lwz("run", str(recipe), *KL)
     deadline = time.time() + 600
     while not (folder / "ckpt" / "latest").exists():          # the step-2 checkpoint is complete
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
@@ -100,11 +104,3 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen
 
     rows = [r for r in read_offline_run(tmp_path / "a" / "runs" / "learn" / "straight" / "wandb") if "reward/length" in r]
     assert [r["reward/length"] for r in rows] == pytest.approx([m["reward/length"] for m in expected])
-
-
-def test_kl_penalty_to_the_frozen_reference(tmp_path, peaked_qwen2):  # noqa: F811
-    recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)
-    run_to_end("run", str(recipe), "algo.kl_coef=0.05", "algo.kl_estimator=k3")
-    rows = metrics(tmp_path / "runs" / "learn" / "r")
-    assert rows[0]["actor/kl"] == pytest.approx(0.0, abs=1e-7)     # the policy starts as the reference
-    assert rows[1]["actor/kl"] > 1e-6                               # one update later it has moved away
