@@ -52,6 +52,11 @@ class RolloutBatch:
     old_logprobs: list[torch.Tensor] = field(default_factory=list)
     ref_logprobs: list[torch.Tensor] = field(default_factory=list)
     loss_mask: list[bool] = field(default_factory=list)  # False: out of the loss (empty: every sequence in)
+    stale_tokens: list[int] = field(default_factory=list)  # leading response tokens sampled under older weights
+
+    def stale(self, i: int) -> int:
+        """How many of sequence i's first response tokens came from older weights (partial rollout)."""
+        return self.stale_tokens[i] if self.stale_tokens else 0
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -72,24 +77,32 @@ class RolloutBatch:
         return not self.loss_mask or self.loss_mask[i]
 
     def shard(self, rank: int, world: int) -> RolloutBatch:
-        """This data-parallel rank's contiguous share (the length must divide by `world`)."""
+        """This data-parallel rank's share, balanced by tokens: equal sequence counts (the length must divide
+        by `world`), longest sequences first to the rank with the fewest tokens so far; batch order kept."""
         assert len(self) % world == 0, f"{len(self)} sequences do not divide across {world} ranks"
-        size = len(self) // world
-        return self.select(range(rank * size, (rank + 1) * size))
+        size, loads, parts = len(self) // world, [0] * world, [[] for _ in range(world)]
+        for i in sorted(range(len(self)), key=lambda i: (-self.sequence_length(i), i)):
+            r = min((r for r in range(world) if len(parts[r]) < size), key=lambda r: (loads[r], r))
+            parts[r].append(i)
+            loads[r] += self.sequence_length(i)
+        return self.select(sorted(parts[rank]))
 
     def chunks(self, count: int) -> list[RolloutBatch]:
-        """`count` equal consecutive slices (the mini-batches)."""
-        return [self.shard(i, count) for i in range(count)]
+        """`count` equal consecutive slices (the mini-batches: whole prompt groups stay together)."""
+        size = len(self) // count
+        assert size * count == len(self), f"{len(self)} sequences do not split into {count} mini-batches"
+        return [self.select(range(i * size, (i + 1) * size)) for i in range(count)]
 
     def sequence_length(self, i: int) -> int:
         return len(self.prompt_ids[i]) + len(self.response_ids[i])
 
     def micro_batches(self, token_budget: int) -> list[list[int]]:
-        """Consecutive index groups whose padded size (count x longest) stays within `token_budget`."""
+        """Index groups whose padded size (count x longest) stays within `token_budget`, filled in order of
+        length (longest first), so sequences of like length share a micro-batch and little is padding."""
         groups: list[list[int]] = []
         current: list[int] = []
         longest = 0
-        for i in range(len(self)):
+        for i in sorted(range(len(self)), key=lambda i: (-self.sequence_length(i), i)):
             n = self.sequence_length(i)
             assert n <= token_budget, f"a sequence of {n} tokens exceeds the {token_budget}-token micro-batch"
             if current and (len(current) + 1) * max(longest, n) > token_budget:

@@ -22,6 +22,7 @@ from lwz.assets_cache import cache_dir
 from lwz.atomic import fsync_dir
 
 __all__ = [
+    "build_peaked_qwen2",
     "build_qwen2",
     "cache_dir",
     "tiny_qwen2_path",
@@ -124,6 +125,37 @@ def build_qwen2(out_dir: str | os.PathLike, **shape: Any) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise FileExistsError(f"{out} already exists") from None
     return out
+
+
+# Output-layer rows kept by `build_peaked_qwen2`: 16 English words and 16 punctuation marks / digits.
+PEAKED_WORDS = (" the", " cat", " sea", " house", " tree", " blue", " runs", " sun", " city", " old", " road",
+                " song", " rain", " light", " dog", " bird")
+PEAKED_MARKS = (",", ".", "!", "?", ";", ":", "1", "2", "3", "4", "5", "-", "(", ")", "7", "9")
+
+
+def build_peaked_qwen2(out_dir: str | os.PathLike, *, eos_scale: float = 0.0) -> Path:
+    """The tiny Qwen2 shape whose output layer scores only 32 tokens (16 words, 16 marks); the other rows are 0.
+
+    A random Qwen2 spreads its next-token probability over 152k tokens, so no policy can learn in a few
+    CPU steps; with its mass on 32 tokens, a length reward (words) is learnable in a handful. `eos_scale`:
+    the end-of-text row is that multiple of " the"'s, so responses end where "the" is likely: long-tailed
+    lengths (at 3, sampled at temperature 1: mean ~49 tokens, median ~29, the longest of 64 ~260).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    folder = build_qwen2(out_dir, seed=3, **TINY_QWEN2_SHAPE)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = [tokenizer.encode(t)[0] for t in PEAKED_WORDS + PEAKED_MARKS]
+    state = load_file(str(folder / "model.safetensors"))
+    head = state["lm_head.weight"]
+    head.zero_()
+    head[ids] = torch.randn(len(ids), head.shape[1], generator=torch.Generator().manual_seed(0)) * 0.5
+    if eos_scale:
+        head[tokenizer.eos_token_id] = head[ids[0]] * eos_scale
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
 
 
 def _write_qwen2(

@@ -5,11 +5,14 @@ and of a reward-model engine (vLLM, placed by the plan); each engine role spread
 its engines and gathers the results on every rank, rewards and advantages are computed identically
 everywhere, and each data-parallel rank updates on its share of each mini-batch. On a GPU the phases
 take turns with the memory: the rollout engine sleeps (its weights dropped: they are replaced after
-the update) before the reward model wakes, which sleeps again before the update.
+the update) before the reward model wakes, which sleeps again before the update. The rollout is one
+blocking generate per step or the partial rollout (`rollout.mode`, lwz/rollout/step_rollout.py);
+dynamic sampling (`algo.dynamic_sampling`) adds rounds of it until the batch has groups with signal.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -20,16 +23,17 @@ from tqdm import tqdm
 
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
+from lwz.algo.dynamic_sampling import fill_with_signal
 from lwz.batch import RolloutBatch
-from lwz.data.prompts import PromptOrder, fitting_prompts, recipe_prompts
-from lwz.data.templates import render_prompt
+from lwz.data.prompts import fitting_prompts, recipe_prompts
 from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
 from lwz.rollout.role import EngineRole
+from lwz.rollout.step_rollout import StepRollout
 from lwz.rollout.sync import push_weights
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.rollout.vllm_engine import VllmEngine
 from lwz.runtime.device import init_distributed, release_memory
 from lwz.step_report import sample_rows, step_metrics
 from lwz.track import Tracker, format_step_line
@@ -45,21 +49,27 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
     rank0 = runtime.rank == 0
     policy = Policy(recipe, plan)
     engine = _engine(recipe, plan, distributed=runtime.world_size > 1)
-    rollout = EngineRole.of("rollout", plan.engine("rollout").ranks)
     rewards = RewardMix.from_recipe(recipe, plan)  # builds this rank's reward-model engines
+    r = recipe.rollout
+    prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
+                              chat=r.chat_template)
+    rollout = StepRollout(recipe, engine, EngineRole.of("rollout", plan.engine("rollout").ranks), prompts)
     start = 0
     if (checkpoint := latest_checkpoint(run_dir / "ckpt")) is not None:
-        start = policy.load(checkpoint)["step"]
+        extra = policy.load(checkpoint)
+        start = extra["step"]
+        rollout.load(extra)
         push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
         log.info("resumed from %s at step %d", checkpoint, start)
-    prompts = recipe_prompts(recipe)
-    prompts = fitting_prompts(prompts, engine.tokenizer, recipe.rollout.template, recipe.rollout.max_prompt_tokens,
-                              chat=recipe.rollout.chat_template)
-    order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed, recipe.data.shuffle)
-    r = recipe.rollout
-    chat = engine.tokenizer if r.chat_template else None
-    sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
     dp_rank, dp = policy.dp_rank, plan.dp
+    dynamic = recipe.algo.dynamic_sampling
+
+    def score(batch: RolloutBatch) -> RolloutBatch:
+        batch.rewards = rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
+        batch.advantages = rewards.advantages(batch.rewards, batch.group)
+        if recipe.algo.mask_truncated:
+            batch.loss_mask = [not cut for cut in batch.truncated]
+        return batch
 
     with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
         steps = tqdm(range(start, recipe.schedule.steps), initial=start, total=recipe.schedule.steps,
@@ -67,18 +77,26 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
         for step in steps:
             times: dict[str, float] = {}
             with _timed(times, "rollout"):
-                rows = [prompts[i] for i in order.indices(step)]
-                texts = [render_prompt(row["prompt"], r.template, chat) for row in rows]
-                seed = recipe.schedule.seed * 1_000_003 + step * 1_009
-                groups = rollout.run(texts, lambda part, e: engine.generate(part, sampling, seed + e))
-                batch = _to_batch(order.indices(step), rows, groups)
-                engine.sleep(level=2)  # on GPU: the reward model and the update get the engine's memory
+                batch, rollout_metrics = rollout.collect(step)
+                # on GPU the reward model and the update get the engine's memory; its weights are dropped
+                # (they are replaced after the update) unless dynamic sampling may need more rounds
+                engine.sleep(level=1 if dynamic else 2)
                 release_memory()
             with _timed(times, "reward"):
-                batch.rewards = rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
-                batch.advantages = rewards.advantages(batch.rewards, batch.group)
-                if recipe.algo.mask_truncated:
-                    batch.loss_mask = [not cut for cut in batch.truncated]
+                score(batch)
+            if dynamic:
+                with _timed(times, "resample"):
+                    rounds = itertools.count(1)
+
+                    def more(groups: int) -> RolloutBatch:
+                        engine.wake_up()
+                        extra_groups = rollout.more(step, groups, next(rounds))
+                        engine.sleep(level=1)
+                        return score(extra_groups)
+
+                    batch, resampled = fill_with_signal(batch, more, recipe.schedule.prompts_per_step,
+                                                        recipe.algo.max_sampling_rounds)
+                    rollout_metrics.update(resampled.metrics())
             with _timed(times, "update"):
                 shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
                 for shard in shards:
@@ -92,7 +110,8 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
                 engine.wake_up()  # weights go into an awake engine, which then serves eval and the next rollout
                 sync = push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
             done = step + 1
-            metrics = step_metrics(batch, rewards, updates, times, sync, epoch=order.epoch(step))
+            metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollout.epoch(step))
+            metrics.update(rollout_metrics)
             if _should_eval(done, recipe):  # every rank generates; rank 0 writes RUN/eval/
                 metrics.update(evaluate_during_training(engine, recipe, done, run_dir))
             tracker.log(done, metrics)
@@ -100,7 +119,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path) -> None:
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
             if _should_save(done, recipe):
-                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done})
+                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollout.state()})
                 if rank0:
                     prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
     if dist.is_initialized():
@@ -115,15 +134,6 @@ def _engine(recipe: Recipe, plan: Plan, distributed: bool) -> VllmEngine:
                       dtype=recipe.model.dtype, seed=recipe.schedule.seed,
                       max_model_len=r.max_prompt_tokens + r.max_tokens,
                       gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed)
-
-
-def _to_batch(indices: list[int], rows: list[dict], groups: list) -> RolloutBatch:
-    """Flatten prompt groups into one batch (group g holds the completions of prompt g)."""
-    flat = [(g, c) for g, group in enumerate(groups) for c in group]
-    return RolloutBatch(prompt_index=[indices[g] for g, _ in flat], group=[g for g, _ in flat],
-                        samples=[rows[g] for g, _ in flat], prompt_ids=[c.prompt_ids for _, c in flat],
-                        response_ids=[c.response_ids for _, c in flat], texts=[c.text for _, c in flat],
-                        truncated=[c.truncated for _, c in flat], rollout_logprobs=[c.logprobs for _, c in flat])
 
 
 def _should_save(done: int, recipe: Recipe) -> bool:

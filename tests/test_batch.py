@@ -12,15 +12,17 @@ def make(n=4):
 
 
 def test_select_and_shard_slice_every_field():
-    b = make().shard(1, 2)
-    assert b.prompt_index == [2, 3] and b.rewards["length"] == [0.3, 0.4] and b.texts == ["2", "3"]
+    b = make().shard(1, 2)                       # lengths 3, 4, 5, 6: {6, 3} and {5, 4}, 9 tokens each
+    assert b.prompt_index == [1, 2] and b.rewards["length"] == [0.2, 0.3] and b.texts == ["1", "2"]
+    assert make().shard(0, 2).prompt_index == [0, 3]
     assert [c.prompt_index for c in make().chunks(2)] == [[0, 1], [2, 3]]
 
 
-def test_micro_batches_respect_the_padded_token_budget():
+def test_micro_batches_respect_the_padded_token_budget_longest_first():
     b = make()                                   # lengths 3, 4, 5, 6
-    assert b.micro_batches(10) == [[0, 1], [2], [3]]
-    assert b.micro_batches(100) == [[0, 1, 2, 3]]
+    assert b.micro_batches(12) == [[3, 2], [1, 0]]
+    assert b.micro_batches(10) == [[3], [2, 1], [0]]
+    assert b.micro_batches(100) == [[3, 2, 1, 0]]
 
 
 def test_padded_marks_response_labels():

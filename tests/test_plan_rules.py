@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from lwz.errors import LwzError
+from lwz.plan.render import render_plan
 from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 
@@ -85,6 +86,15 @@ def test_settings_the_runtime_does_not_do_yet_are_rejected():
     rejects("rewards.terms.1.params.colocate", "not supported yet", overrides=["rewards.terms.1.params.colocate=false"])
     rejects("actor.cp", "context parallelism is not supported yet", overrides=["actor.cp=2"])
     rejects("model.dtype", "fp16 is not supported yet", overrides=["model.dtype=fp16"])
+
+
+def test_partial_rollout_settings_need_the_partial_mode():
+    for override in ("rollout.over_sample=2", "rollout.max_staleness=3", "rollout.stale_tokens=importance"):
+        rejects(override.split("=")[0], "applies to the partial rollout only", overrides=[override])
+    recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
+    text = render_plan(recipe, resolve(recipe))
+    assert "partial rollout: 80 groups in flight for 64, carried samples at most 2 update(s) stale, " \
+           "stale tokens mask" in text
 
 
 def test_sequence_parallel_plans_on_cpu():

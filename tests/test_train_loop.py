@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_models import peaked_qwen2  # noqa: F401
+from fixtures_models import peaked_qwen2, tailed_qwen2  # noqa: F401
 from lwz.track import read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -104,3 +104,39 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen
 
     rows = [r for r in read_offline_run(tmp_path / "a" / "runs" / "learn" / "straight" / "wandb") if "reward/length" in r]
     assert [r["reward/length"] for r in rows] == pytest.approx([m["reward/length"] for m in expected])
+
+
+PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.5", "rollout.max_staleness=1")
+
+
+def test_partial_rollout_learns_and_resumes_after_sigkill(tmp_path, tailed_qwen2):  # noqa: F811
+    """The learning recipe on the long-tailed model with the partial rollout: 6 groups in flight for 4,
+    the rest carried; the reward rises, and a run killed after its step-2 checkpoint resumes with the
+    carried pool and matches the uninterrupted one."""
+    (tmp_path / "a").mkdir()
+    straight = learning_recipe(tmp_path / "a", tailed_qwen2, save_every=2, run="straight")
+    run_to_end("run", str(straight), *PARTIAL)
+    expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
+    rewards = [m["reward/length"] for m in expected]
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
+    assert any(m["rollout/carried_out"] > 0 for m in expected) and any(m["rollout/carried_in"] > 0 for m in expected)
+    assert any(m["rollout/off_policy_token_fraction"] > 0 for m in expected)
+    assert all(m["rollout/staleness_max"] <= 1 for m in expected)
+
+    (tmp_path / "b").mkdir()
+    recipe = learning_recipe(tmp_path / "b", tailed_qwen2, steps=4, save_every=2, run="killed")
+    folder = tmp_path / "b" / "runs" / "learn" / "killed"
+    proc = lwz("run", str(recipe), *PARTIAL)
+    deadline = time.time() + 600
+    while not (folder / "ckpt" / "latest").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = run_to_end("run", str(folder))
+    assert "resumed from" in out and "step-00000002" in out
+    got = metrics(folder)
+    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    for want, have in zip(expected, got):
+        for key in (*KEYS[:3], "response/tokens_mean", "rollout/carried_in", "rollout/off_policy_token_fraction"):
+            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)

@@ -70,7 +70,7 @@ class Policy:
         algo = recipe.algo
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
-                                          algo.rollout_correction, algo.tis_cap)
+                                          algo.rollout_correction, algo.tis_cap, recipe.rollout.stale_tokens)
         # The rollout samples from softmax(logits / T): every logprob and the entropy are of that distribution.
         self.temperature = recipe.rollout.temperature
         # Sequence parallelism splits positions over the TP ranks: sequences are padded to a multiple of TP.
@@ -133,7 +133,7 @@ class Policy:
         `reference`: under the frozen initial policy (for the KL penalty) instead of the current one."""
         from megatron.core import parallel_state
 
-        _, micro = self._micro_batches(batch)
+        groups, micro = self._micro_batches(batch)
 
         def score(padded, output, tokens, selected):
             labels = _labels(padded, tokens, selected)
@@ -146,13 +146,14 @@ class Policy:
             outputs = self._run(micro, score, forward_only=True, model=self.reference if reference else None)
         self.model.train()
         last = parallel_state.is_pipeline_last_stage()
-        result: list[torch.Tensor] = []
-        for i, padded in enumerate(micro):
+        result: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        for i, (padded, indices) in enumerate(zip(micro, groups)):
             values = outputs[i].float() if last else torch.empty(padded.response_mask.shape, device=self._device)
             if parallel_state.get_pipeline_model_parallel_world_size() > 1:
                 torch.distributed.broadcast(values, src=parallel_state.get_pipeline_model_parallel_last_rank(),
                                             group=parallel_state.get_pipeline_model_parallel_group())  # fmt: skip
-            result.extend(t.cpu().clone() for t in padded.gather(values))
+            for index, values_i in zip(indices, padded.gather(values)):
+                result[index] = values_i.cpu().clone()
         return result
 
     # ------------------------------------------------------------------ the update
@@ -162,7 +163,9 @@ class Policy:
         from megatron.core import parallel_state
 
         kept = [i for i in range(len(batch)) if batch.in_loss(i)]
-        counts = torch.tensor([sum(len(batch.response_ids[i]) for i in kept), len(kept)], dtype=torch.float64,
+        masked = self.loss_settings.stale_tokens == "mask"  # stale tokens out of the loss: not in the mean
+        tokens = sum(len(batch.response_ids[i]) - (batch.stale(i) if masked else 0) for i in kept)
+        counts = torch.tensor([tokens, len(kept)], dtype=torch.float64,
                               device=self._device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return counts[0].item(), counts[1].item()
@@ -187,6 +190,8 @@ class Policy:
         names = self._token_metrics + (self._mismatch_metrics if engine is not None else ())
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
         keep = [torch.tensor([float(batch.in_loss(i)) for i in idx])[:, None] for idx in groups]
+        fresh = [padded.scatter([torch.arange(len(batch.response_ids[i])) >= batch.stale(i) for i in idx])
+                 for padded, idx in zip(micro, groups)] if batch.stale_tokens else None
         ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if self.reference is not None else None
         # The schedule divides each micro-batch loss by their count and DDP averages gradients over
@@ -204,7 +209,8 @@ class Policy:
             loss, metrics = policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
                                         ref_logprobs=None if ref is None else ref[k].to(device),
                                         normalizer=normalizer,
-                                        engine_logprobs=None if engine is None else engine[k].to(device))  # fmt: skip
+                                        engine_logprobs=None if engine is None else engine[k].to(device),
+                                        fresh=None if fresh is None else fresh[k].to(device))  # fmt: skip
             metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
             n = mask.sum()
             sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in names)])

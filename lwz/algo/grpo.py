@@ -29,6 +29,7 @@ class LossSettings:
     loss_agg: str = "token_mean"
     rollout_correction: str = "none"
     tis_cap: float = 2.0
+    stale_tokens: str = "mask"
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -51,21 +52,31 @@ def rollout_mismatch(old_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, settings: LossSettings, ref_logprobs: torch.Tensor | None = None,
-                normalizer: float | None = None, engine_logprobs: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                normalizer: float | None = None, engine_logprobs: torch.Tensor | None = None,
+                fresh: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of a batch of [B, T] token logprobs and [B] advantages, and detached metrics.
 
     `engine_logprobs` (the rollout engine's logprobs of the sampled tokens) are needed by
-    `rollout_correction="tis"`; when given, the mismatch metrics are reported too.
+    `rollout_correction="tis"`; when given, the mismatch metrics are reported too (over fresh tokens).
+    `fresh` marks tokens sampled under the current weights (1) against older ones (0, a partial
+    rollout's carried tokens): `stale_tokens="mask"` leaves the old ones out of the loss, "importance"
+    takes their engine logprobs (the policy that sampled them) as the old logprobs of the clipped ratio.
     """
     mask = mask.to(logprobs.dtype)
+    fresh_mask = mask if fresh is None else mask * fresh.to(mask.dtype)
+    if fresh is not None and settings.stale_tokens == "mask":
+        mask = fresh_mask
+    elif fresh is not None:
+        assert settings.stale_tokens == "importance", f"unknown stale_tokens {settings.stale_tokens!r}"
+        assert engine_logprobs is not None, "importance-weighted stale tokens need the engine's logprobs"
+        old_logprobs = torch.where(fresh.bool(), old_logprobs, engine_logprobs.to(old_logprobs.dtype))
     ratio = torch.exp(logprobs - old_logprobs)
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)
     clipped_ratio = torch.clamp(ratio, 1 - settings.clip_low, 1 + settings.clip_high)
     per_token = torch.maximum(-adv * ratio, -adv * clipped_ratio)
     metrics: dict[str, torch.Tensor] = {}
     if engine_logprobs is not None:
-        metrics.update(rollout_mismatch(old_logprobs.detach(), engine_logprobs, mask))
+        metrics.update(rollout_mismatch(old_logprobs.detach(), engine_logprobs, fresh_mask))
     if settings.rollout_correction == "tis":
         assert engine_logprobs is not None, "rollout_correction='tis' needs the engine's logprobs"
         weight = torch.exp(old_logprobs.detach() - engine_logprobs).clamp(max=settings.tis_cap)

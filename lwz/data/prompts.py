@@ -134,11 +134,12 @@ class PromptOrder:
     def indices(self, step: int) -> list[int]:
         """Prompt indices of `step` (0-based); consecutive steps walk through epochs without repeats."""
         start = step * self.per_step
-        out = []
-        for position in range(start, start + self.per_step):
-            epoch, offset = divmod(position, self.num_prompts)
-            out.append(int(self._permutation(epoch)[offset]))
-        return out
+        return [self.at(position) for position in range(start, start + self.per_step)]
+
+    def at(self, position: int) -> int:
+        """The prompt index at `position` of the stream (epoch after epoch)."""
+        epoch, offset = divmod(position, self.num_prompts)
+        return int(self._permutation(epoch)[offset])
 
     def epoch(self, step: int) -> int:
         """The epoch the first prompt of `step` belongs to."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from lwz.plan.memory import GIB, hf_param_count
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
@@ -31,7 +33,8 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
         f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, colocated with the actor; G={r.group_size}, "
         f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
-        f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else ""),
+        f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else "")
+        + _partial(recipe),
         f"rewards   {recipe.rewards.combine}: {terms}" + "".join(
             f"; {g.name}: {g.count} engine(s) x tp {g.tp}" for g in plan.engines if g.name != "rollout"),
         f"algo      {recipe.algo.name}: clip [{recipe.algo.clip_low:g}, {recipe.algo.clip_high:g}], "
@@ -42,6 +45,15 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"schedule  {recipe.schedule.steps} steps, save every {recipe.schedule.save_every}, "
         f"seed {recipe.schedule.seed}",
     ]
+
+
+def _partial(recipe: Recipe) -> str:
+    r = recipe.rollout
+    if r.mode != "partial":
+        return ""
+    flight = math.ceil(recipe.schedule.prompts_per_step * r.over_sample - 1e-9)
+    return (f"; partial rollout: {flight} groups in flight for {recipe.schedule.prompts_per_step}, carried samples "
+            f"at most {r.max_staleness} update(s) stale, stale tokens {r.stale_tokens}")
 
 
 def _correction(recipe: Recipe) -> str:

@@ -145,6 +145,13 @@ def _check_supported(recipe: Recipe) -> None:
     for i, term in enumerate(recipe.rewards.terms):
         if term.name == "writing_rm":
             options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"], _SEPARATE))
+    r = recipe.rollout
+    for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1),
+                                ("stale_tokens", r.stale_tokens, "mask")):
+        options.append((f"rollout.{key}", r.mode == "sync" and value != default,
+                        f"applies to the partial rollout only; set rollout.mode=partial (or leave it at {default})"))
+    options.append(("algo.dynamic_sampling", recipe.algo.dynamic_sampling and r.mode == "sync",
+                    "needs rollout.mode=partial (the extra rounds draw from its prompt stream and pool)"))
     for key, used, why in options:
         if used:
             raise LwzError(None, key, why)

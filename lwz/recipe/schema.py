@@ -101,6 +101,18 @@ class RolloutCfg:
     chat_template: bool = setting(False, "Send the prompt through the tokenizer's chat template (instruct "
                                   "models): the template's instructions as the system turn, the request as "
                                   "the user turn.")
+    mode: str = setting("sync", "sync: one blocking generate per step, every response finished before the "
+                        "update; partial: the engine is stepped until prompts_per_step prompt groups are complete, "
+                        "unfinished samples keep their tokens and engine logprobs and continue next step under the "
+                        "new weights (partial rollout).", choices=("sync", "partial"))
+    over_sample: float = setting(1.0, "partial: prompt groups in flight per step, as a multiple of "
+                                 "schedule.prompts_per_step (new prompts top the carried ones up to it).", ge=1)
+    max_staleness: int = setting(1, "partial: how many updates behind a carried group's oldest token may be when "
+                                 "it is trained on; older groups are dropped. 0: unfinished samples are dropped "
+                                 "at the end of each step (over-sampling without carry-over).", ge=0)
+    stale_tokens: str = setting("mask", "partial: the loss on tokens sampled under older weights: mask (out of the "
+                                "loss) or importance (PPO ratio against the recorded engine logprobs, clipped).",
+                                choices=("mask", "importance"))
 
 
 @dataclass
@@ -199,6 +211,11 @@ class AlgoCfg:
     tis_cap: float = setting(2.0, "Upper bound of the TIS weight.", ge=1)
     mask_truncated: bool = setting(False, "Leave responses cut at rollout.max_tokens out of the loss (DAPO's "
                                    "overlong filtering); they still count in their group's reward statistics.")
+    dynamic_sampling: bool = setting(False, "DAPO's dynamic sampling (needs rollout.mode=partial): drop prompt "
+                                     "groups whose rewards are all equal (zero advantages) and fill the batch with "
+                                     "more groups from the rollout; still short after max_sampling_rounds, dropped "
+                                     "groups fill it out of the loss.")
+    max_sampling_rounds: int = setting(2, "Extra rollout rounds per step for dynamic sampling.", ge=0)
     mini_batches: int = setting(1, "Optimizer steps per rollout batch.", ge=1)
     epochs: int = setting(1, "Passes over each rollout batch.", ge=1)
 

@@ -53,15 +53,24 @@ class EngineRole:
         """Whether the engines are built inside a multi-rank job (vLLM's `external_launcher`)."""
         return dist.is_initialized() and dist.get_world_size() > 1
 
+    def each(self, work: Callable[[int], R]) -> list[R]:
+        """Every engine runs `work(engine index)`; every rank returns the engines' results in engine order
+        (each engine's from its first rank)."""
+        index = self.index
+        local = work(index)
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return [local]
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local if _rank() == self.engine_ranks[index][0] else None)
+        return [gathered[ranks[0]] for ranks in self.engine_ranks]
+
     def run(self, items: Sequence[T], work: Callable[[list[T], int], list[R]]) -> list[R]:
         """Every engine runs `work(its share of items, engine index)` (one result per item); every rank
         returns all results in the order of `items`."""
-        index = self.index
-        mine = [items[i] for i in share(len(items), len(self.engine_ranks), index)]
-        local = work(mine, index) if mine else []
-        assert len(local) == len(mine), f"{self.name}: {len(local)} results for {len(mine)} items"
-        if not dist.is_initialized() or dist.get_world_size() == 1:
+        def engine_share(index: int) -> list[R]:
+            mine = [items[i] for i in share(len(items), len(self.engine_ranks), index)]
+            local = work(mine, index) if mine else []
+            assert len(local) == len(mine), f"{self.name}: {len(local)} results for {len(mine)} items"
             return local
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local if _rank() == self.engine_ranks[index][0] else None)
-        return [result for ranks in self.engine_ranks for result in gathered[ranks[0]]]
+
+        return [result for part in self.each(engine_share) for result in part]

@@ -40,6 +40,16 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class TokenDelta:
+    """What one engine step added to one sample; `finish_reason` is set once it is done."""
+
+    request_id: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
 class SamplingSettings:
     """What the recipe's rollout section says about sampling."""
 
@@ -119,6 +129,41 @@ class VllmEngine:
         with self.groups.active():
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [[_completion(out.prompt_token_ids, c) for c in out.outputs] for out in outputs]
+
+    # -- stepped generation (partial rollouts): one sample per request, driven one engine step at a time
+
+    def start(self, request_id: str, token_ids: Sequence[int], max_tokens: int, sampling: SamplingSettings) -> None:
+        """Queue one sample continuing `token_ids` (a prompt, or a prompt and the response so far)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        texts, stop_ids = stop_split(self.tokenizer, sampling.stop)
+        params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
+                                stop=texts, stop_token_ids=stop_ids, include_stop_str_in_output=True, logprobs=0,
+                                output_kind=RequestOutputKind.DELTA)
+        with self.groups.active():
+            self.llm.llm_engine.add_request(request_id, {"prompt_token_ids": list(token_ids)}, params)
+
+    def step(self) -> list[TokenDelta]:
+        """One engine step: the tokens each running sample gained, and whether it finished."""
+        with self.groups.active():
+            outputs = self.llm.llm_engine.step()
+        deltas = []
+        for out in outputs:
+            c = out.outputs[0]
+            logprobs = [entry[token].logprob for token, entry in zip(c.token_ids, c.logprobs or [])]
+            deltas.append(TokenDelta(out.request_id, list(c.token_ids), logprobs,
+                                     (c.finish_reason or "length") if out.finished else None))
+        return deltas
+
+    def running(self) -> int:
+        """Samples queued or running."""
+        return self.llm.llm_engine.get_num_unfinished_requests()
+
+    def abort(self, request_ids: Sequence[str]) -> None:
+        """Stop samples where they are (their tokens so far were already returned by `step`)."""
+        with self.groups.active():
+            self.llm.llm_engine.abort_request(list(request_ids))
 
     def prompt_fits(self, prompt: str, max_tokens: int) -> bool:
         """Whether `prompt` and an answer of `max_tokens` fit the engine's context."""

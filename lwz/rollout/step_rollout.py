@@ -1,0 +1,86 @@
+"""A step's rollout in the recipe's mode: one blocking generate (sync) or the partial rollout's pool.
+
+`collect(step)` gives the step's prompt groups as a batch with the rollout metrics; `more(step, n, round)`
+another n groups of the same step (dynamic sampling's extra rounds, partial mode); `state()` is what a
+checkpoint keeps (the partial rollout's pool and prompt-stream position) and `load` restores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lwz.batch import RolloutBatch
+from lwz.data.prompts import PromptOrder
+from lwz.data.templates import render_prompt
+from lwz.recipe.schema import Recipe
+from lwz.rollout.partial import PartialRollout, expected_tokens, groups_to_batch, sync_round_metrics
+from lwz.rollout.role import EngineRole
+from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+
+__all__ = ["StepRollout"]
+
+
+class StepRollout:
+    """The rollout engines' side of each step, identical on every rank."""
+
+    def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict]):
+        r = recipe.rollout
+        self.engine, self.role, self.prompts = engine, role, prompts
+        self.template, self.chat = r.template, engine.tokenizer if r.chat_template else None
+        self.max_tokens, self.seed = r.max_tokens, recipe.schedule.seed
+        self.sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
+        self.order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed,
+                                 recipe.data.shuffle)
+        self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample,
+                                      r.max_staleness) if r.mode == "partial" else None
+
+    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """The step's groups (unscored) and the rollout metrics; the engine holds the weights after
+        `step` updates, which is the policy version of the tokens sampled now."""
+        seed = self._seed(step, 0)
+        if self.partial is None:
+            indices = self.order.indices(step)
+            rows = [self.prompts[i] for i in indices]
+            texts = [render_prompt(row["prompt"], self.template, self.chat) for row in rows]
+            groups = self.role.run(texts, lambda part, e: self.engine.generate(part, self.sampling, seed + e))
+            batch = _to_batch(indices, rows, groups)
+            return batch, sync_round_metrics(batch, len(self.role.engine_ranks))
+        done, metrics = self.partial.step(self.engine, self.role, self.sampling, step, seed, self._new_prompt)
+        return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step), metrics
+
+    def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
+        """`groups` more complete groups of the same step (partial mode: the pool goes on)."""
+        assert self.partial is not None, "more rounds need the partial rollout"
+        done, _ = self.partial.step(self.engine, self.role, self.sampling, step, self._seed(step, round_),
+                                    self._new_prompt, keep=groups)
+        return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step)
+
+    def epoch(self, step: int) -> int:
+        """The data epoch the step's (last) prompts came from."""
+        if self.partial is None:
+            return self.order.epoch(step)
+        return max(self.partial.position - 1, 0) // len(self.prompts)
+
+    def state(self) -> dict[str, str]:
+        return {} if self.partial is None else {"rollout_pool": self.partial.state()}
+
+    def load(self, extra: dict) -> None:
+        if self.partial is not None:
+            self.partial.load(extra["rollout_pool"])
+
+    def _seed(self, step: int, round_: int) -> int:
+        return self.seed * 1_000_003 + step * 1_009 + round_ * 7_919
+
+    def _new_prompt(self, position: int) -> tuple[int, list[int], int]:
+        index = self.order.at(position)
+        ids = self.engine.tokenizer.encode(render_prompt(self.prompts[index]["prompt"], self.template, self.chat))
+        return index, ids, expected_tokens(self.prompts[index], self.max_tokens)
+
+
+def _to_batch(indices: list[int], rows: list[dict], groups: list) -> RolloutBatch:
+    """Flatten prompt groups into one batch (group g holds the completions of prompt g)."""
+    flat = [(g, c) for g, group in enumerate(groups) for c in group]
+    return RolloutBatch(prompt_index=[indices[g] for g, _ in flat], group=[g for g, _ in flat],
+                        samples=[rows[g] for g, _ in flat], prompt_ids=[c.prompt_ids for _, c in flat],
+                        response_ids=[c.response_ids for _, c in flat], texts=[c.text for _, c in flat],
+                        truncated=[c.truncated for _, c in flat], rollout_logprobs=[c.logprobs for _, c in flat])
