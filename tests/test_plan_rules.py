@@ -91,6 +91,7 @@ def test_settings_the_runtime_does_not_do_yet_are_rejected():
 def test_partial_rollout_settings_need_the_partial_mode():
     for override in ("rollout.over_sample=2", "rollout.max_staleness=3", "rollout.stale_tokens=importance"):
         rejects(override.split("=")[0], "applies to the partial rollout only", overrides=[override])
+    rejects("algo.dynamic_sampling", "needs rollout.mode=partial", overrides=["algo.dynamic_sampling=true"])
     recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
     text = render_plan(recipe, resolve(recipe))
     assert "partial rollout: 80 groups in flight for 64, carried samples at most 2 update(s) stale, " \

@@ -109,22 +109,26 @@ def generate_round(engine: VllmEngine, groups: Sequence[Group], quota: int, samp
     stats = RoundStats(samples=len(by_id))
     done = [g for g in groups if g.complete]
     running = len(by_id)
+
+    def add(delta) -> None:
+        sample = by_id[delta.request_id][1]
+        sample.response_ids += delta.token_ids
+        sample.logprobs += delta.logprobs
+        sample.versions += [version] * len(delta.token_ids)
+        sample.finish_reason = delta.finish_reason
+
     while len(done) < quota and running:
         stats.engine_steps += 1
         stats.sample_steps += running
         for delta in engine.step():
-            group, sample = by_id[delta.request_id]
-            sample.response_ids += delta.token_ids
-            sample.logprobs += delta.logprobs
-            sample.versions += [version] * len(delta.token_ids)
-            if delta.finish_reason is not None:
-                sample.finish_reason = delta.finish_reason
-                running -= 1
-                if group.complete:
-                    done.append(group)
+            add(delta)
+            running -= 1
+            group = by_id[delta.request_id][0]
+            if group.complete:
+                done.append(group)
     unfinished = [rid for rid, (_, s) in by_id.items() if s.finish_reason is None]
-    if unfinished:
-        engine.abort(unfinished)
+    for delta in engine.abort(unfinished) if unfinished else []:
+        add(delta)
     stats.seconds = time.perf_counter() - started
     return done, [g for g in groups if not g.complete], stats
 

@@ -41,7 +41,7 @@ class Completion:
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """What one engine step added to one sample; `finish_reason` is set once it is done."""
+    """The tokens one request of a sample generated (finished: `finish_reason` set; aborted: None)."""
 
     request_id: str
     token_ids: list[int]
@@ -140,30 +140,41 @@ class VllmEngine:
         texts, stop_ids = stop_split(self.tokenizer, sampling.stop)
         params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
                                 stop=texts, stop_token_ids=stop_ids, include_stop_str_in_output=True, logprobs=0,
-                                output_kind=RequestOutputKind.DELTA)
+                                output_kind=RequestOutputKind.FINAL_ONLY,
+                                detokenize=bool(texts))  # text is decoded once at the end; stop strings need it
         with self.groups.active():
             self.llm.llm_engine.add_request(request_id, {"prompt_token_ids": list(token_ids)}, params)
 
     def step(self) -> list[TokenDelta]:
-        """One engine step: the tokens each running sample gained, and whether it finished."""
+        """One engine step: the samples that finished in it, with the tokens this request generated.
+
+        Only finished requests produce outputs (FINAL_ONLY): per-step outputs for every running sample
+        would cost Python time per sample per iteration."""
         with self.groups.active():
             outputs = self.llm.llm_engine.step()
-        deltas = []
-        for out in outputs:
-            c = out.outputs[0]
-            logprobs = [entry[token].logprob for token, entry in zip(c.token_ids, c.logprobs or [])]
-            deltas.append(TokenDelta(out.request_id, list(c.token_ids), logprobs,
-                                     (c.finish_reason or "length") if out.finished else None))
-        return deltas
+        return [TokenDelta(out.request_id, list(out.outputs[0].token_ids),
+                           _logprobs(out.outputs[0].token_ids, out.outputs[0].logprobs),
+                           out.outputs[0].finish_reason or "length") for out in outputs if out.finished]
 
     def running(self) -> int:
         """Samples queued or running."""
         return self.llm.llm_engine.get_num_unfinished_requests()
 
-    def abort(self, request_ids: Sequence[str]) -> None:
-        """Stop samples where they are (their tokens so far were already returned by `step`)."""
+    def abort(self, request_ids: Sequence[str]) -> list[TokenDelta]:
+        """Stop samples where they are; returns the tokens and logprobs each had generated.
+
+        Read from vLLM's per-request output state (`output_processor.request_states`) before the abort
+        drops it: a FINAL_ONLY request reports nothing until it finishes."""
+        processor = self.llm.llm_engine.output_processor
+        partial = []
+        for rid in request_ids:
+            for internal in processor.external_req_ids.get(rid, []):
+                state = processor.request_states[internal]
+                ids = list(state.detokenizer.output_token_ids)
+                partial.append(TokenDelta(rid, ids, _logprobs(ids, state.logprobs_processor.logprobs), None))
         with self.groups.active():
             self.llm.llm_engine.abort_request(list(request_ids))
+        return partial
 
     def prompt_fits(self, prompt: str, max_tokens: int) -> bool:
         """Whether `prompt` and an answer of `max_tokens` fit the engine's context."""
@@ -212,8 +223,13 @@ def stop_split(tokenizer, stops: Sequence[str]) -> tuple[list[str], list[int]]:
     return [s for s in stops if s not in special], [special[s] for s in stops if s in special]
 
 
+def _logprobs(token_ids: Sequence[int], entries) -> list[float]:
+    """The sampled tokens' logprobs from vLLM's per-position logprob entries."""
+    return [entry[token].logprob for token, entry in zip(token_ids, entries or [])]
+
+
 def _completion(prompt_ids: Sequence[int], output) -> Completion:
-    logprobs = [entry[token].logprob for token, entry in zip(output.token_ids, output.logprobs or [])]
+    logprobs = _logprobs(output.token_ids, output.logprobs)
     return Completion(prompt_ids=list(prompt_ids), response_ids=list(output.token_ids), logprobs=logprobs,
                       text=output.text, finish_reason=output.finish_reason or "length",
                       stop_reason=output.stop_reason)
