@@ -142,3 +142,12 @@ def test_stale_tokens_masked_or_importance_weighted_by_hand():
     assert weighted.item() == pytest.approx(-(min(ratio, 1.2) + 1 + 1) / 3)
     weighted.backward()
     assert logprobs.grad[0].tolist() == pytest.approx([0.0, -1 / 3, -1 / 3])   # the clipped token has no gradient
+
+
+def test_dual_clip_bounds_a_negative_advantage_at_ratio_c():
+    logprobs = torch.tensor([[0.0, 2.0]], requires_grad=True)     # ratios 1 and e^2 = 7.4 against old 0
+    loss, _ = policy_loss(logprobs, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2),
+                          LossSettings(clip_ratio_c=3.0))
+    assert loss.item() == pytest.approx((1.0 + 3.0) / 2)
+    loss.backward()
+    assert logprobs.grad[0].tolist() == pytest.approx([0.5, 0.0])

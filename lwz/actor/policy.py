@@ -70,7 +70,8 @@ class Policy:
         algo = recipe.algo
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
-                                          algo.rollout_correction, algo.tis_cap, recipe.rollout.stale_tokens)
+                                          algo.rollout_correction, algo.tis_cap, recipe.rollout.stale_tokens,
+                                          algo.clip_ratio_c)
         # The rollout samples from softmax(logits / T): every logprob and the entropy are of that distribution.
         self.temperature = recipe.rollout.temperature
         # Sequence parallelism splits positions over the TP ranks: sequences are padded to a multiple of TP.

@@ -30,6 +30,7 @@ class LossSettings:
     rollout_correction: str = "none"
     tis_cap: float = 2.0
     stale_tokens: str = "mask"
+    clip_ratio_c: float = 3.0
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -74,6 +75,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)
     clipped_ratio = torch.clamp(ratio, 1 - settings.clip_low, 1 + settings.clip_high)
     per_token = torch.maximum(-adv * ratio, -adv * clipped_ratio)
+    if settings.clip_ratio_c > 0:  # dual clip: a negative advantage's loss is bounded by -A c
+        per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * settings.clip_ratio_c), per_token)
     metrics: dict[str, torch.Tensor] = {}
     if engine_logprobs is not None:
         metrics.update(rollout_mismatch(old_logprobs.detach(), engine_logprobs, fresh_mask))

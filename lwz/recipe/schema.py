@@ -201,6 +201,9 @@ class AlgoCfg:
     name: str = setting("grpo", "Algorithm.", choices=("grpo",))
     clip_low: float = setting(0.2, "Lower clip: ratio >= 1 - clip_low.", ge=0, le=1)
     clip_high: float = setting(0.2, "Upper clip: ratio <= 1 + clip_high.", ge=0)
+    clip_ratio_c: float = setting(3.0, "Dual clip: for negative advantages a token's loss stops growing at ratio "
+                                  "c (stale or off-policy tokens can have ratios far above 1 + clip_high); 0: off.",
+                                  ge=0)
     kl_coef: float = setting(0.0, "KL penalty to the reference policy; 0: no reference model.", ge=0)
     kl_estimator: str = setting("k3", "KL estimator.", choices=("k1", "k3"))
     loss_agg: str = setting("token_mean", "token_mean: mean over all response tokens; seq_mean: mean "
