@@ -33,10 +33,11 @@ from lwz.plan.resolve import Plan, resolve
 from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
+from lwz.rollout.step_rollout import _to_batch
 from lwz.rollout.sync import push_weights
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
 from lwz.runtime import init_distributed
-from lwz.train import SYNC_BUCKET_BYTES, _engine, _to_batch
+from lwz.train import SYNC_BUCKET_BYTES, _engine
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["Write a story about a lighthouse.", "写一首关于秋天的诗。", "Describe Paris in spring.", "Hello",
