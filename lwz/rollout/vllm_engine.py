@@ -106,6 +106,7 @@ class VllmEngine:
                                           logprobs_mode="processed_logprobs")
         self.tokenizer = self.llm.get_tokenizer()
         self._tied = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
+        self._stops: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int | None = None
                  ) -> list[list[Completion]]:
@@ -137,7 +138,9 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        texts, stop_ids = stop_split(self.tokenizer, sampling.stop)
+        if sampling.stop not in self._stops:   # split once per stop list, not once per sample
+            self._stops[sampling.stop] = stop_split(self.tokenizer, sampling.stop)
+        texts, stop_ids = self._stops[sampling.stop]
         params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
                                 stop=texts, stop_token_ids=stop_ids, include_stop_str_in_output=True, logprobs=0,
                                 output_kind=RequestOutputKind.FINAL_ONLY,
