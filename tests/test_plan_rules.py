@@ -92,6 +92,7 @@ def test_partial_rollout_settings_need_the_partial_mode():
     for override in ("rollout.over_sample=2", "rollout.max_staleness=3", "rollout.stale_tokens=importance"):
         rejects(override.split("=")[0], "applies to the partial rollout only", overrides=[override])
     rejects("algo.dynamic_sampling", "needs rollout.mode=partial", overrides=["algo.dynamic_sampling=true"])
+    rejects("algo.max_sampling_rounds", "applies to dynamic sampling only", overrides=["algo.max_sampling_rounds=4"])
     recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
     text = render_plan(recipe, resolve(recipe))
     assert "partial rollout: 80 groups in flight for 64, carried samples at most 2 update(s) stale, " \

@@ -35,7 +35,7 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _TOKEN_METRICS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "approx_kl_old",
                   "entropy")  # fmt: skip
 # With the engine's logprobs of the sampled tokens: the train/inference mismatch (and TIS weights).
-_MISMATCH_METRICS = ("rollout_logprob_diff", "rollout_kl")
+_MISMATCH_METRICS = ("rollout_logprob_diff", "rollout_kl")  # over fresh tokens; the others over the loss's
 
 
 class Policy:
@@ -212,9 +212,12 @@ class Policy:
                                         normalizer=normalizer,
                                         engine_logprobs=None if engine is None else engine[k].to(device),
                                         fresh=None if fresh is None else fresh[k].to(device))  # fmt: skip
-            metrics["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1)
-            n = mask.sum()
-            sums = torch.stack([loss.detach(), n, *(metrics[name] * n for name in names)])
+            fresh_k = mask if fresh is None else mask * fresh[k].to(device)
+            in_loss = fresh_k if fresh is not None and self.loss_settings.stale_tokens == "mask" else mask
+            metrics["entropy"] = (entropy * in_loss).sum() / in_loss.sum().clamp(min=1)
+            n, n_fresh = in_loss.sum(), fresh_k.sum()
+            sums = torch.stack([loss.detach(), n, n_fresh,
+                                *(metrics[name] * (n_fresh if name in _MISMATCH_METRICS else n) for name in names)])
             return loss * scale, sums
 
         self.model.zero_grad_buffer()
@@ -225,14 +228,15 @@ class Policy:
         assert success, "the optimizer step failed (non-finite gradients)"
         self.optimizer_steps += 1
 
-        sums = torch.zeros(2 + len(names), dtype=torch.float64, device=self._device)
+        sums = torch.zeros(3 + len(names), dtype=torch.float64, device=self._device)
         if parallel_state.is_pipeline_last_stage():
             sums += torch.stack(outputs).double().sum(0)
         torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
         torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
-        tokens = sums[1].item()
+        tokens, fresh_tokens = sums[1].item(), sums[2].item()
         result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens}
-        result.update({name: sums[2 + j].item() / max(tokens, 1.0) for j, name in enumerate(names)})
+        result.update({name: sums[3 + j].item() / max(fresh_tokens if name in _MISMATCH_METRICS else tokens, 1.0)
+                       for j, name in enumerate(names)})
         return result
 
     # ------------------------------------------------------------------ weights and checkpoints

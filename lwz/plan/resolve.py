@@ -152,6 +152,9 @@ def _check_supported(recipe: Recipe) -> None:
                         f"applies to the partial rollout only; set rollout.mode=partial (or leave it at {default})"))
     options.append(("algo.dynamic_sampling", recipe.algo.dynamic_sampling and r.mode == "sync",
                     "needs rollout.mode=partial (the extra rounds draw from its prompt stream and pool)"))
+    options.append(("algo.max_sampling_rounds",
+                    not recipe.algo.dynamic_sampling and recipe.algo.max_sampling_rounds != 2,
+                    "applies to dynamic sampling only; set algo.dynamic_sampling=true (or leave it at 2)"))
     for key, used, why in options:
         if used:
             raise LwzError(None, key, why)
