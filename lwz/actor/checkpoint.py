@@ -13,17 +13,16 @@ import json
 import logging
 import os
 import pickle
-import random
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lwz import atomic
 from lwz.actor.model import unwrap_model
+from lwz.runtime.rng import restore_rng_states, rng_states
 
 __all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights"]
 
@@ -83,28 +82,6 @@ def _sharded_state(model: torch.nn.Module, optimizer, is_loading: bool) -> dict[
     return state
 
 
-def _rng_state() -> dict[str, Any]:
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "tracker": get_cuda_rng_tracker().get_states()}  # fmt: skip
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], with_tracker: bool) -> None:
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-    if with_tracker:
-        get_cuda_rng_tracker().set_states(state["tracker"])
-
-
 def _layout() -> dict[str, int]:
     from megatron.core import parallel_state
 
@@ -128,7 +105,7 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     if rank == 0:
         tmp.mkdir(parents=True)
     rngs: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(rngs, _rng_state())
+    torch.distributed.all_gather_object(rngs, rng_states())
     torch.distributed.barrier()
     sharded = _sharded_state(model, optimizer, is_loading=False)
     sharded["lwz"] = {"state": pickle.dumps(state), "rng": pickle.dumps(rngs), "layout": _layout()}
@@ -184,7 +161,7 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     if not same_layout:
         log.info("checkpoint layout %s differs from %s: RNG tracker states are not restored",
                  common["layout"], _layout())  # fmt: skip
-    _set_rng_state(rngs[torch.distributed.get_rank()] if same_layout else rngs[0], with_tracker=same_layout)
+    restore_rng_states(rngs[torch.distributed.get_rank()] if same_layout else rngs[0], with_tracker=same_layout)
     log.info("loaded checkpoint %s", folder)
     return pickle.loads(common["state"])
 

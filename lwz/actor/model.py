@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lwz.errors import LwzError
+from lwz.runtime.device import on_gpu
 
 __all__ = [
     "Arch",
@@ -25,7 +26,6 @@ __all__ = [
     "unwrap_model",
     "forward_logits",
     "padded_vocab_size",
-    "on_gpu",
     "uses_transformer_engine",
 ]
 
@@ -125,13 +125,6 @@ def padded_vocab_size(vocab_size: int, tp: int) -> int:
     Padded rows are zero; their logits are sliced off by `forward_logits`.
     """
     return -(-vocab_size // tp) * tp
-
-
-def on_gpu() -> bool:
-    """Whether models live on a GPU: CUDA is visible and the CPU shims were not applied."""
-    from lwz.runtime.cpu_shims import cpu_shims_applied
-
-    return torch.cuda.is_available() and not cpu_shims_applied()
 
 
 def uses_transformer_engine() -> bool:

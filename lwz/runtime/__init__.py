@@ -1,4 +1,5 @@
-"""Hardware in one place: device and process groups (`device`), megatron on CPU (`cpu_shims`)."""
+"""Hardware in one place: device and process groups (`device`), megatron on CPU (`cpu_shims`), generator
+states for checkpoints (`rng`)."""
 
 from lwz.runtime.cpu_shims import apply_cpu_shims, cpu_shims_applied
 from lwz.runtime.device import (

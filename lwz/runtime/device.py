@@ -16,6 +16,7 @@ from lwz.launch.env import DistEnv, dist_env_from_environ
 __all__ = [
     "Runtime",
     "pick_device",
+    "on_gpu",
     "backend_for",
     "init_distributed",
     "destroy_distributed",
@@ -59,6 +60,13 @@ def pick_device(device: str | None = None) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise LwzError(None, "device", "cuda was asked for but no GPU is visible")
     return choice
+
+
+def on_gpu() -> bool:
+    """Whether models live on a GPU: CUDA is visible and the CPU shims were not applied."""
+    from lwz.runtime.cpu_shims import cpu_shims_applied
+
+    return torch.cuda.is_available() and not cpu_shims_applied()
 
 
 def engine_device() -> str:
