@@ -26,10 +26,13 @@ def asset_path(name: str) -> Path:
     return cache_dir() / "models" / FOLDERS[name]
 
 
-def build_assets_in(paths: list[str]) -> None:
-    """Build the assets among `paths` (model folders a recipe names) that are not built yet."""
+def build_recipe_assets(recipe) -> None:
+    """Build the assets a recipe's model folders name (policy, tokenizer, reward models) that are not built
+    yet: before a launch or a submission, so that no job starts without them."""
     import importlib
 
+    folders = [recipe.model.path, recipe.model.tokenizer or recipe.model.path]
+    paths = folders + [t.params["model"] for t in recipe.rewards.terms if t.name == "writing_rm"]
     for name, builder in ASSETS.items():
         if str(asset_path(name)) in paths:
             module, function = builder.split(":")

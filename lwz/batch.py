@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -53,6 +54,17 @@ class RolloutBatch:
     ref_logprobs: list[torch.Tensor] = field(default_factory=list)
     loss_mask: list[bool] = field(default_factory=list)  # False: out of the loss (empty: every sequence in)
     stale_tokens: list[int] = field(default_factory=list)  # leading response tokens sampled under older weights
+
+    def to_json(self) -> str:
+        """The batch as JSON, before the actor has scored it (a checkpoint keeps a one-step-off rollout's
+        next batch); tensors (old and reference logprobs) are computed later and not kept."""
+        assert not self.old_logprobs and not self.ref_logprobs, "only an unscored rollout batch is kept"
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)
+                           if f.name not in ("old_logprobs", "ref_logprobs")})
+
+    @classmethod
+    def from_json(cls, text: str) -> RolloutBatch:
+        return cls(**json.loads(text))
 
     def stale(self, i: int) -> int:
         """How many of sequence i's first response tokens came from older weights (partial rollout)."""

@@ -37,7 +37,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there."""
-    from lwz.assets_cache import build_assets_in
+    from lwz.assets_cache import build_recipe_assets
     from lwz.launch.choose import launch
     from lwz.preflight import check_inputs
     from lwz.runfolder import create_run_folder, open_run
@@ -54,14 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")
         return 0
-    build_assets_in(_model_folders(recipe))
+    build_recipe_assets(recipe)
     return launch(recipe, plan, folder)
-
-
-def _model_folders(recipe) -> list[str]:
-    """The model folders a recipe reads (policy, tokenizer, reward models)."""
-    folders = [recipe.model.path, recipe.model.tokenizer or recipe.model.path]
-    return folders + [t.params["model"] for t in recipe.rewards.terms if t.name == "writing_rm"]
 
 
 def build_parser() -> argparse.ArgumentParser:

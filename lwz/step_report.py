@@ -40,6 +40,9 @@ def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict
         name = f"rollout/{key.removeprefix('rollout_')}" if key.startswith("rollout_") else f"actor/{key}"
         out[name] = float(np.mean([u[key] for u in updates]))
     out.update({f"time/{k}": v for k, v in times.items()})
+    if sync.waited:   # one_step_off: the wait for the next batch is the rollout's hold on the actor, not the sync's
+        out["time/rollout"] += sync.waited
+        out["time/sync"] -= sync.waited
     out["time/step"] = sum(times.values())
     out["sync/gb_per_s"] = sync.gb_per_s
     out["data/epoch"] = float(epoch)

@@ -11,13 +11,23 @@ from lwz.errors import LwzError
 
 
 def run_worker(run_dir: Path) -> None:
-    """Load the run folder's resolved recipe, plan it and train (resuming from its last checkpoint)."""
+    """Load the run folder's resolved recipe, plan it and run this rank's role: train (resuming from the
+    last checkpoint) on an actor rank, serve the rollout on an engine rank of its own."""
     from lwz.plan.resolve import resolve
     from lwz.recipe.load import load_recipe
+    from lwz.rollout.engine_rank import serve_rollout
+    from lwz.runtime.roles import join_role
     from lwz.train import train
 
     recipe = load_recipe(run_dir / "recipe.yaml")
-    train(recipe, resolve(recipe), run_dir)
+    plan = resolve(recipe)
+    world = join_role(plan)
+    if world.role == "actor":
+        train(recipe, plan, run_dir, world)
+    else:
+        serve_rollout(recipe, plan, world)
+    if world.bridge is not None:
+        world.bridge.barrier()   # rank 0 hosts the bridge's store: nobody leaves while others use it
 
 
 def configure_logging(run_dir: Path | None = None) -> None:

@@ -82,15 +82,19 @@ def test_prompt_plus_max_tokens_over_context():
 
 
 def test_settings_the_runtime_does_not_do_yet_are_rejected():
-    rejects("rollout.colocate", "not supported yet", overrides=["rollout.colocate=false", "rollout.engines=2"])
     rejects("rewards.terms.1.params.colocate", "not supported yet", overrides=["rewards.terms.1.params.colocate=false"])
+    split = ["rollout.colocate=false", "rollout.engines=8"]
+    rejects("rollout.mode", "partial rollout on engines of their own is not supported yet",
+            overrides=[*split, "rollout.mode=partial"])
+    rejects("schedule.eval_every", "not supported yet", overrides=[*split, "schedule.eval_every=5"])
     rejects("actor.cp", "context parallelism is not supported yet", overrides=["actor.cp=2"])
     rejects("model.dtype", "fp16 is not supported yet", overrides=["model.dtype=fp16"])
 
 
 def test_partial_rollout_settings_need_the_partial_mode():
-    for override in ("rollout.over_sample=2", "rollout.max_staleness=3", "rollout.stale_tokens=importance"):
+    for override in ("rollout.over_sample=2", "rollout.max_staleness=3"):
         rejects(override.split("=")[0], "applies to the partial rollout only", overrides=[override])
+    rejects("rollout.stale_tokens", "partial and one-step-off rollouts only", overrides=["rollout.stale_tokens=importance"])
     rejects("algo.dynamic_sampling", "needs rollout.mode=partial", overrides=["algo.dynamic_sampling=true"])
     rejects("algo.max_sampling_rounds", "applies to dynamic sampling only", overrides=["algo.max_sampling_rounds=4"])
     recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
@@ -145,3 +149,35 @@ def test_reward_engines_have_their_own_tp_on_the_actor_gpus():
 def test_tiny_cpu_plan_runs_one_engine_per_rank_with_tp2():
     p = plan("actor.tp=2", "cluster.gpus_per_node=2", recipe=RECIPES / "tiny.yaml")
     assert p.device == "cpu" and p.dp == 1 and p.engine("rollout").count == 2
+
+
+ASYNC = RECIPES / "longwriter_zero_async.yaml"
+
+
+def test_the_split_recipe_plans_engine_only_ranks_on_64_gpus():
+    p = plan(recipe=ASYNC)
+    assert p.world_size == 64 and p.actor_world == 32 and (p.tp, p.pp, p.dp) == (8, 2, 2)
+    rollout = p.engine("rollout")
+    assert not rollout.colocated and rollout.ranks == [list(range(32 + 4 * e, 36 + 4 * e)) for e in range(8)]
+    assert p.engine("writing_rm").colocated and p.engine("writing_rm").ranks[-1] == list(range(24, 32))
+    assert [p.role(r) for r in (0, 31, 32, 63)] == ["actor", "actor", "rollout", "rollout"]
+    assert set(p.phase_peak) == {"update", "writing_rm", "rollout GPUs"}
+    assert p.phase_peak["rollout GPUs"] == int(0.9 * 80 * (1 << 30))   # the engine's whole budget, every phase
+    text = render_plan(load_recipe(ASYNC), p)
+    assert "on GPUs of their own (ranks 32-63), one_step_off" in text
+    assert "   32    4   0  rollout |   -   -   -   - |        0.0          -" in text
+    assert "peak per GPU of the rollout engines (every phase): 72.0 of 80 GiB" in text
+
+
+def test_split_layout_rules():
+    split = ["rollout.colocate=false"]
+    rejects("rollout.engines", "say how many engines", overrides=split)
+    rejects("rollout.engines", "leave none for the actor", overrides=[*split, "rollout.engines=16"])
+    rejects("rollout.tp", "spans two nodes", overrides=[*split, "rollout.engines=1", "rollout.tp=8", "actor.pp=1",
+                                                        "cluster.gpus_per_node=4", "schedule.prompts_per_step=48"])
+    rejects("rollout.mode", "needs the rollout engines on GPUs of their own", overrides=["rollout.mode=one_step_off",
+                                                                                       "rollout.stale_tokens=importance"])
+    rejects("rollout.stale_tokens", "set rollout.stale_tokens=importance", recipe=ASYNC,
+            overrides=["rollout.stale_tokens=mask"])
+    p = plan(*split, "rollout.engines=4", "rollout.tp=8")   # sync on the split layout: 32 + 32 GPUs
+    assert p.actor_world == 32 and p.role(32) == "rollout" and p.engine("rollout").count == 4

@@ -136,6 +136,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand an experiment file, validate every run, then list it (--dry-run) or submit one job array."""
+    from lwz.assets_cache import build_recipe_assets
     from lwz.launch.sweep import (check_same_resources, check_sweep_inputs, describe, load_experiment, plan_sweep,
                                   submit_sweep)
 
@@ -150,6 +151,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for run in runs:
             print(f"  {describe(run)}")
         return 0
+    for run in runs:   # models the runs build locally (${asset:...}) exist before any job starts
+        build_recipe_assets(run.recipe)
     manifest = submit_sweep(experiment, runs, args.overrides)
     print(f"submitted job array {manifest['array_job_id']}: {len(runs)} run(s) of {experiment.name}")
     for run in manifest["runs"]:

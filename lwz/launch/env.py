@@ -220,3 +220,22 @@ def _int(environ: Mapping[str, str], key: str, default: int | None = None) -> in
         return int(environ[key])
     except ValueError:
         raise LwzError(_WHERE, key, f"'{environ[key]}' is not an integer") from None
+
+
+def role_env(job: DistEnv, first: int, size: int, master_addr: str, master_port: int) -> DistEnv:
+    """This process's coordinates in its role's own world, the job's global ranks [first, first + size)
+    (the actor's ranks, or one engine group's on GPUs of its own); the node-local GPU index is kept."""
+    return DistEnv(rank=job.rank - first, world_size=size, local_rank=job.local_rank,
+                   local_world_size=job.local_world_size, node_rank=job.node_rank, num_nodes=job.num_nodes,
+                   master_addr=master_addr, master_port=master_port, source=job.source)
+
+
+def rank_host(job: DistEnv, rank: int, environ: Mapping[str, str] = os.environ) -> str:
+    """The host of a global rank: the job's master on one node, else its node in SLURM's node list (tasks
+    are placed in blocks of `local_world_size` per node, as the plan asks)."""
+    if job.num_nodes == 1 or rank < job.local_world_size:
+        return job.master_addr
+    nodelist = _first_set(environ, "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+    if nodelist is None:
+        raise LwzError(_WHERE, "SLURM_JOB_NODELIST", "is not set: cannot place the engine ranks' rendezvous")
+    return expand_nodelist(nodelist)[rank // job.local_world_size]

@@ -31,7 +31,7 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"actor     {a.backend}: tp {plan.tp} x cp {plan.cp} x dp {plan.dp} x pp {plan.pp} = {plan.actor_world} ranks; "
         f"recompute {a.recompute}; distributed optimizer {'on' if a.distributed_optimizer else 'off'}; "
         f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
-        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, colocated with the actor; G={r.group_size}, "
+        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {_where(plan, rollout)}, {r.mode}; G={r.group_size}, "
         f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
         f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else "")
         + _partial(recipe),
@@ -45,6 +45,13 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"schedule  {recipe.schedule.steps} steps, save every {recipe.schedule.save_every}, "
         f"seed {recipe.schedule.seed}",
     ]
+
+
+def _where(plan: Plan, group) -> str:
+    if group.colocated:
+        return "colocated with the actor"
+    ranks = plan.separate_engine_ranks(group.name)
+    return f"on GPUs of their own (ranks {ranks[0]}-{ranks[-1]})"
 
 
 def _partial(recipe: Recipe) -> str:
@@ -67,7 +74,7 @@ def _placement(plan: Plan) -> list[str]:
         engine_of[group.name] = {rank: f"{i}.{j}" for i, ranks in enumerate(group.ranks)
                                  for j, rank in enumerate(ranks)}
     names = [g.name for g in plan.engines if g.ranks]
-    header = f"{'rank':>5} {'node':>4} {'gpu':>3} | {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3} | " + \
+    header = f"{'rank':>5} {'node':>4} {'gpu':>3} {'role':>8} | {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3} | " + \
         " ".join(f"{n:>10}" for n in names)
     lines = ["placement (engine columns: engine.rank-in-engine)", header, "-" * len(header)]
     for rank in range(plan.world_size):
@@ -75,7 +82,7 @@ def _placement(plan: Plan) -> list[str]:
         c = plan.coords.get(rank)
         actor = f"{c.tp:>3} {c.cp:>3} {c.dp:>3} {c.pp:>3}" if c else f"{'-':>3} {'-':>3} {'-':>3} {'-':>3}"
         engines = " ".join(f"{engine_of[n].get(rank, '-'):>10}" for n in names)
-        lines.append(f"{rank:>5} {node:>4} {local:>3} | {actor} | {engines}")
+        lines.append(f"{rank:>5} {node:>4} {local:>3} {plan.role(rank):>8} | {actor} | {engines}")
     return lines
 
 
@@ -91,8 +98,13 @@ def _memory(recipe: Recipe, plan: Plan) -> list[str]:
         if g.ranks:
             m = g.memory
             lines.append(f"{g.name:<14}{g.tp:>14}{_gib(m.weights)}{_gib(m.kv_cache)}{_gib(m.total)}{_gib(m.budget)}")
-    peaks = ", ".join(f"{phase} {peak / GIB:.1f}" for phase, peak in plan.phase_peak.items())
+    actor = {k: v for k, v in plan.phase_peak.items() if not k.endswith(" GPUs")}
+    peaks = ", ".join(f"{phase} {peak / GIB:.1f}" for phase, peak in actor.items())
     capacity = f" of {recipe.cluster.gpu_memory_gib:g} GiB" if plan.device == "gpu" else ""
     lines.append(f"peak per actor GPU by phase: {peaks}{capacity}")
+    for phase, peak in plan.phase_peak.items():
+        if phase.endswith(" GPUs"):
+            lines.append(f"peak per GPU of the {phase.removesuffix(' GPUs')} engines (every phase): "
+                         f"{peak / GIB:.1f}{capacity}")
     lines += [f"warning: {w}" for w in plan.warnings]
     return lines

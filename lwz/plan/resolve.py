@@ -37,6 +37,7 @@ class EngineGroup:
     ranks: list[list[int]]
     memory: EngineMemory
     key: str  # the recipe section that sets it up
+    colocated: bool = True  # on the actor's GPUs (asleep outside its phase), else on GPUs of its own
 
     @property
     def count(self) -> int:
@@ -69,6 +70,18 @@ class Plan:
     def actor_world(self) -> int:
         return len(self.actor_ranks)
 
+    def role(self, rank: int) -> str:
+        """What a global rank runs: "actor" (the actor shard and the colocated engines) or the name of the
+        engine group whose GPUs of its own it is part of."""
+        if rank in self.coords:
+            return "actor"
+        return next(g.name for g in self.engines if not g.colocated and any(rank in r for r in g.ranks))
+
+    def separate_engine_ranks(self, name: str) -> list[int]:
+        """The global ranks of an engine group on GPUs of its own (empty when colocated or absent)."""
+        group = self.engine(name)
+        return [] if group is None or group.colocated else [rank for ranks in group.ranks for rank in ranks]
+
     def engine(self, name: str) -> EngineGroup | None:
         """The engine group called `name`, if the plan has one."""
         return next((e for e in self.engines if e.name == name), None)
@@ -88,7 +101,11 @@ def resolve(recipe: Recipe) -> Plan:
     world = cluster.nodes * cluster.gpus_per_node
     rm_terms = [(i, t) for i, t in enumerate(recipe.rewards.terms) if t.name == "writing_rm"]
 
-    actor_world = world  # every engine is colocated with the actor (separate engines are rejected above)
+    separate = 0 if rollout.colocate else _separate_engines(recipe) * rollout.tp
+    actor_world = world - separate  # the actor's ranks come first, engines on GPUs of their own after them
+    if actor_world < 1:
+        raise LwzError(None, "rollout.engines", f"{_separate_engines(recipe)} engines of tp {rollout.tp} take "
+                       f"{separate} of the {world} GPUs and leave none for the actor")
     model_parallel = actor.tp * actor.pp * actor.cp
     if actor_world % model_parallel:
         raise LwzError(None, "actor", f"world size {actor_world} is not divisible by tp x pp x cp = "
@@ -100,7 +117,7 @@ def resolve(recipe: Recipe) -> Plan:
     _check_eval(recipe)
 
     coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
-    engines = [_rollout_engines(recipe, arch, actor_world)]
+    engines = [_rollout_engines(recipe, arch, actor_world, world)]
     engines += [_rm_engines(recipe, term.params, f"rewards.terms.{i}.params", actor_world, gpu) for i, term in rm_terms]
     stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
                           distributed_optimizer=actor.distributed_optimizer, recompute=actor.recompute,
@@ -141,15 +158,29 @@ def _check_supported(recipe: Recipe) -> None:
                 "fp16 is not supported yet (the actor has no loss scaling); use bf16 or fp32"),
                ("actor.cp", recipe.actor.cp > 1, "context parallelism is not supported yet (the actor's SDPA "
                 "attention does not split sequences over CP ranks); use actor.cp=1 and raise actor.tp/pp"),
-               ("rollout.colocate", not recipe.rollout.colocate, _SEPARATE)]
+               ]
     for i, term in enumerate(recipe.rewards.terms):
         if term.name == "writing_rm":
-            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"], _SEPARATE))
+            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"],
+                            "reward-model engines on GPUs of their own are not supported yet; use colocate: true "
+                            "(the reward model shares the actor's GPUs, also with rollout.colocate=false)"))
     r = recipe.rollout
-    for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1),
-                                ("stale_tokens", r.stale_tokens, "mask")):
-        options.append((f"rollout.{key}", r.mode == "sync" and value != default,
+    for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1)):
+        options.append((f"rollout.{key}", r.mode != "partial" and value != default,
                         f"applies to the partial rollout only; set rollout.mode=partial (or leave it at {default})"))
+    options.append(("rollout.stale_tokens", r.mode == "sync" and r.stale_tokens != "mask",
+                    "applies to the partial and one-step-off rollouts only (or leave it at mask)"))
+    options.append(("rollout.stale_tokens", r.mode == "one_step_off" and r.stale_tokens == "mask",
+                    "one_step_off samples every token one update behind: mask would leave none in the loss; "
+                    "set rollout.stale_tokens=importance"))
+    options.append(("rollout.mode", r.mode == "one_step_off" and r.colocate,
+                    "one_step_off overlaps the next step's generation with the update, which needs the rollout "
+                    "engines on GPUs of their own: set rollout.colocate=false and rollout.engines"))
+    options.append(("rollout.mode", r.mode == "partial" and not r.colocate,
+                    "the partial rollout on engines of their own is not supported yet; use rollout.colocate=true"))
+    options.append(("schedule.eval_every", recipe.schedule.eval_every > 0 and not r.colocate,
+                    "evaluation during training on engines of their own is not supported yet; set it to 0 "
+                    "and run lwz eval on the checkpoints"))
     options.append(("algo.dynamic_sampling", recipe.algo.dynamic_sampling and r.mode == "sync",
                     "needs rollout.mode=partial (the extra rounds draw from its prompt stream and pool)"))
     options.append(("algo.max_sampling_rounds",
@@ -160,7 +191,12 @@ def _check_supported(recipe: Recipe) -> None:
             raise LwzError(None, key, why)
 
 
-_SEPARATE = "engines on GPUs of their own are not supported yet (the loop has no engine-only ranks); use colocate: true"
+def _separate_engines(recipe: Recipe) -> int:
+    """How many rollout engines run on GPUs of their own (rollout.colocate=false): rollout.engines."""
+    if recipe.rollout.engines is None:
+        raise LwzError(None, "rollout.engines", "with rollout.colocate=false say how many engines (each on "
+                       "rollout.tp GPUs of its own, after the actor's)")
+    return recipe.rollout.engines
 
 
 def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
@@ -255,13 +291,26 @@ def _colocated_ranks(key: str, tp: int, engines: int | None, actor_world: int) -
     return [list(range(i * tp, (i + 1) * tp)) for i in range(count)]
 
 
-def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int) -> EngineGroup:
+def _separate_ranks(key: str, tp: int, engines: int, first: int, gpus_per_node: int) -> list[list[int]]:
+    """Engines of `tp` consecutive ranks from `first` on, each within one node."""
+    ranks = [list(range(first + i * tp, first + (i + 1) * tp)) for i in range(engines)]
+    for r in ranks:
+        if r[0] // gpus_per_node != r[-1] // gpus_per_node:
+            raise LwzError(None, f"{key}.tp", f"an engine on ranks {r[0]}-{r[-1]} spans two nodes ({gpus_per_node} "
+                           "GPUs per node): make the actor's GPUs a multiple of the engine tp")
+    return ranks
+
+
+def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int, world: int) -> EngineGroup:
     rollout = recipe.rollout
-    ranks = _colocated_ranks("rollout", rollout.tp, rollout.engines, actor_world)
+    if rollout.colocate:
+        ranks = _colocated_ranks("rollout", rollout.tp, rollout.engines, actor_world)
+    else:
+        ranks = _separate_ranks("rollout", rollout.tp, rollout.engines, actor_world, recipe.cluster.gpus_per_node)
     memory = engine_memory(arch, dtype=recipe.model.dtype, tp=rollout.tp, sequences=rollout.group_size,
                            tokens_per_sequence=rollout.max_prompt_tokens + rollout.max_tokens,
                            budget=_engine_budget(rollout.gpu_memory_utilization, recipe))
-    return EngineGroup("rollout", rollout.tp, ranks, memory, "rollout")
+    return EngineGroup("rollout", rollout.tp, ranks, memory, "rollout", colocated=rollout.colocate)
 
 
 def _rm_engines(recipe: Recipe, params: dict, key: str, actor_world: int, gpu: bool) -> EngineGroup:
@@ -282,12 +331,14 @@ def _rm_engines(recipe: Recipe, params: dict, key: str, actor_world: int, gpu: b
 
 
 def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup], gpu_gib: float) -> dict[str, int]:
-    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget)."""
+    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget); an engine
+    group on GPUs of its own is its own entry, "<name> GPUs" (its budget there, all the time)."""
     static = max(s.static for s in stages)
     peaks = {"update": max(s.total for s in stages)}
     for group in engines:
         if group.ranks:
-            peaks[group.name] = static + group.memory.budget
+            peaks[group.name if group.colocated else f"{group.name} GPUs"] = \
+                (static if group.colocated else 0) + group.memory.budget
     return peaks
 
 

@@ -84,9 +84,11 @@ class RolloutCfg:
 
     engine: str = setting("vllm", "Rollout engine.", choices=("vllm",))
     tp: int = setting(1, "Tensor-parallel size of one engine.", ge=1)
-    engines: Optional[int] = setting(None, "Number of engines; null: derived (colocated: actor GPUs / tp).", ge=1)
-    colocate: bool = setting(True, "Engines share the actor's GPUs (asleep outside the rollout); false "
-                             "(engines on GPUs of their own) is not supported yet.")
+    engines: Optional[int] = setting(None, "Number of engines; null: derived (colocated: actor GPUs / tp); "
+                                     "required with colocate=false.", ge=1)
+    colocate: bool = setting(True, "Engines share the actor's GPUs (asleep outside the rollout); false: engines "
+                             "x tp GPUs of their own after the actor's (the job's last ranks), weights broadcast "
+                             "to them after each update (NCCL; gloo on CPU).")
     gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
     group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
     temperature: float = setting(0.8, "Sampling temperature; the actor's logprobs are of logits / temperature.", gt=0)
@@ -104,13 +106,15 @@ class RolloutCfg:
     mode: str = setting("sync", "sync: one blocking generate per step, every response finished before the "
                         "update; partial: the engine is stepped until prompts_per_step prompt groups are complete, "
                         "unfinished samples keep their tokens and engine logprobs and continue next step under the "
-                        "new weights (partial rollout).", choices=("sync", "partial"))
+                        "new weights (partial rollout); one_step_off (needs colocate=false): the engines generate "
+                        "step n+1 under the weights of step n while the actor trains on step n, every token one "
+                        "update stale (stale_tokens=importance).", choices=("sync", "partial", "one_step_off"))
     over_sample: float = setting(1.0, "partial: prompt groups in flight per step, as a multiple of "
                                  "schedule.prompts_per_step (new prompts top the carried ones up to it).", ge=1)
     max_staleness: int = setting(1, "partial: how many updates behind a carried group's oldest token may be when "
                                  "it is trained on; older groups are dropped. 0: unfinished samples are dropped "
                                  "at the end of each step (over-sampling without carry-over).", ge=0)
-    stale_tokens: str = setting("mask", "partial: the loss on tokens sampled under older weights: mask (out of the "
+    stale_tokens: str = setting("mask", "partial, one_step_off: the loss on tokens sampled under older weights: mask (out of the "
                                 "loss) or importance (PPO ratio against the recorded engine logprobs, clipped).",
                                 choices=("mask", "importance"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lwz.batch import RolloutBatch
-from lwz.data.prompts import PromptOrder
+from lwz.data.prompts import PromptOrder, fitting_prompts, recipe_prompts
 from lwz.data.templates import render_prompt
 from lwz.recipe.schema import Recipe
 from lwz.rollout.partial import PartialRollout, expected_tokens, groups_to_batch, sync_round_metrics
@@ -33,6 +33,18 @@ class StepRollout:
                                  recipe.data.shuffle)
         self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample,
                                       r.max_staleness) if r.mode == "partial" else None
+
+    @classmethod
+    def build(cls, recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
+        """This rank's rollout engine (vLLM, `device` "gpu"|"cpu") and the recipe's prompts that fit it."""
+        r = recipe.rollout
+        engine = VllmEngine(recipe.model.path, tokenizer=recipe.model.tokenizer, device=device, tp=r.tp,
+                            dtype=recipe.model.dtype, seed=recipe.schedule.seed,
+                            max_model_len=r.max_prompt_tokens + r.max_tokens,
+                            gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed)
+        prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
+                                  chat=r.chat_template)
+        return cls(recipe, engine, role, prompts)
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's groups (unscored) and the rollout metrics; the engine holds the weights after

@@ -6,12 +6,16 @@ Peak extra memory is one bucket (plus the one tensor being gathered), not the mo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.distributed as dist
+
+from lwz.runtime.bridge import Channel
+
+SYNC_BUCKET_BYTES = 256 << 20  # what a sync gathers (and, to engines of their own, sends) at once
+Weights = Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # the actor's HF-named tensors (a collective)
 
 
 class WeightSink(Protocol):
@@ -30,6 +34,7 @@ class SyncStats:
     bytes: int
     tensors: int
     buckets: int
+    waited: float = 0.0  # of `seconds` before the sync, waiting for the engines (one_step_off: the next batch)
 
     @property
     def gb_per_s(self) -> float:
@@ -74,22 +79,21 @@ def push_weights(named: Iterable[tuple[str, torch.Tensor]], sink: WeightSink, bu
     return SyncStats(time.perf_counter() - start, totals["bytes"], totals["tensors"], totals["buckets"])
 
 
-def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int, group: dist.ProcessGroup | None,
+def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int, channel: Channel,
                       bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Engines on their own devices: `src` sends its buckets flattened into one buffer each; every rank
-    of `group` (NCCL on GPU, gloo on CPU) yields the same buckets. Non-source ranks pass `named=None`."""
-    is_src = dist.get_rank() == src
+    """Engines on GPUs of their own: global rank `src` sends its buckets, each flattened into one buffer on
+    the channel's device; every member of `channel` (the bridge's weight group: NCCL on GPUs, gloo on CPU)
+    yields the same buckets. Other members pass `named=None`. Peak extra memory: one bucket."""
+    is_src = channel.members[channel.rank] == src
     source = buckets(named, bucket_bytes) if is_src else None
     while True:
-        header = [None]
-        if is_src:
-            bucket = next(source, None)
-            header = [None if bucket is None else [(n, t.shape, t.dtype) for n, t in bucket]]
-        dist.broadcast_object_list(header, src=src, group=group)
-        if header[0] is None:
+        bucket = next(source, None) if is_src else None
+        header = channel.broadcast_object(None if bucket is None else [(n, t.shape, t.dtype) for n, t in bucket], src)
+        if header is None:
             return
-        dtype = header[0][0][2]
-        sizes = [torch.Size(s).numel() for _, s, _ in header[0]]
-        flat = torch.cat([t.reshape(-1) for _, t in bucket]) if is_src else torch.empty(sum(sizes), dtype=dtype)
-        dist.broadcast(flat, src=src, group=group)
-        yield [(name, part.view(shape)) for (name, shape, _), part in zip(header[0], flat.split(sizes))]
+        dtype = header[0][2]
+        sizes = [torch.Size(s).numel() for _, s, _ in header]
+        flat = torch.cat([t.reshape(-1).to(channel.device) for _, t in bucket]) if is_src else \
+            torch.empty(sum(sizes), dtype=dtype, device=channel.device)
+        channel.broadcast(flat, src)
+        yield [(name, part.view(shape)) for (name, shape, _), part in zip(header, flat.split(sizes))]

@@ -1,5 +1,6 @@
 """Hardware in one place: device and process groups (`device`), megatron on CPU (`cpu_shims`), generator
-states for checkpoints (`rng`)."""
+states for checkpoints (`rng`), the worlds of the plan's roles (`roles`) and the groups that join them
+(`bridge`)."""
 
 from lwz.runtime.cpu_shims import apply_cpu_shims, cpu_shims_applied
 from lwz.runtime.device import (

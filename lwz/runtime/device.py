@@ -19,6 +19,7 @@ __all__ = [
     "on_gpu",
     "backend_for",
     "init_distributed",
+    "init_engine_world",
     "destroy_distributed",
     "release_memory",
     "seed_everything",
@@ -148,6 +149,19 @@ def init_distributed(
         runtime.dp,
     )
     return runtime
+
+
+def init_engine_world(env: DistEnv, device: str, timeout_minutes: int = 30) -> None:
+    """An engine group on GPUs of its own: its ranks' default process group (vLLM's external launcher runs
+    its engines over it; one rank alone needs none). No megatron groups: these ranks hold no actor."""
+    kind = pick_device(device)
+    if kind == "cuda":
+        torch.cuda.set_device(env.local_rank)
+    if env.world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend_for(kind),
+                                             init_method=f"tcp://{env.master_addr}:{env.master_port}",
+                                             rank=env.rank, world_size=env.world_size,
+                                             timeout=datetime.timedelta(minutes=timeout_minutes))
 
 
 def seed_everything(seed: int) -> None:

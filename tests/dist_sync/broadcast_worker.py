@@ -1,18 +1,19 @@
-"""Two gloo ranks: rank 0 broadcasts a mixed-dtype state in small buckets, rank 1 streams what it
-receives through `push_weights` into a recording sink and saves it with the (seeded) source state
-(the separate-engine path).
+"""Two ranks joined only by the bridge (lwz/runtime/bridge.py, gloo), as an actor rank and an engine rank
+of their own are: rank 0 broadcasts a mixed-dtype state in small buckets, rank 1 streams what it receives
+through `push_weights` into a recording sink and saves it with the (seeded) source state.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 broadcast_worker.py OUT
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
-import torch.distributed as dist
 
 from lwz.rollout.sync import broadcast_buckets, push_weights
+from lwz.runtime.bridge import Bridge
 
 
 def source_state() -> dict[str, torch.Tensor]:
@@ -39,17 +40,17 @@ class RecordingSink:
 
 
 def main(out: str) -> None:
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+    rank = int(os.environ["RANK"])
+    bridge = Bridge(rank=rank, world=2, host="127.0.0.1", port=int(os.environ["MASTER_PORT"]) + 2,
+                    weight_ranks=[0, 1], backend="gloo", device=torch.device("cpu"))
     sink = RecordingSink()
-    received = broadcast_buckets(source_state().items() if rank == 0 else None, src=0, group=None,
+    received = broadcast_buckets(source_state().items() if rank == 0 else None, src=0, channel=bridge.weights,
                                  bucket_bytes=16 << 10)
     stats = push_weights((item for bucket in received for item in bucket), sink, bucket_bytes=16 << 10)
     if rank == 1:
         torch.save({"calls": sink.calls, "resets": sink.resets, "buckets": stats.buckets, "bytes": stats.bytes,
                     "source": source_state()}, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    bridge.barrier()
 
 
 if __name__ == "__main__":

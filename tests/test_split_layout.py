@@ -1,0 +1,76 @@
+"""Rollout engines on ranks of their own (`rollout.colocate: false`) over gloo: the actor's world, the engine
+ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of tests/test_train_loop.py.
+
+- sync on the split layout (2 actor ranks + 2 engine ranks) gives the colocated layout's metrics (2 ranks,
+  each with an actor shard and an engine): the same engines, prompts and seeds, only in other processes;
+- one_step_off (1 actor rank + 1 engine rank) learns to the learning test's threshold while every batch
+  after the first is one update stale, and a run killed after a checkpoint resumes to the same metrics as
+  the uninterrupted one (the checkpoint keeps the batch generated ahead).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from fixtures_models import peaked_qwen2  # noqa: F401
+from test_train_loop import learning_recipe, lwz, metrics, run_to_end
+
+pytestmark = pytest.mark.slow
+
+COMPARED = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/ratio_mean",
+            "rollout/logprob_diff", "response/tokens_mean", "length/response_mean")
+SPLIT = ("rollout.colocate=false", "rollout.engines=2")
+ONE_STEP_OFF = ("cluster.gpus_per_node=2", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
+                "rollout.stale_tokens=importance")
+
+
+def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):  # noqa: F811
+    runs = {}
+    for name, overrides in (("colocated", ("cluster.gpus_per_node=2",)), ("split", ("cluster.gpus_per_node=4", *SPLIT))):
+        (tmp_path / name).mkdir()
+        recipe = learning_recipe(tmp_path / name, peaked_qwen2, steps=2, run=name)
+        out = run_to_end("run", str(recipe), "actor.tp=1", "schedule.prompts_per_step=4", *overrides)
+        runs[name] = metrics(tmp_path / name / "runs" / "learn" / name)
+        if name == "split":
+            plan = (tmp_path / name / "runs" / "learn" / name / "plan.txt").read_text()
+            assert "2 engine(s) x tp 1, on GPUs of their own (ranks 2-3), sync" in plan, plan
+            assert "INFO" not in out
+    assert [r["step"] for r in runs["split"]] == [1, 2]
+    for colocated, split in zip(runs["colocated"], runs["split"]):
+        for key in COMPARED:
+            assert split[key] == pytest.approx(colocated[key], abs=1e-5), (split["step"], key)
+        assert split["rollout/staleness"] == 0
+    assert runs["split"][0]["sync/gb_per_s"] > 0   # no sync after the last step: the engines are done
+
+
+def test_one_step_off_learns_and_resumes_after_sigkill(tmp_path, peaked_qwen2):  # noqa: F811
+    (tmp_path / "a").mkdir()
+    straight = learning_recipe(tmp_path / "a", peaked_qwen2, prompts_per_step=8, save_every=3, run="straight")
+    run_to_end("run", str(straight), *ONE_STEP_OFF)
+    expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
+    assert [m["rollout/staleness"] for m in expected] == [0, 1, 1, 1, 1, 1]   # exactly one update behind
+    assert all(m["actor/ratio_mean"] != pytest.approx(1.0, abs=1e-6) for m in expected[1:])  # pi / pi_engine
+    rewards = [m["reward/length"] for m in expected]
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
+
+    (tmp_path / "b").mkdir()
+    recipe = learning_recipe(tmp_path / "b", peaked_qwen2, prompts_per_step=8, save_every=3, run="killed")
+    folder = tmp_path / "b" / "runs" / "learn" / "killed"
+    proc = lwz("run", str(recipe), *ONE_STEP_OFF)
+    deadline = time.time() + 600
+    while not (folder / "ckpt" / "latest").exists():   # the step-3 checkpoint is complete
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(metrics(folder)) < 6
+    out = run_to_end("run", str(folder))
+    assert "resumed from" in out and "step-00000003" in out
+    got = metrics(folder)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    for want, have in zip(expected, got):
+        for key in COMPARED:
+            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
