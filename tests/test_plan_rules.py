@@ -177,7 +177,8 @@ def test_split_layout_rules():
                                                         "cluster.gpus_per_node=4", "schedule.prompts_per_step=48"])
     rejects("rollout.mode", "needs the rollout engines on GPUs of their own", overrides=["rollout.mode=one_step_off",
                                                                                        "rollout.stale_tokens=importance"])
-    rejects("rollout.stale_tokens", "set rollout.stale_tokens=importance", recipe=ASYNC,
+    rejects("rollout.stale_tokens", "set rollout.stale_tokens=recompute", recipe=ASYNC,
             overrides=["rollout.stale_tokens=mask"])
+    rejects("algo.rollout_correction", "set it to tis", recipe=ASYNC, overrides=["algo.rollout_correction=none"])
     p = plan(*split, "rollout.engines=4", "rollout.tp=8")   # sync on the split layout: 32 + 32 GPUs
     assert p.actor_world == 32 and p.role(32) == "rollout" and p.engine("rollout").count == 4

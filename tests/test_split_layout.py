@@ -4,7 +4,8 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 - sync on the split layout (2 actor ranks + 2 engine ranks) gives the colocated layout's metrics (2 ranks,
   each with an actor shard and an engine): the same engines, prompts and seeds, only in other processes;
 - one_step_off (1 actor rank + 1 engine rank) learns to the learning test's threshold while every batch
-  after the first is one update stale, and a run killed after a checkpoint resumes to the same metrics as
+  after the first is one update stale (decoupled PPO: the ratio clipped around the current actor, the gap
+  to the engine that sampled the tokens weighted by TIS), and a run killed after a checkpoint resumes to the same metrics as
   the uninterrupted one (the checkpoint keeps the batch generated ahead).
 """
 
@@ -24,7 +25,7 @@ COMPARED = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "
             "rollout/logprob_diff", "response/tokens_mean", "length/response_mean")
 SPLIT = ("rollout.colocate=false", "rollout.engines=2")
 ONE_STEP_OFF = ("cluster.gpus_per_node=2", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
-                "rollout.stale_tokens=importance")
+                "rollout.stale_tokens=recompute", "algo.rollout_correction=tis")
 
 
 def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):  # noqa: F811
@@ -52,7 +53,8 @@ def test_one_step_off_learns_and_resumes_after_sigkill(tmp_path, peaked_qwen2): 
     run_to_end("run", str(straight), *ONE_STEP_OFF)
     expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
     assert [m["rollout/staleness"] for m in expected] == [0, 1, 1, 1, 1, 1]   # exactly one update behind
-    assert all(m["actor/ratio_mean"] != pytest.approx(1.0, abs=1e-6) for m in expected[1:])  # pi / pi_engine
+    assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # clipped around pi_actor
+    assert all(m["actor/tis_weight_mean"] != pytest.approx(1.0, abs=1e-4) for m in expected[1:])  # pi / pi_engine
     rewards = [m["reward/length"] for m in expected]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 

@@ -171,6 +171,11 @@ class Policy:
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return counts[0].item(), counts[1].item()
 
+    @property
+    def _recompute(self) -> bool:
+        """Stale tokens are trained like fresh ones (their old logprobs the current actor's)."""
+        return self.loss_settings.stale_tokens == "recompute"
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank.
 
@@ -192,7 +197,7 @@ class Policy:
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
         keep = [torch.tensor([float(batch.in_loss(i)) for i in idx])[:, None] for idx in groups]
         fresh = [padded.scatter([torch.arange(len(batch.response_ids[i])) >= batch.stale(i) for i in idx])
-                 for padded, idx in zip(micro, groups)] if batch.stale_tokens else None
+                 for padded, idx in zip(micro, groups)] if batch.stale_tokens and not self._recompute else None
         ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if self.reference is not None else None
         # The schedule divides each micro-batch loss by their count and DDP averages gradients over

@@ -115,8 +115,11 @@ class RolloutCfg:
                                  "it is trained on; older groups are dropped. 0: unfinished samples are dropped "
                                  "at the end of each step (over-sampling without carry-over).", ge=0)
     stale_tokens: str = setting("mask", "partial, one_step_off: the loss on tokens sampled under older weights: mask (out of the "
-                                "loss) or importance (PPO ratio against the recorded engine logprobs, clipped).",
-                                choices=("mask", "importance"))
+                                "loss), importance (the PPO ratio against the engine's logprobs, clipped around the "
+                                "policy that sampled them) or recompute (the PPO ratio against the current actor's, "
+                                "clipped around it, the gap to the sampling policy left to algo.rollout_correction=tis: "
+                                "decoupled PPO, as AReaL; verl's one-step-off recomputes too).",
+                                choices=("mask", "importance", "recompute"))
 
 
 @dataclass
