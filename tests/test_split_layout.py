@@ -24,17 +24,24 @@ pytestmark = pytest.mark.slow
 COMPARED = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/ratio_mean",
             "rollout/logprob_diff", "response/tokens_mean", "length/response_mean")
 SPLIT = ("rollout.colocate=false", "rollout.engines=2")
+OVERLONG = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
+            "{name: overlong, params: {buffer: 16}}]")
 ONE_STEP_OFF = ("cluster.gpus_per_node=2", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
                 "rollout.stale_tokens=recompute", "algo.rollout_correction=tis")
 
 
 def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):  # noqa: F811
+    """Data parallelism (2 actor ranks) with the overlong penalty next to the length reward; the colocated
+    run is also tests/test_layouts.py's data-parallel layout (the engines stay in sync with the actor)."""
     runs = {}
     for name, overrides in (("colocated", ("cluster.gpus_per_node=2",)), ("split", ("cluster.gpus_per_node=4", *SPLIT))):
         (tmp_path / name).mkdir()
         recipe = learning_recipe(tmp_path / name, peaked_qwen2, steps=2, run=name)
-        out = run_to_end("run", str(recipe), "actor.tp=1", "schedule.prompts_per_step=4", *overrides)
+        out = run_to_end("run", str(recipe), "actor.tp=1", "schedule.prompts_per_step=2", OVERLONG, *overrides)
         runs[name] = metrics(tmp_path / name / "runs" / "learn" / name)
+        for row in runs[name]:
+            assert row["rollout/logprob_diff"] < 1e-3 and abs(row["rollout/kl"]) < 1e-4, row
+            assert row["actor/grad_norm"] > 0 and "reward/overlong" in row
         if name == "split":
             plan = (tmp_path / name / "runs" / "learn" / name / "plan.txt").read_text()
             assert "2 engine(s) x tp 1, on GPUs of their own (ranks 2-3), sync" in plan, plan

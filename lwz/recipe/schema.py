@@ -108,7 +108,7 @@ class RolloutCfg:
                         "unfinished samples keep their tokens and engine logprobs and continue next step under the "
                         "new weights (partial rollout); one_step_off (needs colocate=false): the engines generate "
                         "step n+1 under the weights of step n while the actor trains on step n, every token one "
-                        "update stale (stale_tokens=importance).", choices=("sync", "partial", "one_step_off"))
+                        "update stale (stale_tokens=recompute with algo.rollout_correction=tis, or importance).", choices=("sync", "partial", "one_step_off"))
     over_sample: float = setting(1.0, "partial: prompt groups in flight per step, as a multiple of "
                                  "schedule.prompts_per_step (new prompts top the carried ones up to it).", ge=1)
     max_staleness: int = setting(1, "partial: how many updates behind a carried group's oldest token may be when "

@@ -1,0 +1,111 @@
+"""Step time of the colocated synchronous loop vs rollout engines of their own with one-step-off overlap.
+
+Both layouts run the same GRPO workload with the same number of processes, back to back in one
+invocation (`lwz run`, the real loop): the tiny Qwen2 with long-tailed response lengths
+(`lwz.tiny.build_peaked_qwen2(eos_scale=3)`: mean ~49 tokens, the longest of 64 ~260), `--prompts`
+prompts x `--group` samples of at most `--max-tokens` tokens a step, a length reward, fp32.
+
+- colocated sync: `--ranks` ranks, each an actor shard (data-parallel) and an engine; generation and
+  update take turns on every rank;
+- split one_step_off: `--ranks - 1` actor ranks and one engine rank; the engine generates step n+1
+  while the actor trains on step n (decoupled PPO with TIS).
+
+Printed: median s/step over the steps after the first (whose rollout nothing overlaps), the time the
+actor waited for rollouts, the engine's generation time, end-to-end response tokens per second, and the
+ratio split / colocated.
+
+    OMP_NUM_THREADS=1 python bench/async_step.py            # ~6 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lwz.tiny import build_peaked_qwen2
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.",
+             "Write a letter.", "Tell a joke.", "Describe winter."]
+
+
+def write_recipe(folder: Path, model: Path, args: argparse.Namespace) -> Path:
+    prompts = folder / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": q, "length_range": [2, 6]}) + "\n" for q in QUESTIONS))
+    recipe = folder / "bench.yaml"
+    recipe.write_text(f"""
+base: {ROOT / "recipes" / "tiny.yaml"}
+name: bench
+model: {{path: {model}}}
+actor: {{tp: 1, lr: 1.0e-5}}
+rollout: {{template: raw, group_size: {args.group}, max_tokens: {args.max_tokens}, max_prompt_tokens: 64,
+          temperature: 1.0}}
+rewards:
+  terms:
+    - {{name: length, weight: 1.0, params: {{measure: response, l_max: 40}}}}
+schedule: {{steps: {args.steps}, prompts_per_step: {args.prompts}, save_every: 0}}
+data: {{prompts: [prompts.jsonl]}}
+cluster: {{gpus_per_node: {args.ranks}}}
+logging: {{output_dir: {folder / "runs"}, wandb: {{mode: disabled}}}}
+""")
+    return recipe
+
+
+LAYOUTS = {
+    "colocated sync": [],
+    "split one_step_off": ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
+                           "rollout.stale_tokens=recompute", "algo.rollout_correction=tis"],
+}
+
+
+def run(recipe: Path, name: str, overrides: list[str]) -> tuple[float, list[dict]]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lwz.cli", "run", str(recipe), f"logging.run={name}", *overrides],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = [json.loads(line) for line in (recipe.parent / "runs" / "bench" / name / "metrics.jsonl").open()]
+    return wall, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, default=2, help="processes in both layouts")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="lwz-async-step-"))
+    model = build_peaked_qwen2(workdir / "tailed-qwen2", eos_scale=3.0)
+    recipe = write_recipe(workdir, model, args)
+    print(f"{args.prompts} prompts x {args.group} samples, max {args.max_tokens} tokens, {args.steps} steps, "
+          f"{args.ranks} processes per layout", flush=True)
+    print("| layout | s/step (median, steps 2+) | actor waits for rollout | engine generates | update | "
+          "response tokens/s | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    medians = {}
+    for i, (layout, overrides) in enumerate(LAYOUTS.items()):
+        wall, rows = run(recipe, f"layout{i}", overrides)
+        later = rows[1:]
+        medians[layout] = statistics.median(r["time/step"] for r in later)
+        generate = [r.get("rollout/generate_s", r["time/rollout"]) for r in later]
+        tokens = sum(r["response/tokens_mean"] * args.prompts * args.group for r in later)
+        print(f"| {layout} | {medians[layout]:.2f} | {statistics.median(r['time/rollout'] for r in later):.2f} | "
+              f"{statistics.median(generate):.2f} | {statistics.median(r['time/update'] for r in later):.2f} | "
+              f"{tokens / sum(r['time/step'] for r in later):.0f} | {wall:.0f} |", flush=True)
+    colocated, split = medians.values()
+    print(f"\nsplit one_step_off / colocated sync step time = {split / colocated:.2f} "
+          f"({colocated / split:.2f}x faster)")
+
+
+if __name__ == "__main__":
+    main()
