@@ -17,7 +17,7 @@ from lwz.rollout.partial import PartialRollout, expected_tokens, groups_to_batch
 from lwz.rollout.role import EngineRole
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
 
-__all__ = ["StepRollout"]
+__all__ = ["StepRollout", "rollout_engine"]
 
 
 class StepRollout:
@@ -36,12 +36,9 @@ class StepRollout:
 
     @classmethod
     def build(cls, recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
-        """This rank's rollout engine (vLLM, `device` "gpu"|"cpu") and the recipe's prompts that fit it."""
+        """This rank's rollout engine and the recipe's prompts that fit it."""
         r = recipe.rollout
-        engine = VllmEngine(recipe.model.path, tokenizer=recipe.model.tokenizer, device=device, tp=r.tp,
-                            dtype=recipe.model.dtype, seed=recipe.schedule.seed,
-                            max_model_len=r.max_prompt_tokens + r.max_tokens,
-                            gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed)
+        engine = rollout_engine(recipe, device, distributed)
         prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
                                   chat=r.chat_template)
         return cls(recipe, engine, role, prompts)
@@ -87,6 +84,16 @@ class StepRollout:
         index = self.order.at(position)
         ids = self.engine.tokenizer.encode(render_prompt(self.prompts[index]["prompt"], self.template, self.chat))
         return index, ids, expected_tokens(self.prompts[index], self.max_tokens)
+
+
+def rollout_engine(recipe: Recipe, device: str, distributed: bool) -> VllmEngine:
+    """This rank's part of a rollout engine as the recipe's rollout section says (`device` "gpu"|"cpu";
+    `distributed`: inside a multi-rank world, vLLM's external launcher)."""
+    r = recipe.rollout
+    return VllmEngine(recipe.model.path, tokenizer=recipe.model.tokenizer, device=device, tp=r.tp,
+                      dtype=recipe.model.dtype, seed=recipe.schedule.seed,
+                      max_model_len=r.max_prompt_tokens + r.max_tokens,
+                      gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed)
 
 
 def _to_batch(indices: list[int], rows: list[dict], groups: list) -> RolloutBatch:

@@ -21,8 +21,7 @@ from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 from lwz.rewards.compute import RewardMix
 from lwz.rm.data import synthetic_pairs
-from lwz.rollout.role import EngineRole
-from lwz.rollout.step_rollout import StepRollout
+from lwz.rollout.step_rollout import rollout_engine
 from lwz.rollout.vllm_engine import SamplingSettings
 from lwz.runtime import init_distributed
 
@@ -42,8 +41,7 @@ def main() -> None:
         f"rewards.terms.2.params.tp={args.rm_tp}"])  # fmt: skip
     plan = resolve(recipe)
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed, device="cpu")
-    engine = StepRollout.build(recipe, plan.device, EngineRole.of("rollout", plan.engine("rollout").ranks),
-                               distributed=runtime.world_size > 1).engine
+    engine = rollout_engine(recipe, plan.device, distributed=runtime.world_size > 1)
     before = engine.generate(["Write a story about a lighthouse."], GREEDY)[0][0].response_ids
     rewards = RewardMix.from_recipe(recipe, plan)
 

@@ -33,7 +33,7 @@ from lwz.plan.resolve import Plan, resolve
 from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
-from lwz.rollout.step_rollout import StepRollout, _to_batch
+from lwz.rollout.step_rollout import _to_batch, rollout_engine
 from lwz.rollout.sync import SYNC_BUCKET_BYTES, push_weights
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
 from lwz.runtime import init_distributed
@@ -109,8 +109,7 @@ def main() -> None:
     plan = resolve(recipe)
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed, device="cpu")
     policy = Policy(recipe, plan)
-    engine = StepRollout.build(recipe, plan.device, EngineRole.of("rollout", plan.engine("rollout").ranks),
-                               distributed=runtime.world_size > 1).engine
+    engine = rollout_engine(recipe, plan.device, distributed=runtime.world_size > 1)
     texts = [render_prompt(p, recipe.rollout.template) for p in PROMPTS]
 
     result: dict = {"prompt_ids": [g[0].prompt_ids for g in engine.generate(texts, GREEDY)],
