@@ -1,4 +1,4 @@
-"""Actor checkpoints: save at TP=2, resume at TP=1 with the same next loss; export to HF; crash safety."""
+"""Actor checkpoints: resume at another TP or DP with the same next losses; export to HF; crash safety."""
 
 from __future__ import annotations
 
@@ -14,33 +14,50 @@ from fixtures_models import tiny_qwen2  # noqa: F401
 
 from lwz.actor.checkpoint import LATEST, checkpoint_folder, latest_checkpoint
 
-SAVE_AT, UPDATES = 2, 3
+SAVE_AT, UPDATES = 2, 4  # two updates after the resume: the second one shows the Adam states
 
 
-@pytest.fixture(scope="module")
-def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:  # noqa: F811
-    """Three updates at TP=2 with a checkpoint after the second; returns the run folder and results."""
-    root = tmp_path_factory.mktemp("ckpt")
-    run = root / "run"
-    result = run_worker("save", 2, root / "save.pt", "--tp", "2", "--updates", str(UPDATES),
+def _save(root: Path, name: str, nproc: int, tp: int) -> tuple[Path, dict]:
+    run = root / name
+    result = run_worker("save", nproc, root / f"{name}.pt", "--tp", str(tp), "--updates", str(UPDATES),
                         "--save-at", str(SAVE_AT), "--folder", str(run))  # fmt: skip
     return run, result
 
 
+def _assert_resume_continues(run: Path, uninterrupted: dict, nproc: int, tp: int, out: Path) -> None:
+    resumed = run_worker("resume", nproc, out, "--tp", str(tp), "--updates", str(UPDATES),
+                         "--save-at", str(SAVE_AT), "--folder", str(run))  # fmt: skip
+    assert resumed["extra_step"] == SAVE_AT
+    assert len(resumed["metrics"]) == UPDATES - SAVE_AT
+    for expected, got in zip(uninterrupted["metrics"][SAVE_AT:], resumed["metrics"]):
+        for key in ("loss", "grad_norm", "approx_kl_old", "clip_fraction"):
+            assert got[key] == pytest.approx(expected[key], abs=1e-5), key
+    assert uninterrupted["metrics"][SAVE_AT]["approx_kl_old"] > 0  # the restored weights matter
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:  # noqa: F811
+    """Four updates at TP=2 with a checkpoint after the second; returns the run folder and results."""
+    return _save(tmp_path_factory.mktemp("ckpt"), "run", 2, tp=2)
+
+
 @pytest.mark.slow
-def test_resume_at_tp1_continues_the_tp2_run(saved_run, tmp_path):
+@pytest.mark.parametrize("nproc,tp", [(1, 1), (2, 1)], ids=["tp1", "dp2"])
+def test_resume_continues_the_tp2_run(saved_run, tmp_path, nproc, tp):
     run, uninterrupted = saved_run
     folder = checkpoint_folder(run / "ckpt", SAVE_AT)
     assert latest_checkpoint(run / "ckpt") == folder
     assert (run / "ckpt" / LATEST).read_text().strip() == folder.name
     assert not [p for p in (run / "ckpt").iterdir() if ".tmp-" in p.name]
-    resumed = run_worker("resume", 1, tmp_path / "resume.pt", "--tp", "1", "--updates", str(UPDATES),
-                         "--save-at", str(SAVE_AT), "--folder", str(run))  # fmt: skip
-    assert resumed["extra_step"] == SAVE_AT
-    expected, got = uninterrupted["metrics"][SAVE_AT], resumed["metrics"][0]
-    for key in ("loss", "grad_norm", "approx_kl_old", "clip_fraction"):
-        assert got[key] == pytest.approx(expected[key], abs=1e-5), key
-    assert expected["approx_kl_old"] > 0  # the restored weights and Adam states matter
+    _assert_resume_continues(run, uninterrupted, nproc, tp, tmp_path / "resume.pt")
+
+
+@pytest.mark.slow
+def test_resume_of_a_dp2_run_at_dp2_and_dp1(tmp_path, tiny_qwen2):  # noqa: F811
+    """The distributed optimizer's shards (Adam moments and step) come back at the same DP and at another."""
+    run, uninterrupted = _save(tmp_path, "dp2", 2, tp=1)
+    _assert_resume_continues(run, uninterrupted, 2, 1, tmp_path / "dp2.pt")
+    _assert_resume_continues(run, uninterrupted, 1, 1, tmp_path / "dp1.pt")
 
 
 @pytest.mark.slow

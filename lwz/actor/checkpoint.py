@@ -22,6 +22,7 @@ import torch
 
 from lwz import atomic
 from lwz.actor.model import unwrap_model
+from lwz.actor.optim_checkpoint import load_optimizer, prepare_for_load
 from lwz.runtime.rng import restore_rng_states, rng_states
 
 __all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights"]
@@ -149,12 +150,14 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     from megatron.core import dist_checkpointing
 
     folder = Path(folder)
+    if optimizer is not None:
+        prepare_for_load(optimizer)
     sharded = _sharded_state(model, optimizer, is_loading=True)
     sharded["lwz"] = {"state": b"", "rng": b"", "layout": {}}
     loaded = dist_checkpointing.load(sharded, str(folder))
     unwrap_model(model).load_state_dict(loaded["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        load_optimizer(optimizer, loaded["optimizer"])
     common = loaded["lwz"]
     rngs = pickle.loads(common["rng"])
     same_layout = common["layout"] == _layout()

@@ -61,7 +61,8 @@ class Policy:
         # construction: TransformerConfig rejects it with its default MoE token dispatcher.
         model.config.variable_seq_lengths = True
         load_hf_into_megatron(model, recipe.model.path, self.hf_config)
-        distributed = recipe.actor.distributed_optimizer and self.dp_size > 1
+        # At DP=1 too, so a checkpoint keeps one optimizer format when a resume changes DP.
+        distributed = recipe.actor.distributed_optimizer
         ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
                                                    use_distributed_optimizer=distributed)  # fmt: skip
         self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
