@@ -3,7 +3,7 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 
 - sync on the split layout (2 actor ranks + 2 engine ranks) gives the colocated layout's metrics (2 ranks,
   each with an actor shard and an engine): the same engines, prompts and seeds, only in other processes;
-- one_step_off (1 actor rank + 1 engine rank) learns to the learning test's threshold while every batch
+- one_step_off (2 data-parallel actor ranks + 1 engine rank) learns to the learning test's threshold while every batch
   after the first is one update stale (decoupled PPO: the ratio clipped around the current actor, the gap
   to the engine that sampled the tokens weighted by TIS), and a run killed after a checkpoint resumes to the same metrics as
   the uninterrupted one (the checkpoint keeps the batch generated ahead).
@@ -26,7 +26,7 @@ COMPARED = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "
 SPLIT = ("rollout.colocate=false", "rollout.engines=2")
 OVERLONG = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
             "{name: overlong, params: {buffer: 16}}]")
-ONE_STEP_OFF = ("cluster.gpus_per_node=2", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
+ONE_STEP_OFF = ("cluster.gpus_per_node=3", "actor.tp=1", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
                 "rollout.stale_tokens=recompute", "algo.rollout_correction=tis")
 
 
@@ -59,6 +59,8 @@ def test_one_step_off_learns_and_resumes_after_sigkill(tmp_path, peaked_qwen2): 
     straight = learning_recipe(tmp_path / "a", peaked_qwen2, prompts_per_step=8, save_every=3, run="straight")
     run_to_end("run", str(straight), *ONE_STEP_OFF)
     expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
+    plan = (tmp_path / "a" / "runs" / "learn" / "straight" / "plan.txt").read_text()
+    assert "tp 1 x cp 1 x dp 2 x pp 1" in plan and "on GPUs of their own (rank 2), one_step_off" in plan, plan
     assert [m["rollout/staleness"] for m in expected] == [0, 1, 1, 1, 1, 1]   # exactly one update behind
     assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # clipped around pi_actor
     assert all(m["actor/tis_weight_mean"] != pytest.approx(1.0, abs=1e-4) for m in expected[1:])  # pi / pi_engine

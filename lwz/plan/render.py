@@ -51,7 +51,8 @@ def _where(plan: Plan, group) -> str:
     if group.colocated:
         return "colocated with the actor"
     ranks = plan.separate_engine_ranks(group.name)
-    return f"on GPUs of their own (ranks {ranks[0]}-{ranks[-1]})"
+    where = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
+    return f"on GPUs of their own ({where})"
 
 
 def _partial(recipe: Recipe) -> str:
