@@ -9,6 +9,7 @@ same losses and gradient norms.
 from __future__ import annotations
 
 import pytest
+import torch
 from dist_actor.launch import run_worker
 from fixtures_models import tiny_qwen2  # noqa: F401
 
@@ -58,6 +59,36 @@ def test_skipping_the_old_logprob_pass_changes_nothing(tp, tmp_path):
         assert skipped["metrics"][key] == pytest.approx(separate["metrics"][key], rel=1e-6, abs=1e-9), key
     for a, b in zip(skipped["after"], separate["after"]):
         assert (a - b).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("dp", [1, 2])
+def test_zero_advantage_sequences_are_skipped_with_the_same_update(dp, tmp_path):
+    """Sequences with advantage 0 (no KL term) are not run: the loss, gradient norm and resulting policy are
+    those of the update that runs them (their tokens stay in the token-mean normaliser)."""
+    got = run_worker("zero_advantage", dp, tmp_path / "out.pt")
+    skipped, trained = got["skipped"], got["trained"]
+    assert skipped["metrics"]["skipped_fraction"] == 0.5 and trained["metrics"]["skipped_fraction"] == 0.0
+    assert skipped["metrics"]["tokens"] < trained["metrics"]["tokens"]
+    for key in ("loss", "grad_norm"):
+        assert skipped["metrics"][key] == pytest.approx(trained["metrics"][key], rel=1e-6), key
+    for a, b in zip(skipped["after"], trained["after"]):
+        assert (a - b).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("tp,sp", [(1, False), (2, False), (2, True)], ids=["tp1", "tp2", "tp2-sp"])
+def test_the_chunked_projection_equals_the_output_layer(tp, sp, tmp_path):
+    """The logits projected 5 positions at a time in the loss (forward and backward) give the loss, logprobs
+    and every gradient of megatron's own output layer on the whole logits (fp32, 1e-6 relative)."""
+    got = run_worker("projection", tp, tmp_path / "out.pt", "--tp", str(tp), *(["--sequence-parallel"] if sp else []))
+    whole, chunked = got["output_layer"], got["chunked"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    for key in ("logprobs", "entropy"):
+        assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), key
+    assert whole["grads"].keys() == chunked["grads"].keys()
+    for name, grad in whole["grads"].items():
+        assert grad.abs().max() > 0, name
+        scale = grad.abs().max().item()
+        assert (chunked["grads"][name] - grad).abs().max().item() <= 1e-6 * scale, name
 
 
 def test_a_sequence_masked_out_of_the_loss_counts_as_absent(tmp_path):

@@ -5,13 +5,19 @@ log-normaliser is built from a max and a sum of exponentials all-reduced over th
 the label's logit comes from the rank that owns it. Rows past the real vocabulary (TP padding)
 are excluded. Results are fp32. With a sampling `temperature` T the distribution is
 softmax(logits / T), the one the rollout engine sampled from (its processed logprobs).
+
+`projected_logprobs_and_entropy` starts one step earlier, from the hidden states and the output
+layer's weight: it projects `chunk` positions at a time in the forward pass and again in the
+backward pass, so the [positions x vocabulary] logits never exist whole (memory and page faults
+stay those of one chunk; the price is the projection's forward computed twice).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["logprobs_and_entropy", "vocab_parallel_logprobs", "vocab_parallel_entropy"]
+__all__ = ["logprobs_and_entropy", "projected_logprobs_and_entropy", "vocab_parallel_logprobs",
+           "vocab_parallel_entropy"]
 
 
 def _vocab_range(local_size: int) -> tuple[int, int]:
@@ -39,36 +45,84 @@ def _tp_all_reduce(tensor: torch.Tensor, op=torch.distributed.ReduceOp.SUM) -> t
     return tensor
 
 
+def _label_index(labels: torch.Tensor, local_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether this rank's vocab slice holds each label, and the label's index in it (clamped)."""
+    start, end = _vocab_range(local_size)
+    return (labels >= start) & (labels < end), (labels - start).clamp(0, local_size - 1)
+
+
+def _softmax_stats(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, temperature: float):
+    """(log p(label), entropy, log Z, softmax) of masked fp32 `logits` [..., V_local], over the TP group."""
+    logits = _masked_logits(logits, vocab_size, temperature)
+    end = _vocab_range(logits.shape[-1])[1]
+    shift = _tp_all_reduce(logits.max(dim=-1).values, torch.distributed.ReduceOp.MAX)
+    softmax = (logits - shift.unsqueeze(-1)).exp_()
+    sum_exp = _tp_all_reduce(softmax.sum(dim=-1))
+    owned, local_index = _label_index(labels, logits.shape[-1])
+    picked = logits.gather(-1, local_index.unsqueeze(-1)).squeeze(-1)
+    picked = _tp_all_reduce(torch.where(owned, picked, torch.zeros_like(picked)))
+    log_z = shift + torch.log(sum_exp)
+    softmax.div_(sum_exp.unsqueeze(-1))
+    finite = torch.where(torch.isinf(logits), torch.zeros_like(logits), logits) if end > vocab_size else logits
+    expected_logit = _tp_all_reduce((softmax.unsqueeze(-2) @ finite.unsqueeze(-1)).reshape(labels.shape))
+    return picked - log_z, log_z - expected_logit, log_z, softmax
+
+
+def _logits_grad(softmax: torch.Tensor, labels: torch.Tensor, grad_logprobs: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """d log p(label) / d logits = (onehot - softmax) / T, times the incoming gradient, in `softmax`'s place."""
+    owned, local_index = _label_index(labels, softmax.shape[-1])
+    grad = softmax.mul_(-grad_logprobs.unsqueeze(-1))
+    grad.scatter_add_(-1, local_index.unsqueeze(-1), (grad_logprobs * owned).unsqueeze(-1))
+    return grad.div_(temperature) if temperature != 1.0 else grad
+
+
 class _VocabParallelLogprobs(torch.autograd.Function):
     """log p(label) and the softmax's entropy in one pass; keeps one [..., V_local] tensor (the softmax)."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, temperature: float):
         ctx.input_dtype, ctx.temperature = logits.dtype, temperature
-        logits = _masked_logits(logits, vocab_size, temperature)
-        start, end = _vocab_range(logits.shape[-1])
-        shift = _tp_all_reduce(logits.max(dim=-1).values, torch.distributed.ReduceOp.MAX)
-        softmax = (logits - shift.unsqueeze(-1)).exp_()
-        sum_exp = _tp_all_reduce(softmax.sum(dim=-1))
-        owned = (labels >= start) & (labels < end)
-        local_index = (labels - start).clamp(0, logits.shape[-1] - 1)
-        picked = logits.gather(-1, local_index.unsqueeze(-1)).squeeze(-1)
-        picked = _tp_all_reduce(torch.where(owned, picked, torch.zeros_like(picked)))
-        log_z = shift + torch.log(sum_exp)
-        softmax.div_(sum_exp.unsqueeze(-1))
-        finite = torch.where(torch.isinf(logits), torch.zeros_like(logits), logits) if end > vocab_size else logits
-        expected_logit = _tp_all_reduce((softmax.unsqueeze(-2) @ finite.unsqueeze(-1)).reshape(labels.shape))
-        ctx.save_for_backward(softmax, owned, local_index)
-        return picked - log_z, log_z - expected_logit
+        logprobs, entropy, _, softmax = _softmax_stats(logits, labels, vocab_size, temperature)
+        ctx.save_for_backward(softmax, labels)
+        return logprobs, entropy
 
     @staticmethod
     def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
-        softmax, owned, local_index = ctx.saved_tensors
-        grad = softmax.mul_(-grad_logprobs.unsqueeze(-1))  # d log p(label) / d logits = onehot - softmax
-        grad.scatter_add_(-1, local_index.unsqueeze(-1), (grad_logprobs * owned).unsqueeze(-1))
-        if ctx.temperature != 1.0:
-            grad.div_(ctx.temperature)
-        return grad.to(ctx.input_dtype), None, None, None
+        softmax, labels = ctx.saved_tensors
+        return _logits_grad(softmax, labels, grad_logprobs, ctx.temperature).to(ctx.input_dtype), None, None, None
+
+
+class _ProjectedLogprobs(torch.autograd.Function):
+    """`_VocabParallelLogprobs` of `hidden @ weight.T`, `chunk` rows at a time; keeps only the inputs."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, vocab_size: int,
+                temperature: float, chunk: int):
+        ctx.temperature, ctx.chunk, ctx.vocab_size = temperature, chunk, vocab_size
+        logprobs = torch.empty(labels.shape, dtype=torch.float32, device=hidden.device)
+        entropy = torch.empty_like(logprobs)
+        for rows in _chunks(len(labels), chunk):
+            logprobs[rows], entropy[rows], _, _ = _softmax_stats(hidden[rows] @ weight.t(), labels[rows],
+                                                                 vocab_size, temperature)  # fmt: skip
+        ctx.save_for_backward(hidden, weight, labels)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
+        hidden, weight, labels = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for rows in _chunks(len(labels), ctx.chunk):
+            softmax = _softmax_stats(hidden[rows] @ weight.t(), labels[rows], ctx.vocab_size, ctx.temperature)[3]
+            grad = _logits_grad(softmax, labels[rows], grad_logprobs[rows], ctx.temperature).to(hidden.dtype)
+            grad_hidden[rows] = grad @ weight
+            grad_weight.addmm_(grad.t().float(), hidden[rows].float())
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None
+
+
+def _chunks(n: int, chunk: int) -> list[slice]:
+    return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
 
 
 def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, temperature: float = 1.0
@@ -81,6 +135,21 @@ def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor, vocab_size:
     """
     assert temperature > 0, f"temperature {temperature} must be positive"
     logprobs, entropy = _VocabParallelLogprobs.apply(logits, labels, vocab_size, float(temperature))
+    return logprobs, entropy.detach()
+
+
+def projected_logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                                   vocab_size: int, temperature: float = 1.0, chunk: int = 1024
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`logprobs_and_entropy` of the logits `hidden @ weight.T`, projected `chunk` positions at a time.
+
+    `hidden` [N, H] is the output layer's input for N positions, the same on every TP rank (its
+    gradient is this rank's part: reduce it over TP, as megatron's output layer does); `weight`
+    [V_local, H] is this rank's vocab slice of the output layer; `labels` [N]. Memory: the inputs and
+    a few [chunk, V_local] tensors at a time.
+    """
+    assert temperature > 0 and chunk > 0, f"temperature {temperature} and chunk {chunk} must be positive"
+    logprobs, entropy = _ProjectedLogprobs.apply(hidden, weight, labels, vocab_size, float(temperature), int(chunk))
     return logprobs, entropy.detach()
 
 

@@ -11,13 +11,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
-from lwz.actor.logprobs import logprobs_and_entropy, vocab_parallel_logprobs
+from lwz.actor.logprobs import projected_logprobs_and_entropy
 from lwz.actor.model import build_gpt_model, unwrap_model
 from lwz.actor.optim import LrSchedule, build_optimizer
 from lwz.algo.grpo import LossSettings, policy_loss
@@ -96,21 +97,20 @@ class Policy:
 
     def _run(self, micro: list[PaddedTokens], loss_fn, forward_only: bool, model: torch.nn.Module | None = None
              ) -> list:
-        """Megatron's schedule over `micro`; `loss_fn(padded, output, tokens, selected)` runs on the last stage
-        (`selected`: the output holds only the response positions' logits)."""
+        """Megatron's schedule over `micro`; `loss_fn(padded, hidden, tokens, weight)` runs on the last stage
+        with the output layer's input at the response positions and its weight (`_output_layer_input`)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         device = self._device
-        select = not self.recipe.actor.sequence_parallel
 
         def step(data_iterator, module):
             padded = next(data_iterator)
             tokens = padded.tokens.to(device)
             batch, length = tokens.shape
             positions = torch.arange(length, device=device).expand(batch, length)
-            with _response_logits_only(module, padded.response_mask if select else None):
+            with _output_layer_input(module, padded.response_mask) as projection:
                 output = module(tokens, positions, None)  # causal attention needs no mask
-            return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, select)
+            return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, projection.weight)
 
         first = micro[0].tokens.shape
         return get_forward_backward_func()(
@@ -137,10 +137,9 @@ class Policy:
 
         groups, micro = self._micro_batches(batch)
 
-        def score(padded, output, tokens, selected):
-            labels = _labels(padded, tokens, selected)
-            logprobs = vocab_parallel_logprobs(output, labels, self._vocab_size, self.temperature)
-            return _dense(padded, logprobs, selected).contiguous()
+        def score(padded, hidden, tokens, weight):
+            logprobs = self._logprobs_and_entropy(padded, hidden, tokens, weight)[0]
+            return logprobs.contiguous()
 
         self.model.eval()
         assert not reference or self.reference is not None, "reference logprobs need algo.kl_coef > 0"
@@ -157,6 +156,15 @@ class Policy:
             for index, values_i in zip(indices, padded.gather(values)):
                 result[index] = values_i.cpu().clone()
         return result
+
+    def _logprobs_and_entropy(self, padded: PaddedTokens, hidden: torch.Tensor, tokens: torch.Tensor,
+                              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L - 1] logprobs (differentiable) and entropies of the response labels, zeros elsewhere."""
+        b, p = padded.response_mask.nonzero(as_tuple=True)
+        labels = tokens[b.to(tokens.device), (p + 1).to(tokens.device)]
+        logprobs, entropy = projected_logprobs_and_entropy(hidden[0], weight, labels, self._vocab_size,
+                                                           self.temperature, self.recipe.actor.vocab_chunk_tokens)
+        return _dense(padded, logprobs), _dense(padded, entropy)
 
     # ------------------------------------------------------------------ the update
 
@@ -177,11 +185,28 @@ class Policy:
         """Stale tokens are trained like fresh ones (their old logprobs the current actor's)."""
         return self.loss_settings.stale_tokens == "recompute"
 
+    def _without_zero_gradient(self, batch: RolloutBatch) -> tuple[RolloutBatch, float]:
+        """This rank's batch without the sequences whose gradient is zero by construction (out of the loss, or
+        advantage 0 and no KL term: whole groups of equal rewards), and the skipped fraction of the mini-batch.
+
+        They stay in the loss's normaliser (counted before), so the gradient is the same; the token metrics
+        are over the trained sequences. One sequence stays when all would go: every rank runs the schedule.
+        """
+        from megatron.core import parallel_state
+
+        keep = list(range(len(batch)))
+        if self.reference is None:
+            keep = [i for i in keep if batch.advantages[i] != 0.0 and batch.in_loss(i)] or keep[:1]
+        counts = torch.tensor([len(batch) - len(keep), len(batch)], dtype=torch.float64, device=self._device)
+        torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
+        return (batch if len(keep) == len(batch) else batch.select(keep)), counts[0].item() / max(counts[1].item(), 1)
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank.
 
         Without `batch.old_logprobs` the old logprobs are this forward pass's, detached (the on-policy
-        step: the ratio is 1 and only its gradient counts), which saves a whole forward pass.
+        step: the ratio is 1 and only its gradient counts), which saves a whole forward pass. Sequences whose
+        gradient is zero are not run (`_without_zero_gradient`; metric `skipped_fraction`).
         """
         from megatron.core import parallel_state
 
@@ -189,6 +214,7 @@ class Policy:
             "update needs advantages for every sequence, and old_logprobs for all or none"
         tokens_total, seqs_total = self._global_counts(batch)
         normalizer = max(tokens_total if self.loss_settings.loss_agg == "token_mean" else seqs_total, 1.0)
+        batch, skipped = self._without_zero_gradient(batch)
         groups, micro = self._micro_batches(batch)
         old = [padded.scatter([batch.old_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if batch.old_logprobs else None  # on-policy: old = this pass's logprobs (see needs_old_logprobs)
@@ -206,11 +232,9 @@ class Policy:
         scale = len(micro) * self.dp_size
         index = {id(p): k for k, p in enumerate(micro)}
 
-        def loss_fn(padded, output, tokens, selected):
-            k, device = index[id(padded)], output.device
-            logprobs, entropy = logprobs_and_entropy(output, _labels(padded, tokens, selected), self._vocab_size,
-                                                     self.temperature)
-            logprobs, entropy = _dense(padded, logprobs, selected), _dense(padded, entropy, selected)
+        def loss_fn(padded, hidden, tokens, weight):
+            k, device = index[id(padded)], hidden.device
+            logprobs, entropy = self._logprobs_and_entropy(padded, hidden, tokens, weight)
             mask = padded.response_mask.to(device) * keep[k].to(device)
             old_k = logprobs.detach() if old is None else old[k].to(device)
             loss, metrics = policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
@@ -240,7 +264,8 @@ class Policy:
         torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
         torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
         tokens, fresh_tokens = sums[1].item(), sums[2].item()
-        result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens}
+        result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens,
+                  "skipped_fraction": skipped}
         result.update({name: sums[3 + j].item() / max(fresh_tokens if name in _MISMATCH_METRICS else tokens, 1.0)
                        for j, name in enumerate(names)})
         return result
@@ -263,43 +288,43 @@ class Policy:
 
 
 @contextmanager
-def _response_logits_only(module: torch.nn.Module, response_mask: torch.Tensor | None):
-    """Feed the output layer only the hidden states of positions that predict response tokens.
+def _output_layer_input(module: torch.nn.Module, response_mask: torch.Tensor):
+    """Make the model return its output layer's input at the positions that predict response tokens,
+    [1, N, H] (row-major over [B, L - 1]), instead of the logits of every position.
 
-    The vocabulary projection dominates a small model's cost; prompt positions need none of it.
-    The output then is [1, N, V/TP] logits for the N response labels (row-major over [B, L - 1]).
-    With `response_mask` None (sequence parallelism shards positions) every position is projected.
+    Yields a holder whose `weight` is the output layer's (vocab-parallel) weight once the forward ran;
+    the loss projects in chunks (`projected_logprobs_and_entropy`), so prompt positions get no
+    projection and the logits never exist whole. The input's gradient is reduced over TP as the output
+    layer would (sequence parallelism: all-gathered positions, their gradient reduce-scattered).
+    On stages without the output layer the model is unchanged.
     """
+    from megatron.core.tensor_parallel import copy_to_tensor_model_parallel_region, gather_from_sequence_parallel_region
+
+    holder = SimpleNamespace(weight=None)
     output_layer = getattr(unwrap_model(module), "output_layer", None)
-    if response_mask is None or output_layer is None:
-        yield
+    if output_layer is None:
+        yield holder
         return
     b, p = response_mask.nonzero(as_tuple=True)
 
-    def pick(_module, args, kwargs):
-        hidden = args[0]                                  # [L, B, H]
-        return (hidden[p.to(hidden.device), b.to(hidden.device)].unsqueeze(1), *args[1:]), kwargs
+    def forward(hidden, weight=None, runtime_gather_output=None):
+        holder.weight = output_layer.weight if weight is None else weight
+        if output_layer.sequence_parallel:
+            hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=True)
+        else:
+            hidden = copy_to_tensor_model_parallel_region(hidden)
+        return hidden[p.to(hidden.device), b.to(hidden.device)].unsqueeze(1), None   # [L, B, H] -> [N, 1, H]
 
-    handle = output_layer.register_forward_pre_hook(pick, with_kwargs=True)
+    output_layer.forward = forward
     try:
-        yield
+        yield holder
     finally:
-        handle.remove()
+        del output_layer.forward
 
 
-def _labels(padded: PaddedTokens, tokens: torch.Tensor, selected: bool) -> torch.Tensor:
-    """The tokens the logits predict: [1, N] response labels, or [B, L] next tokens for full logits."""
-    if selected:
-        b, p = padded.response_mask.nonzero(as_tuple=True)
-        return tokens[b.to(tokens.device), (p + 1).to(tokens.device)].unsqueeze(0)
-    return torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1)
-
-
-def _dense(padded: PaddedTokens, values: torch.Tensor, selected: bool) -> torch.Tensor:
-    """Per-label values as [B, L - 1] (response positions filled, zeros elsewhere)."""
+def _dense(padded: PaddedTokens, values: torch.Tensor) -> torch.Tensor:
+    """Per-label values [N] of the response positions as [B, L - 1] (zeros elsewhere)."""
     mask = padded.response_mask
-    if not selected:
-        return values[:, :-1]
     b, p = mask.nonzero(as_tuple=True)
     dense = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
-    return dense.index_put((b.to(values.device), p.to(values.device)), values[0])
+    return dense.index_put((b.to(values.device), p.to(values.device)), values)

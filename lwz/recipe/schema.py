@@ -76,6 +76,9 @@ class ActorCfg:
     grad_clip: float = setting(1.0, "Global gradient-norm clip; 0 disables.", ge=0)
     micro_batch_tokens: int = setting(16384, "Token budget of one micro-batch (sequences are packed "
                                       "up to it; one sequence must fit).", ge=1)
+    vocab_chunk_tokens: int = setting(2048, "Response positions projected onto the vocabulary at a time, in "
+                                      "the forward and again in the backward pass: the logits of one chunk "
+                                      "exist at once, never those of the micro-batch.", ge=1)
 
 
 @dataclass

@@ -5,6 +5,9 @@ Scenarios (rank 0 writes the results to OUT as a torch file):
   train     UPDATES GRPO updates on a fixed batch (advantages +, -, +, -); losses and logprobs
   on_policy one update with a separate old-logprob pass vs one that skips it (old = its own logprobs)
   masked    one update with a sequence out of the loss (loss_mask) vs one on the batch without it
+  zero_advantage  one update with two zero-advantage sequences skipped vs one that trains on them too
+  projection  logprobs and gradients through megatron's output layer (whole logits) vs the chunked
+            projection of its input (`projected_logprobs_and_entropy`, 5 positions a chunk)
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
 """
@@ -135,6 +138,57 @@ def scenario_on_policy(args) -> dict:
     return result
 
 
+def scenario_zero_advantage(args) -> dict:
+    """Advantages [1, 0, -1, 0]: one update that skips the zero-advantage sequences, and one (from the same
+    initial weights) that runs them too: metrics and the logprobs after."""
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    result = {}
+    for name in ("skipped", "trained"):
+        policy = Policy(recipe, plan)
+        if name == "trained":
+            policy._without_zero_gradient = lambda batch: (batch, 0.0)
+        batch = make_batch()
+        batch.advantages = [1.0, 0.0, -1.0, 0.0]
+        (metrics,) = run_updates(policy, batch, [], 1)
+        result[name] = {"metrics": metrics, "after": policy.compute_logprobs(batch)}
+    return result
+
+
+def scenario_projection(args) -> dict:
+    """The same loss (random weights on the response logprobs, tempered) through the model's own output
+    layer and through the chunked projection: logprobs, entropies and this rank's gradients."""
+    from lwz.actor.logprobs import logprobs_and_entropy, projected_logprobs_and_entropy
+    from lwz.actor.policy import Policy, _output_layer_input
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world, args.sequence_parallel)
+    policy = Policy(recipe, plan)
+    padded = make_batch().padded(list(range(4)), multiple=args.tp if args.sequence_parallel else 1)
+    tokens = padded.tokens
+    positions = torch.arange(tokens.shape[1]).expand(tokens.shape)
+    b, p = padded.response_mask.nonzero(as_tuple=True)
+    labels = tokens[b, p + 1]
+    coefficients = torch.randn(len(labels), generator=torch.Generator().manual_seed(3))
+    vocab, temperature = policy._vocab_size, 0.7
+    result = {}
+    for name in ("output_layer", "chunked"):
+        policy.model.zero_grad_buffer()
+        if name == "output_layer":
+            logits = policy.model(tokens, positions, None)[b, p]
+            logprobs, entropy = logprobs_and_entropy(logits, labels, vocab, temperature)
+        else:
+            with _output_layer_input(policy.model, padded.response_mask) as projection:
+                hidden = policy.model(tokens, positions, None)
+            logprobs, entropy = projected_logprobs_and_entropy(hidden[0], projection.weight, labels, vocab,
+                                                               temperature, chunk=5)  # fmt: skip
+        loss = (logprobs * coefficients).sum()
+        loss.backward()
+        grads = {n: q.main_grad.clone() for n, q in policy.model.named_parameters()}
+        result[name] = {"loss": loss.item(), "logprobs": logprobs.detach(), "entropy": entropy, "grads": grads}
+    return result
+
+
 def scenario_masked(args) -> dict:
     """One update with sequence 1 masked out of the loss, and one (from the same initial weights) on the
     batch without it: loss, grad norm and the logprobs after."""
@@ -188,7 +242,7 @@ def scenario_resume(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "save", "resume"))
+    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "zero_advantage", "projection", "save", "resume"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
