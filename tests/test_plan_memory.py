@@ -39,33 +39,33 @@ def test_7b_tp4_pp1_dp2_no_recompute():
     assert s.params == params == 1_904_057_344
     assert (s.weights, s.grads, s.optimizer, s.reference) == (2 * params, 4 * params, 12 * params // 2, 0)
     per_layer = 8192 * 2 * (4 * 3584 + (2 * 3584 + 2 * 512 + 3 * 18944) // 4)
-    logits = 2 * 4 * 8192 * 152064 // 4
-    assert s.activations == 28 * per_layer + logits == 16_525_557_760
-    assert s.total == 2 * params + 4 * params + 6 * params + 16_525_557_760
+    logits = 2 * 4 * 2048 * 152064 // 4          # one projection chunk of 2048 positions (the default)
+    assert s.activations == 28 * per_layer + logits == 14_656_995_328
+    assert s.total == 2 * params + 4 * params + 6 * params + 14_656_995_328
 
 
 def test_7b_tp2_pp2_dp2_full_recompute_with_reference():
     stages = actor_memory(QWEN25_7B, dtype="bf16", tp=2, pp=2, dp=2, recompute="full", micro_batch_tokens=4096,
-                          reference=True)
+                          vocab_chunk_tokens=8192, reference=True)
     first = 14 * (LAYER_7B // 2 + 2 * 3584) + 152064 * 3584 // 2
     last = 14 * (LAYER_7B // 2 + 2 * 3584) + 3584 + 152064 * 3584 // 2
     assert [s.params for s in stages] == [first, last]
     assert stages[0].reference == 2 * first
     one_layer = 4096 * 2 * (4 * 3584 + (2 * 3584 + 2 * 512 + 3 * 18944) // 2)
     assert stages[0].activations == 2 * 14 * 4096 * 2 * 3584 + one_layer          # 2 micro-batches in flight
-    assert stages[1].activations == 1 * 14 * 4096 * 2 * 3584 + one_layer + 2 * 4 * 4096 * 152064 // 2
+    assert stages[1].activations == 1 * 14 * 4096 * 2 * 3584 + one_layer + 2 * 4 * 4096 * 152064 // 2  # chunk > T
 
 
 def test_32b_tp8_pp2_dp4_sequence_parallel_full_recompute():
     stages = actor_memory(QWEN25_32B, dtype="bf16", tp=8, pp=2, dp=4, recompute="full", sequence_parallel=True,
-                          micro_batch_tokens=16384)
+                          micro_batch_tokens=16384, vocab_chunk_tokens=1024)
     vocab = 152576
     first = 32 * (LAYER_32B // 8 + 2 * 5120) + vocab * 5120 // 8
     assert stages[0].params == first == 2_048_356_352
     assert stages[0].optimizer == 12 * first // 4
     one_layer = 16384 * 2 * (4 * 5120 // 8 + (2 * 5120 + 2 * 1024 + 3 * 27648) // 8)
     assert stages[0].activations == 2 * 32 * 16384 * 2 * 5120 // 8 + one_layer
-    assert stages[1].activations == 32 * 16384 * 2 * 5120 // 8 + one_layer + 2 * 4 * 16384 * vocab // 8
+    assert stages[1].activations == 32 * 16384 * 2 * 5120 // 8 + one_layer + 2 * 4 * 1024 * vocab // 8
 
 
 def test_32b_tp4_pp4_dp2_fp32_without_distributed_optimizer():

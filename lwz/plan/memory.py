@@ -15,8 +15,8 @@ Activations per micro-batch of T = micro_batch_tokens / CP tokens, per layer (b 
   none: T b (4h / r + (2q + 2kv + 3f) / TP)   (norm inputs/outputs; qkv, attention output, gate,
         up, SwiGLU output), r = TP with sequence parallelism else 1;
   full recompute: T b h / r per layer (its input) plus one layer's "none" set while recomputing.
-Stage s holds PP - s micro-batches in flight (1F1B); the last stage adds fp32 logits and their
-gradient, 2 x 4 T V_pad / TP.
+Stage s holds PP - s micro-batches in flight (1F1B); the last stage adds the fp32 logits of one
+projection chunk and their gradient, 2 x 4 min(T, C) V_pad / TP (C = actor.vocab_chunk_tokens).
 Engines (vLLM): weights = ceil(P_hf / TP) x b; KV cache = sequences x tokens x 2 L ceil(kv_heads/TP)
 head_dim b, for one group (group_size x (max_prompt_tokens + max_tokens)).
 """
@@ -97,8 +97,8 @@ class ActorMemory:
 
 def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: int = 1,
                  distributed_optimizer: bool = True, recompute: str = "none",
-                 sequence_parallel: bool = False, micro_batch_tokens: int, reference: bool = False
-                 ) -> list[ActorMemory]:
+                 sequence_parallel: bool = False, micro_batch_tokens: int, vocab_chunk_tokens: int = 2048,
+                 reference: bool = False) -> list[ActorMemory]:
     """Memory of one actor rank for each pipeline stage."""
     b = DTYPE_BYTES[dtype]
     h, f = arch.hidden_size, arch.intermediate_size
@@ -117,7 +117,7 @@ def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: in
         else:
             activations = in_flight * layers * tokens * b * h // replicated_div + full_layer
         if stage == pp - 1:
-            activations += 2 * 4 * tokens * padded_vocab(arch.vocab_size, tp) // tp
+            activations += 2 * 4 * min(tokens, vocab_chunk_tokens) * padded_vocab(arch.vocab_size, tp) // tp
         stages.append(ActorMemory(
             stage=stage, params=params, weights=params * b, grads=params * 4,
             optimizer=math.ceil(params * optimizer_bytes / (dp if distributed_optimizer else 1)),

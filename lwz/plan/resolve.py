@@ -122,7 +122,8 @@ def resolve(recipe: Recipe) -> Plan:
     stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
                           distributed_optimizer=actor.distributed_optimizer, recompute=actor.recompute,
                           sequence_parallel=actor.sequence_parallel,
-                          micro_batch_tokens=actor.micro_batch_tokens, reference=recipe.algo.kl_coef > 0)
+                          micro_batch_tokens=actor.micro_batch_tokens, vocab_chunk_tokens=actor.vocab_chunk_tokens,
+                          reference=recipe.algo.kl_coef > 0)
     peaks = _phase_peaks(stages, engines, cluster.gpu_memory_gib)
     warnings = _warnings(recipe, engines)
     if gpu:
