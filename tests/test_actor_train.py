@@ -77,18 +77,20 @@ def test_zero_advantage_sequences_are_skipped_with_the_same_update(dp, tmp_path)
 
 @pytest.mark.parametrize("tp,sp", [(1, False), (2, False), (2, True)], ids=["tp1", "tp2", "tp2-sp"])
 def test_the_chunked_projection_equals_the_output_layer(tp, sp, tmp_path):
-    """The logits projected 5 positions at a time in the loss (forward and backward) give the loss, logprobs
-    and every gradient of megatron's own output layer on the whole logits (fp32, 1e-6 relative)."""
+    """The logits projected 5 positions at a time in the loss (forward and backward), or in one chunk, give
+    the loss, logprobs and every gradient of megatron's own output layer on the whole logits (fp32, 1e-6
+    relative)."""
     got = run_worker("projection", tp, tmp_path / "out.pt", "--tp", str(tp), *(["--sequence-parallel"] if sp else []))
-    whole, chunked = got["output_layer"], got["chunked"]
-    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
-    for key in ("logprobs", "entropy"):
-        assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), key
-    assert whole["grads"].keys() == chunked["grads"].keys()
-    for name, grad in whole["grads"].items():
-        assert grad.abs().max() > 0, name
-        scale = grad.abs().max().item()
-        assert (chunked["grads"][name] - grad).abs().max().item() <= 1e-6 * scale, name
+    whole = got["output_layer"]
+    for chunked in (got["chunked"], got["one_chunk"]):   # softmax recomputed in the backward, or kept
+        assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+        for key in ("logprobs", "entropy"):
+            assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), key
+        assert whole["grads"].keys() == chunked["grads"].keys()
+        for name, grad in whole["grads"].items():
+            assert grad.abs().max() > 0, name
+            scale = grad.abs().max().item()
+            assert (chunked["grads"][name] - grad).abs().max().item() <= 1e-6 * scale, name
 
 
 def test_a_sequence_masked_out_of_the_loss_counts_as_absent(tmp_path):

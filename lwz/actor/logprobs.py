@@ -94,27 +94,35 @@ class _VocabParallelLogprobs(torch.autograd.Function):
 
 
 class _ProjectedLogprobs(torch.autograd.Function):
-    """`_VocabParallelLogprobs` of `hidden @ weight.T`, `chunk` rows at a time; keeps only the inputs."""
+    """`_VocabParallelLogprobs` of `hidden @ weight.T`, `chunk` rows at a time. One chunk keeps its softmax
+    for the backward; several keep only the inputs and each row's log-normaliser, and the backward
+    recomputes a chunk's softmax from them (one projection and one exp, no reductions)."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, vocab_size: int,
                 temperature: float, chunk: int):
         ctx.temperature, ctx.chunk, ctx.vocab_size = temperature, chunk, vocab_size
         logprobs = torch.empty(labels.shape, dtype=torch.float32, device=hidden.device)
-        entropy = torch.empty_like(logprobs)
+        entropy, log_z = torch.empty_like(logprobs), torch.empty_like(logprobs)
         for rows in _chunks(len(labels), chunk):
-            logprobs[rows], entropy[rows], _, _ = _softmax_stats(hidden[rows] @ weight.t(), labels[rows],
-                                                                 vocab_size, temperature)  # fmt: skip
-        ctx.save_for_backward(hidden, weight, labels)
+            logprobs[rows], entropy[rows], log_z[rows], softmax = _softmax_stats(
+                hidden[rows] @ weight.t(), labels[rows], vocab_size, temperature)
+        single = len(labels) <= chunk
+        ctx.save_for_backward(hidden, weight, labels, softmax if single else log_z)
+        ctx.single = single
         return logprobs, entropy
 
     @staticmethod
     def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
-        hidden, weight, labels = ctx.saved_tensors
+        hidden, weight, labels, kept = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         for rows in _chunks(len(labels), ctx.chunk):
-            softmax = _softmax_stats(hidden[rows] @ weight.t(), labels[rows], ctx.vocab_size, ctx.temperature)[3]
+            if ctx.single:
+                softmax = kept
+            else:
+                logits = _masked_logits(hidden[rows] @ weight.t(), ctx.vocab_size, ctx.temperature)
+                softmax = logits.sub_(kept[rows].unsqueeze(-1)).exp_()
             grad = _logits_grad(softmax, labels[rows], grad_logprobs[rows], ctx.temperature).to(hidden.dtype)
             grad_hidden[rows] = grad @ weight
             grad_weight.addmm_(grad.t().float(), hidden[rows].float())

@@ -7,7 +7,7 @@ Scenarios (rank 0 writes the results to OUT as a torch file):
   masked    one update with a sequence out of the loss (loss_mask) vs one on the batch without it
   zero_advantage  one update with two zero-advantage sequences skipped vs one that trains on them too
   projection  logprobs and gradients through megatron's output layer (whole logits) vs the chunked
-            projection of its input (`projected_logprobs_and_entropy`, 5 positions a chunk)
+            projection of its input (`projected_logprobs_and_entropy`, 5 positions a chunk, and one chunk)
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
 """
@@ -172,7 +172,7 @@ def scenario_projection(args) -> dict:
     coefficients = torch.randn(len(labels), generator=torch.Generator().manual_seed(3))
     vocab, temperature = policy._vocab_size, 0.7
     result = {}
-    for name in ("output_layer", "chunked"):
+    for name, chunk in (("output_layer", 0), ("chunked", 5), ("one_chunk", len(labels))):
         policy.model.zero_grad_buffer()
         if name == "output_layer":
             logits = policy.model(tokens, positions, None)[b, p]
@@ -181,7 +181,7 @@ def scenario_projection(args) -> dict:
             with _output_layer_input(policy.model, padded.response_mask) as projection:
                 hidden = policy.model(tokens, positions, None)
             logprobs, entropy = projected_logprobs_and_entropy(hidden[0], projection.weight, labels, vocab,
-                                                               temperature, chunk=5)  # fmt: skip
+                                                               temperature, chunk)  # fmt: skip
         loss = (logprobs * coefficients).sum()
         loss.backward()
         grads = {n: q.main_grad.clone() for n, q in policy.model.named_parameters()}
