@@ -8,8 +8,9 @@ softmax(logits / T), the one the rollout engine sampled from (its processed logp
 
 `projected_logprobs_and_entropy` starts one step earlier, from the hidden states and the output
 layer's weight: it projects `chunk` positions at a time in the forward pass and again in the
-backward pass, so the [positions x vocabulary] logits never exist whole (memory and page faults
-stay those of one chunk; the price is the projection's forward computed twice).
+backward pass, so the [positions x vocabulary] logits never exist whole (memory stays that of one
+chunk; the price is the projection's forward computed twice). Its buffers are reused across calls,
+so a step allocates no fresh pages for them.
 """
 
 from __future__ import annotations
@@ -93,40 +94,102 @@ class _VocabParallelLogprobs(torch.autograd.Function):
         return _logits_grad(softmax, labels, grad_logprobs, ctx.temperature).to(ctx.input_dtype), None, None, None
 
 
+class _Workspace:
+    """fp32 [rows, V_local] buffers kept across calls by name, grown to the largest request: every chunk of
+    every micro-batch reuses them, so the allocator hands out no fresh pages (on a CPU a new large tensor
+    is page faults, slower than the pass that fills it). `uses` counts the hand-outs of each name."""
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.uses: dict[str, int] = {}
+
+    def get(self, name: str, rows: int, columns: int, device: torch.device) -> torch.Tensor:
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != columns or buffer.device != device:
+            self.buffers.pop(name, None)  # free the old one first
+            buffer = self.buffers[name] = torch.empty(rows, columns, dtype=torch.float32, device=device)
+        self.uses[name] = self.uses.get(name, 0) + 1
+        return buffer[:rows]
+
+
+_WORKSPACE = _Workspace()
+
+
+def _project(hidden: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, vocab_size: int,
+             temperature: float) -> torch.Tensor:
+    """`out` := fp32 (hidden @ weight.T) / T, TP-padding columns (global index >= vocab_size) at -inf."""
+    if hidden.dtype == torch.float32 and weight.dtype == torch.float32:
+        torch.mm(hidden, weight.t(), out=out)
+    else:
+        out.copy_(hidden @ weight.t())
+    if temperature != 1.0:
+        out.div_(temperature)
+    start, end = _vocab_range(out.shape[-1])
+    if end > vocab_size:
+        out[:, max(vocab_size - start, 0):] = float("-inf")
+    return out
+
+
+def _zero_padding(out: torch.Tensor, vocab_size: int) -> None:
+    start, end = _vocab_range(out.shape[-1])
+    if end > vocab_size:
+        out[:, max(vocab_size - start, 0):] = 0.0
+
+
 class _ProjectedLogprobs(torch.autograd.Function):
-    """`_VocabParallelLogprobs` of `hidden @ weight.T`, `chunk` rows at a time. One chunk keeps its softmax
-    for the backward; several keep only the inputs and each row's log-normaliser, and the backward
-    recomputes a chunk's softmax from them (one projection and one exp, no reductions)."""
+    """`_VocabParallelLogprobs` of `hidden @ weight.T`, `chunk` rows at a time in reused buffers. Only the
+    inputs and each row's log-normaliser are kept; the backward recomputes a chunk's softmax from them (one
+    projection and one exp, no reductions). On a CPU that is as fast as keeping the whole softmax: the
+    chunks stay in cache, a kept softmax would not."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, vocab_size: int,
                 temperature: float, chunk: int):
+        n_rows, columns, device = len(labels), weight.shape[0], hidden.device
         ctx.temperature, ctx.chunk, ctx.vocab_size = temperature, chunk, vocab_size
-        logprobs = torch.empty(labels.shape, dtype=torch.float32, device=hidden.device)
+        logprobs = torch.empty(labels.shape, dtype=torch.float32, device=device)
         entropy, log_z = torch.empty_like(logprobs), torch.empty_like(logprobs)
-        for rows in _chunks(len(labels), chunk):
-            logprobs[rows], entropy[rows], log_z[rows], softmax = _softmax_stats(
-                hidden[rows] @ weight.t(), labels[rows], vocab_size, temperature)
-        single = len(labels) <= chunk
-        ctx.save_for_backward(hidden, weight, labels, softmax if single else log_z)
-        ctx.single = single
+        scratch = _WORKSPACE.get("scratch", min(chunk, n_rows), columns, device)
+        exp_scratch = _WORKSPACE.get("exp", min(chunk, n_rows), columns, device)
+        for rows in _chunks(n_rows, chunk):
+            n = rows.stop - rows.start
+            shifted, exp = _project(hidden[rows], weight, scratch[:n], vocab_size, temperature), exp_scratch[:n]
+            shift = _tp_all_reduce(shifted.amax(dim=-1), torch.distributed.ReduceOp.MAX)
+            owned, local_index = _label_index(labels[rows], columns)
+            shifted.sub_(shift.unsqueeze(-1))
+            picked = _tp_all_reduce(torch.where(owned, shifted.gather(-1, local_index.unsqueeze(-1)).squeeze(-1), 0.0))
+            torch.exp(shifted, out=exp)
+            sum_exp = _tp_all_reduce(exp.sum(dim=-1))
+            _zero_padding(shifted, vocab_size)  # there exp is 0, and 0 * -inf would be nan
+            expected_shifted = _tp_all_reduce(shifted.mul_(exp).sum(dim=-1))
+            log_sum = torch.log(sum_exp)
+            log_z[rows] = shift + log_sum
+            logprobs[rows] = picked - log_sum
+            entropy[rows] = log_sum - expected_shifted / sum_exp
+        ctx.save_for_backward(hidden, weight, labels, log_z)
         return logprobs, entropy
 
     @staticmethod
     def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
-        hidden, weight, labels, kept = ctx.saved_tensors
+        hidden, weight, labels, log_z = ctx.saved_tensors
+        n_rows, columns, device = len(labels), weight.shape[0], hidden.device
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        for rows in _chunks(len(labels), ctx.chunk):
-            if ctx.single:
-                softmax = kept
+        grad_weight_t = torch.zeros(weight.shape[::-1], dtype=torch.float32, device=device)  # [H, V_local]
+        # d log p(label) / d logits = (onehot - softmax) / T, times the incoming gradient
+        g = grad_logprobs / ctx.temperature
+        scratch = _WORKSPACE.get("scratch", min(ctx.chunk, n_rows), columns, device)
+        for rows in _chunks(n_rows, ctx.chunk):
+            grad = _project(hidden[rows], weight, scratch[: rows.stop - rows.start], ctx.vocab_size, ctx.temperature)
+            grad.sub_(log_z[rows].unsqueeze(-1)).exp_().mul_(-g[rows].unsqueeze(-1))
+            owned, local_index = _label_index(labels[rows], columns)
+            grad.scatter_add_(-1, local_index.unsqueeze(-1), (g[rows] * owned).unsqueeze(-1))
+            if hidden.dtype == torch.float32 and weight.dtype == torch.float32:
+                torch.mm(grad, weight, out=grad_hidden[rows])
+                grad_weight_t.addmm_(hidden[rows].t(), grad)
             else:
-                logits = _masked_logits(hidden[rows] @ weight.t(), ctx.vocab_size, ctx.temperature)
-                softmax = logits.sub_(kept[rows].unsqueeze(-1)).exp_()
-            grad = _logits_grad(softmax, labels[rows], grad_logprobs[rows], ctx.temperature).to(hidden.dtype)
-            grad_hidden[rows] = grad @ weight
-            grad_weight.addmm_(grad.t().float(), hidden[rows].float())
-        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None
+                grad_hidden[rows] = grad.to(hidden.dtype) @ weight
+                grad_weight_t.addmm_(hidden[rows].t().float(), grad)
+        return grad_hidden, grad_weight_t.t().to(weight.dtype).contiguous(), None, None, None, None
 
 
 def _chunks(n: int, chunk: int) -> list[slice]:
@@ -154,7 +217,7 @@ def projected_logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, l
     `hidden` [N, H] is the output layer's input for N positions, the same on every TP rank (its
     gradient is this rank's part: reduce it over TP, as megatron's output layer does); `weight`
     [V_local, H] is this rank's vocab slice of the output layer; `labels` [N]. Memory: the inputs and
-    a few [chunk, V_local] tensors at a time.
+    two [chunk, V_local] fp32 buffers.
     """
     assert temperature > 0 and chunk > 0, f"temperature {temperature} and chunk {chunk} must be positive"
     logprobs, entropy = _ProjectedLogprobs.apply(hidden, weight, labels, vocab_size, float(temperature), int(chunk))

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from lwz.runtime.cpu_shims import shims_suspended
+
 __all__ = ["EngineGroups", "build_with_own_groups"]
 
 T = TypeVar("T")
@@ -42,11 +44,13 @@ class EngineGroups:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """Install this engine's groups for the duration of a call, then put back what was there."""
+        """Install this engine's groups for the duration of a call, then put back what was there; the
+        call runs without the actor's CPU device shims (vLLM's CPU backend needs none)."""
         previous = _state()
         _install(self._state)
         try:
-            yield
+            with shims_suspended():
+                yield
         finally:
             _install(previous)
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["apply_cpu_shims", "cpu_shims_applied"]
+__all__ = ["apply_cpu_shims", "cpu_shims_applied", "shims_suspended"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,18 @@ def apply_cpu_shims() -> None:
     log.debug("megatron-core CPU shims applied")
 
 
+@contextlib.contextmanager
+def shims_suspended() -> Iterator[None]:
+    """Run a block without the device-rewriting mode, for code that never asks for CUDA (vLLM's CPU
+    backend): under the mode every torch call pays for a Python dispatch (~6% of a CPU rollout)."""
+    stack = torch.overrides._get_current_function_mode_stack()
+    if _MODE is None or not stack or stack[-1] is not _MODE:
+        yield
+        return
+    with torch.overrides._pop_mode_temporarily():
+        yield
+
+
 def _is_cuda(device: object) -> bool:
     if isinstance(device, torch.device):
         return device.type == "cuda"
@@ -58,11 +71,11 @@ class _CudaToCpuMode(TorchFunctionMode):
     """Sends every tensor that code asks to place on a CUDA device to the CPU."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
+        kwargs = kwargs or {}
         if func is torch.Tensor.cuda:
             return args[0]
         if _is_cuda(kwargs.get("device")):
-            kwargs["device"] = "cpu"
+            kwargs = {**kwargs, "device": "cpu"}
         if func is torch.Tensor.to:
             args = tuple("cpu" if _is_cuda(a) else a for a in args)
         result = func(*args, **kwargs)
