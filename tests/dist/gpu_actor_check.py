@@ -1,6 +1,6 @@
 """The actor on one GPU (NCCL, no shims): logits vs transformers in fp32 and bf16, exact round trip of
-the weight gather that feeds the engines, and tempered (T = 0.7) logprobs and their gradient against
-PyTorch's log_softmax(logits / T).
+the weight gather that feeds the engines, tempered (T = 0.7) logprobs and their gradient against
+PyTorch's log_softmax(logits / T), and the chunked vocabulary projection against the whole logits.
 
 Usage: python tests/dist/gpu_actor_check.py WORK_DIR  (prints one JSON line of results)
 """
@@ -42,7 +42,7 @@ def main(work: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
-    from lwz.actor.logprobs import logprobs_and_entropy
+    from lwz.actor.logprobs import logprobs_and_entropy, projected_logprobs_and_entropy
     from lwz.actor.model import build_gpt_model, forward_logits, uses_transformer_engine
     from lwz.runtime import destroy_distributed, init_distributed
 
@@ -78,6 +78,7 @@ def main(work: Path) -> None:
         }
         if dtype == torch.float32:
             results["tempered"] = tempered_logprobs(logprobs_and_entropy, logits, expected, input_ids.cuda())
+    results["projected"] = projected(logprobs_and_entropy, projected_logprobs_and_entropy)
     assert parallel_state.model_parallel_is_initialized()
     destroy_distributed()
     print(json.dumps(results))
@@ -95,6 +96,29 @@ def tempered_logprobs(logprobs_and_entropy, logits, expected, input_ids, tempera
     torch.log_softmax(torch_leaf / temperature, -1).gather(-1, labels[..., None]).sum().backward()
     return {"logprob_max_abs_diff": (ours - reference).abs().max().item(),
             "grad_max_abs_diff": (leaf.grad - torch_leaf.grad).abs().max().item()}
+
+
+def projected(logprobs_and_entropy, projected_logprobs_and_entropy, temperature: float = 0.7) -> dict:
+    """Max relative |chunked - whole| of logprobs and of the hidden and weight gradients (fp32, 7-row chunks)."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    hidden = torch.randn(50, 64, device="cuda", generator=g).requires_grad_(True)
+    weight = (torch.randn(1000, 64, device="cuda", generator=g) * 0.1).requires_grad_(True)
+    labels = torch.randint(0, 1000, (50,), device="cuda", generator=g)
+    outputs = []
+    for whole in (True, False):
+        hidden.grad = weight.grad = None
+        if whole:
+            logprobs = logprobs_and_entropy(hidden @ weight.t(), labels, 1000, temperature)[0]
+        else:
+            logprobs = projected_logprobs_and_entropy(hidden, weight, labels, 1000, temperature, chunk=7)[0]
+        logprobs.sum().backward()
+        outputs.append((logprobs.detach(), hidden.grad.clone(), weight.grad.clone()))
+
+    def rel(a, b):
+        return ((a - b).abs().max() / b.abs().max()).item()
+
+    (lp, gh, gw), (lp2, gh2, gw2) = outputs
+    return {"logprob_rel": rel(lp2, lp), "hidden_grad_rel": rel(gh2, gh), "weight_grad_rel": rel(gw2, gw)}
 
 
 if __name__ == "__main__":
