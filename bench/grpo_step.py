@@ -126,7 +126,7 @@ def main() -> None:
     with_trl = importlib.util.find_spec("trl") is not None
     print(f"8 prompts x 4 samples x <= 128 tokens, 5 steps, {args.rounds} round(s)"
           + ("" if with_trl else "; trl is not installed (pip install -e '.[bench]'): lwz only"), flush=True)
-    print("| system | s/step (median, steps 2-5) | rollout | update | sync | completion tokens/s | peak RSS GB |")
+    print("| system | s/step (median, steps 2-5) | rollout | update | sync | completion tokens/s | peak memory GB (PSS) |")
     print("|---|---|---|---|---|---|---|")
     results: dict[str, list[dict]] = {"lwz": [], "trl": []}
     for i in range(args.rounds):
@@ -144,7 +144,7 @@ def main() -> None:
                     for name in ("lwz", "trl"))
         print(f"\nlwz / TRL step time = {lwz['s_per_step'] / trl['s_per_step']:.3f} "
               f"({trl['s_per_step'] / lwz['s_per_step']:.2f}x faster; target <= 0.25); "
-              f"peak RSS lwz / TRL = {lwz['peak_rss_gb'] / trl['peak_rss_gb']:.2f} (target <= 1)")
+              f"peak memory lwz / TRL = {lwz['peak_rss_gb'] / trl['peak_rss_gb']:.2f} (target <= 1)")
 
 
 if __name__ == "__main__":
