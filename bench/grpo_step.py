@@ -126,7 +126,8 @@ def main() -> None:
     with_trl = importlib.util.find_spec("trl") is not None
     print(f"8 prompts x 4 samples x <= 128 tokens, 5 steps, {args.rounds} round(s)"
           + ("" if with_trl else "; trl is not installed (pip install -e '.[bench]'): lwz only"), flush=True)
-    print("| system | s/step (median, steps 2-5) | rollout | update | sync | completion tokens/s | peak memory GB (PSS) |")
+    print("| system | s/step (median, steps 2-5) | rollout | update | sync | completion tokens/s "
+          "| peak memory GB (PSS) |")
     print("|---|---|---|---|---|---|---|")
     results: dict[str, list[dict]] = {"lwz": [], "trl": []}
     for i in range(args.rounds):

@@ -242,7 +242,8 @@ def scenario_resume(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "zero_advantage", "projection", "save", "resume"))
+    parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "zero_advantage",
+                                             "projection", "save", "resume"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
