@@ -9,16 +9,16 @@ softmax(logits / T), the one the rollout engine sampled from (its processed logp
 `projected_logprobs_and_entropy` starts one step earlier, from the hidden states and the output
 layer's weight: it projects `chunk` positions at a time in the forward pass and again in the
 backward pass, so the [positions x vocabulary] logits never exist whole (memory stays that of one
-chunk; the price is the projection's forward computed twice). Its buffers are reused across calls,
-so a step allocates no fresh pages for them.
+chunk; the price is the projection's forward computed twice). Its buffers are reused across the
+calls of a pass over a batch, so the micro-batches allocate no fresh pages for them.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["logprobs_and_entropy", "projected_logprobs_and_entropy", "vocab_parallel_logprobs",
-           "vocab_parallel_entropy"]
+__all__ = ["logprobs_and_entropy", "projected_logprobs_and_entropy", "release_projection_buffers",
+           "vocab_parallel_logprobs", "vocab_parallel_entropy"]
 
 
 def _vocab_range(local_size: int) -> tuple[int, int]:
@@ -95,21 +95,22 @@ class _VocabParallelLogprobs(torch.autograd.Function):
 
 
 class _Workspace:
-    """fp32 [rows, V_local] buffers kept across calls by name, grown to the largest request: every chunk of
-    every micro-batch reuses them, so the allocator hands out no fresh pages (on a CPU a new large tensor
-    is page faults, slower than the pass that fills it). `uses` counts the hand-outs of each name."""
+    """fp32 [rows, V_local] buffers by name, grown to the largest request and kept until `release`: every
+    chunk of every micro-batch of a pass reuses them, so the allocator hands out no fresh pages (on a CPU a
+    new large tensor is page faults, slower than the pass that fills it)."""
 
     def __init__(self):
         self.buffers: dict[str, torch.Tensor] = {}
-        self.uses: dict[str, int] = {}
 
     def get(self, name: str, rows: int, columns: int, device: torch.device) -> torch.Tensor:
         buffer = self.buffers.get(name)
         if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != columns or buffer.device != device:
             self.buffers.pop(name, None)  # free the old one first
             buffer = self.buffers[name] = torch.empty(rows, columns, dtype=torch.float32, device=device)
-        self.uses[name] = self.uses.get(name, 0) + 1
         return buffer[:rows]
+
+    def release(self) -> None:
+        self.buffers.clear()
 
 
 _WORKSPACE = _Workspace()
@@ -207,6 +208,11 @@ def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor, vocab_size:
     assert temperature > 0, f"temperature {temperature} must be positive"
     logprobs, entropy = _VocabParallelLogprobs.apply(logits, labels, vocab_size, float(temperature))
     return logprobs, entropy.detach()
+
+
+def release_projection_buffers() -> None:
+    """Free the buffers `projected_logprobs_and_entropy` reuses (after a pass, before another phase)."""
+    _WORKSPACE.release()
 
 
 def projected_logprobs_and_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,

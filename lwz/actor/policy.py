@@ -18,7 +18,7 @@ import torch
 
 from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
-from lwz.actor.logprobs import projected_logprobs_and_entropy
+from lwz.actor.logprobs import projected_logprobs_and_entropy, release_projection_buffers
 from lwz.actor.model import build_gpt_model, unwrap_model
 from lwz.actor.optim import LrSchedule, build_optimizer
 from lwz.algo.grpo import LossSettings, policy_loss
@@ -113,11 +113,14 @@ class Policy:
             return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, projection.weight)
 
         first = micro[0].tokens.shape
-        return get_forward_backward_func()(
-            forward_step_func=step, data_iterator=iter(micro), model=[model or self.model], num_microbatches=len(micro),
-            seq_length=first[1], micro_batch_size=first[0], forward_only=forward_only,
-            collect_non_loss_data=forward_only,
-        )  # fmt: skip
+        try:
+            return get_forward_backward_func()(
+                forward_step_func=step, data_iterator=iter(micro), model=[model or self.model],
+                num_microbatches=len(micro), seq_length=first[1], micro_batch_size=first[0],
+                forward_only=forward_only, collect_non_loss_data=forward_only,
+            )  # fmt: skip
+        finally:
+            release_projection_buffers()  # the next phase (a colocated engine's) gets the memory back
 
     def _micro_batches(self, batch: RolloutBatch) -> tuple[list[list[int]], list[PaddedTokens]]:
         """Index groups of at most `actor.micro_batch_tokens` padded tokens and their padded tokens."""
