@@ -12,7 +12,7 @@ load the same weights and prompts; the runs alternate (lwz, TRL, lwz, ...) when 
   (`pip install -e ".[bench]"`).
 
 Printed: s/step (median of steps 2-5) with lwz's rollout / update / sync split, completion tokens/s
-end to end, each process's peak RSS, and the ratios lwz / TRL.
+end to end, each process tree's peak memory (PSS, bench/peak_rss.py), and the ratios lwz / TRL.
 
     OMP_NUM_THREADS=1 python bench/grpo_step.py        # ~10 minutes on 2 CPU cores
 """
@@ -73,7 +73,7 @@ logging: {{output_dir: {folder / "runs"}, wandb: {{mode: disabled}}}}
 
 
 def run_lwz(recipe: Path, name: str) -> dict:
-    """One `lwz run` of the workload; per-step times from its metrics, peak RSS of the whole process tree."""
+    """One `lwz run` of the workload; per-step times from its metrics, peak PSS of the whole process tree."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "peak_rss.py"), sys.executable, "-m", "lwz.cli",
                            "run", str(recipe), f"logging.run={name}"],
