@@ -79,18 +79,38 @@ def test_zero_advantage_sequences_are_skipped_with_the_same_update(dp, tmp_path)
 def test_the_chunked_projection_equals_the_output_layer(tp, sp, tmp_path):
     """The logits projected 5 positions at a time in the loss (forward and backward), or in one chunk, give
     the loss, logprobs and every gradient of megatron's own output layer on the whole logits (fp32, 1e-6
-    relative)."""
+    relative); so do the gradients made in the forward pass from a predicted per-position gradient (up to a
+    scalar: no second projection), and a wrong prediction (the backward projects again)."""
     got = run_worker("projection", tp, tmp_path / "out.pt", "--tp", str(tp), *(["--sequence-parallel"] if sp else []))
     whole = got["output_layer"]
-    for chunked in (got["chunked"], got["one_chunk"]):   # softmax recomputed in the backward, or kept
-        assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    for name in ("chunked", "one_chunk", "predicted", "mispredicted"):
+        chunked = got[name]
+        assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6), name
         for key in ("logprobs", "entropy"):
-            assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), key
+            assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), (name, key)
         assert whole["grads"].keys() == chunked["grads"].keys()
-        for name, grad in whole["grads"].items():
-            assert grad.abs().max() > 0, name
+        for param, grad in whole["grads"].items():
+            assert grad.abs().max() > 0, param
             scale = grad.abs().max().item()
-            assert (chunked["grads"][name] - grad).abs().max().item() <= 1e-6 * scale, name
+            assert (chunked["grads"][param] - grad).abs().max().item() <= 1e-6 * scale, (name, param)
+    assert got["predicted"]["projections"] == got["predicted"]["chunks"] > 1
+    assert got["mispredicted"]["projections"] == got["chunked"]["projections"] == 2 * got["chunked"]["chunks"]
+
+
+@pytest.mark.parametrize("tp", [1, 2], ids=["tp1", "tp2"])
+def test_the_update_makes_its_projection_gradients_in_the_forward_pass(tp, tmp_path):
+    """The GRPO loss's per-token gradient is known in the projection's forward pass, so the update projects
+    once per chunk, not twice, with the same two updates (the second off-policy, ratios away from 1) as
+    the backward's recomputation: loss, grad norm, clip fraction and resulting policy (fp32, 1e-6)."""
+    got = run_worker("predicted_update", tp, tmp_path / "out.pt", "--tp", str(tp))
+    predicted, recomputed = got["predicted"], got["recomputed"]
+    for a, b in zip(predicted["metrics"], recomputed["metrics"]):
+        for key in ("loss", "grad_norm", "ratio_mean", "clip_fraction"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+    assert predicted["metrics"][1]["ratio_mean"] != pytest.approx(1.0, abs=1e-4)
+    for a, b in zip(predicted["after"], recomputed["after"]):
+        assert (a - b).abs().max().item() < 1e-6
+    assert 2 * predicted["projections"] == recomputed["projections"] > 0
 
 
 def test_a_sequence_masked_out_of_the_loss_counts_as_absent(tmp_path):

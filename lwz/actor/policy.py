@@ -161,12 +161,14 @@ class Policy:
         return result
 
     def _logprobs_and_entropy(self, padded: PaddedTokens, hidden: torch.Tensor, tokens: torch.Tensor,
-                              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, L - 1] logprobs (differentiable) and entropies of the response labels, zeros elsewhere."""
+                              weight: torch.Tensor, loss_of=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L - 1] logprobs (differentiable) and entropies of the response labels, zeros elsewhere;
+        `loss_of(logprobs)`, the loss to be taken of them, lets the projection make its gradients early."""
         b, p = padded.response_mask.nonzero(as_tuple=True)
         labels = tokens[b.to(tokens.device), (p + 1).to(tokens.device)]
-        logprobs, entropy = projected_logprobs_and_entropy(hidden[0], weight, labels, self._vocab_size,
-                                                           self.temperature, self.recipe.actor.vocab_chunk_tokens)
+        logprobs, entropy = projected_logprobs_and_entropy(
+            hidden[0], weight, labels, self._vocab_size, self.temperature, self.recipe.actor.vocab_chunk_tokens,
+            token_grad=None if loss_of is None else _token_grad(padded, loss_of, len(labels)))
         return _dense(padded, logprobs), _dense(padded, entropy)
 
     # ------------------------------------------------------------------ the update
@@ -237,14 +239,18 @@ class Policy:
 
         def loss_fn(padded, hidden, tokens, weight):
             k, device = index[id(padded)], hidden.device
-            logprobs, entropy = self._logprobs_and_entropy(padded, hidden, tokens, weight)
             mask = padded.response_mask.to(device) * keep[k].to(device)
-            old_k = logprobs.detach() if old is None else old[k].to(device)
-            loss, metrics = policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
-                                        ref_logprobs=None if ref is None else ref[k].to(device),
-                                        normalizer=normalizer,
-                                        engine_logprobs=None if engine is None else engine[k].to(device),
-                                        fresh=None if fresh is None else fresh[k].to(device))  # fmt: skip
+
+            def loss_of(logprobs):
+                old_k = logprobs.detach() if old is None else old[k].to(device)
+                return policy_loss(logprobs, old_k, adv[k].to(device), mask, self.loss_settings,
+                                   ref_logprobs=None if ref is None else ref[k].to(device), normalizer=normalizer,
+                                   engine_logprobs=None if engine is None else engine[k].to(device),
+                                   fresh=None if fresh is None else fresh[k].to(device))  # fmt: skip
+
+            logprobs, entropy = self._logprobs_and_entropy(padded, hidden, tokens, weight,
+                                                           lambda values: loss_of(values)[0])  # fmt: skip
+            loss, metrics = loss_of(logprobs)
             fresh_k = mask if fresh is None else mask * fresh[k].to(device)
             in_loss = fresh_k if fresh is not None and self.loss_settings.stale_tokens == "mask" else mask
             metrics["entropy"] = (entropy * in_loss).sum() / in_loss.sum().clamp(min=1)
@@ -323,6 +329,21 @@ def _output_layer_input(module: torch.nn.Module, response_mask: torch.Tensor):
         yield holder
     finally:
         del output_layer.forward
+
+
+def _token_grad(padded: PaddedTokens, loss_of, n: int):
+    """`token_grad` for `projected_logprobs_and_entropy`: d loss_of(logprobs) / d logprobs at the positions
+    `rows` (of the N response positions) given their logprobs. GRPO's losses are sums over tokens, so a
+    position's gradient depends on its own logprob only; the other positions' values do not matter."""
+
+    def token_grad(rows: slice, logprobs: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            values = torch.zeros(n, dtype=torch.float32, device=logprobs.device)
+            values[rows] = logprobs
+            values.requires_grad_()
+            return torch.autograd.grad(loss_of(_dense(padded, values)), values)[0][rows]
+
+    return token_grad
 
 
 def _dense(padded: PaddedTokens, values: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ Scenarios (rank 0 writes the results to OUT as a torch file):
   masked    one update with a sequence out of the loss (loss_mask) vs one on the batch without it
   zero_advantage  one update with two zero-advantage sequences skipped vs one that trains on them too
   projection  logprobs and gradients through megatron's output layer (whole logits) vs the chunked
-            projection of its input (`projected_logprobs_and_entropy`, 5 positions a chunk, and one chunk)
+            projection of its input (`projected_logprobs_and_entropy`, 5 positions a chunk, and one chunk;
+            with a predicted per-position gradient, and a wrong one)
+  predicted_update  two updates with the projection's gradients made in its forward pass vs recomputed
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
 """
@@ -158,7 +160,10 @@ def scenario_zero_advantage(args) -> dict:
 
 def scenario_projection(args) -> dict:
     """The same loss (random weights on the response logprobs, tempered) through the model's own output
-    layer and through the chunked projection: logprobs, entropies and this rank's gradients."""
+    layer and through the chunked projection: logprobs, entropies, this rank's gradients and the number of
+    chunk projections. `predicted`: the per-position gradient is given to the forward pass (4x the true one:
+    the backward finds the scalar); `mispredicted`: a wrong one (the backward recomputes)."""
+    from lwz.actor import logprobs as logprobs_module
     from lwz.actor.logprobs import logprobs_and_entropy, projected_logprobs_and_entropy
     from lwz.actor.policy import Policy, _output_layer_input
 
@@ -170,10 +175,17 @@ def scenario_projection(args) -> dict:
     b, p = padded.response_mask.nonzero(as_tuple=True)
     labels = tokens[b, p + 1]
     coefficients = torch.randn(len(labels), generator=torch.Generator().manual_seed(3))
+    predictions = {"predicted": lambda rows, values: 4 * coefficients[rows],
+                   "mispredicted": lambda rows, values: torch.ones_like(values)}
     vocab, temperature = policy._vocab_size, 0.7
+    projections = []
+    project = logprobs_module._project
+    logprobs_module._project = lambda *a, **k: projections.append(1) or project(*a, **k)
     result = {}
-    for name, chunk in (("output_layer", 0), ("chunked", 5), ("one_chunk", len(labels))):
+    for name, chunk in (("output_layer", 0), ("chunked", 5), ("one_chunk", len(labels)), ("predicted", 5),
+                        ("mispredicted", 5)):  # fmt: skip
         policy.model.zero_grad_buffer()
+        projections.clear()
         if name == "output_layer":
             logits = policy.model(tokens, positions, None)[b, p]
             logprobs, entropy = logprobs_and_entropy(logits, labels, vocab, temperature)
@@ -181,11 +193,39 @@ def scenario_projection(args) -> dict:
             with _output_layer_input(policy.model, padded.response_mask) as projection:
                 hidden = policy.model(tokens, positions, None)
             logprobs, entropy = projected_logprobs_and_entropy(hidden[0], projection.weight, labels, vocab,
-                                                               temperature, chunk)  # fmt: skip
+                                                               temperature, chunk, predictions.get(name))
         loss = (logprobs * coefficients).sum()
         loss.backward()
         grads = {n: q.main_grad.clone() for n, q in policy.model.named_parameters()}
-        result[name] = {"loss": loss.item(), "logprobs": logprobs.detach(), "entropy": entropy, "grads": grads}
+        result[name] = {"loss": loss.item(), "logprobs": logprobs.detach(), "entropy": entropy, "grads": grads,
+                        "projections": len(projections), "chunks": -(-len(labels) // max(chunk, 1))}
+    return result
+
+
+def scenario_predicted_update(args) -> dict:
+    """Two updates against fixed old logprobs (the second off-policy: ratios away from 1, some clipped), with
+    the GRPO loss's per-token gradient made in the projection's forward pass and without (the backward
+    projects again): metrics, the logprobs after, and the chunk projections of each update."""
+    from lwz.actor import logprobs as logprobs_module
+    from lwz.actor.policy import Policy
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    projections = []
+    project = logprobs_module._project
+    logprobs_module._project = lambda *a, **k: projections.append(1) or project(*a, **k)
+    result = {}
+    for name in ("predicted", "recomputed"):
+        policy = Policy(recipe, plan)
+        if name == "recomputed":
+            plain = policy._logprobs_and_entropy
+            policy._logprobs_and_entropy = lambda padded, hidden, tokens, weight, loss_of=None: plain(
+                padded, hidden, tokens, weight)
+        batch = make_batch()
+        old = policy.compute_logprobs(batch)
+        projections.clear()
+        metrics = run_updates(policy, batch, old, 2)
+        count = len(projections)
+        result[name] = {"metrics": metrics, "after": policy.compute_logprobs(batch), "projections": count}
     return result
 
 
@@ -243,7 +283,7 @@ def scenario_resume(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "zero_advantage",
-                                             "projection", "save", "resume"))
+                                             "predicted_update", "projection", "save", "resume"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
