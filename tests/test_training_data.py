@@ -24,7 +24,8 @@ BENCHMARKS = sorted((ROOT / "lwz" / "assets" / "benchmarks").glob("*.jsonl")) + 
 
 def texts(path: Path) -> list[str]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [row.get("prompt") or row.get("query") for row in rows]
+    texts = [row.get("prompt") or row.get("query") for row in rows]
+    return list(dict.fromkeys(texts + [row["chosen"] for row in rows if "chosen" in row]))  # pairs: answers too
 
 
 def normal(text: str) -> str:
@@ -40,7 +41,8 @@ def shingles(text: str) -> set[str]:
 
 
 def test_training_files_are_the_new_prompts():
-    assert {p.name for p in TRAINING} == {"lwz_prompts.jsonl", "lwz_prompts_source.jsonl", "short_prompts_en.jsonl"}
+    assert {p.name for p in TRAINING} == {"lwz_prompts.jsonl", "lwz_prompts_source.jsonl", "short_prompts_en.jsonl",
+                                         "writing_pairs.jsonl"}
 
 
 @pytest.mark.parametrize("training", TRAINING, ids=[p.name for p in TRAINING])

@@ -89,6 +89,7 @@ _LAYER_RULES = {
 _EMBEDDING = _Rule(("model.embed_tokens.weight",), "vocab")
 _FINAL_NORM = _Rule(("model.norm.weight",), "replicated")
 _LM_HEAD = _Rule(("lm_head.weight",), "vocab")
+_SCORE = _Rule(("score.weight",), "replicated")  # a reward model's scalar head
 _LAYER_NAME = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
 
 
@@ -108,7 +109,8 @@ def _rules(
         elif name == "decoder.final_layernorm.weight":
             yield name, param, _FINAL_NORM, None
         elif name == "output_layer.weight":
-            yield name, param, (_EMBEDDING if arch.tie_word_embeddings else _LM_HEAD), None
+            head = _SCORE if arch.scalar_head else _EMBEDDING if arch.tie_word_embeddings else _LM_HEAD
+            yield name, param, head, None
         elif (match := _LAYER_NAME.fullmatch(name)) and match.group(2) in _LAYER_RULES:
             layer = layers[int(match.group(1))].layer_number - 1
             yield name, param, _LAYER_RULES[match.group(2)], layer
@@ -137,6 +139,9 @@ class _SafetensorsReader:
         }
         self._handles = {key: handles[file] for key, file in weight_map.items()}
 
+    def has(self, name: str) -> bool:
+        return name in self._handles
+
     def rows(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
         return self._handles[name].get_slice(name)[start:stop]
 
@@ -149,7 +154,8 @@ def load_hf_into_megatron(
 ) -> None:
     """Copy this rank's TP shard / PP stage of the HF weights in `hf_dir` into `model`, in place.
 
-    Every parameter of the model must come from the checkpoint; each is read as a slice.
+    Every parameter of the model must come from the checkpoint, each read as a slice, except a reward
+    model's scalar head when `hf_dir` is a causal LM (the head keeps its fresh initialisation).
     """
     from megatron.core import parallel_state
 
@@ -162,6 +168,9 @@ def load_hf_into_megatron(
         reader = _SafetensorsReader(hf_dir, stack)
         for name, param, rule, layer in _rules(inner, arch):
             names = [n.format(i=layer) for n in rule.hf]
+            if rule is _SCORE and not reader.has(names[0]):
+                log.info("%s has no %s: the scalar head starts fresh", hf_dir, names[0])
+                continue
             shard = _read_shard(reader, names, rule.kind, arch, tp, rank, param.shape[0])
             assert shard.shape == param.shape, (
                 f"{name}: HF gives {tuple(shard.shape)}, megatron has {tuple(param.shape)}"
@@ -227,7 +236,9 @@ def hf_weight_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
         shapes[p + "mlp.up_proj.weight"] = (f, h)
         shapes[p + "mlp.down_proj.weight"] = (h, f)
     shapes["model.norm.weight"] = (h,)
-    if not arch.tie_word_embeddings:
+    if arch.scalar_head:
+        shapes["score.weight"] = (1, h)
+    elif not arch.tie_word_embeddings:
         shapes["lm_head.weight"] = (arch.vocab_size, h)
     return shapes
 

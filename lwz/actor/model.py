@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lwz.errors import LwzError
+from lwz.rm.scalar_head import ScalarHead, has_scalar_head
 from lwz.runtime.device import on_gpu
 
 __all__ = [
@@ -52,6 +53,7 @@ class Arch:
     tie_word_embeddings: bool
     max_position_embeddings: int
     init_std: float
+    scalar_head: bool = False  # a reward model: one score per position instead of the vocabulary
 
     @property
     def heads_per_group(self) -> int:
@@ -82,6 +84,7 @@ def arch_from_hf_config(config: dict[str, Any]) -> Arch:
     if heads % kv_heads:
         raise LwzError(_WHERE, "num_key_value_heads", f"{kv_heads} does not divide {heads} heads")
     rope_theta, rope_factor = _rope(config)
+    scalar_head = has_scalar_head(config)
     return Arch(
         family=family,
         vocab_size=config["vocab_size"],
@@ -95,9 +98,10 @@ def arch_from_hf_config(config: dict[str, Any]) -> Arch:
         rope_theta=rope_theta,
         rope_scaling_factor=rope_factor,
         qkv_bias=family == "qwen2",
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)) and not scalar_head,
         max_position_embeddings=config.get("max_position_embeddings", 4096),
         init_std=config.get("initializer_range", 0.02),
+        scalar_head=scalar_head,
     )
 
 
@@ -153,7 +157,8 @@ def build_gpt_model(
 
     Needs megatron's model-parallel groups (`lwz.runtime.init_distributed`). `pre_process` /
     `post_process` default to whether this is the first / last pipeline stage. Extra
-    TransformerConfig fields (e.g. recompute settings) go in `config_overrides`. Weights are
+    TransformerConfig fields (e.g. recompute settings) go in `config_overrides`. A sequence classifier's
+    config (`lwz.rm.scalar_head.reward_model_config`) gets a `ScalarHead` as its output layer. Weights are
     randomly initialised: load them with `lwz.actor.convert.load_hf_into_megatron`.
     """
     from megatron.core import parallel_state
@@ -222,6 +227,8 @@ def build_gpt_model(
         rope_scaling_factor=arch.rope_scaling_factor or 8.0,
     )
     model.hf_vocab_size = arch.vocab_size  # logits beyond it are TP padding
+    if arch.scalar_head and model.post_process:  # a reward model: no vocabulary projection
+        model.output_layer = ScalarHead(arch.hidden_size, arch.init_std, config.sequence_parallel, dtype)
     model.to(dtype)  # the local spec's torch norms are created in fp32 whatever params_dtype says
     return model.cuda() if gpu else model
 

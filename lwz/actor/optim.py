@@ -9,7 +9,44 @@ import torch
 
 from lwz.recipe.schema import ActorCfg
 
-__all__ = ["LrSchedule", "build_optimizer"]
+__all__ = ["LrSchedule", "build_optimizer", "training_wrappers", "trainable_model", "DTYPES"]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def trainable_model(hf_config: dict, weights: str, dtype_name: str, actor: ActorCfg):
+    """(DDP model, optimizer, dtype): this rank's shard of the megatron model of `hf_config` with the HF
+    weights of `weights` (a scalar-head config gets a reward model), the actor's parallel and
+    recompute settings, ready to train with micro-batches of varying shape."""
+    from lwz.actor.convert import load_hf_into_megatron
+    from lwz.actor.model import build_gpt_model
+    from lwz.errors import LwzError
+
+    if dtype_name not in DTYPES:
+        raise LwzError(None, "model.dtype", f"'{dtype_name}' is not supported (allowed: fp32, bf16)")
+    dtype = DTYPES[dtype_name]
+    overrides: dict = {"sequence_parallel": actor.sequence_parallel}
+    if actor.recompute == "full":
+        overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    net = build_gpt_model(hf_config, dtype=dtype, config_overrides=overrides)
+    # Micro-batches differ in shape: pipeline stages exchange shapes first. Set after construction:
+    # TransformerConfig rejects it with its default MoE token dispatcher.
+    net.config.variable_seq_lengths = True
+    load_hf_into_megatron(net, weights, hf_config)
+    return (*training_wrappers(net, actor, dtype), dtype)
+
+
+def training_wrappers(model: torch.nn.Module, actor: ActorCfg, dtype: torch.dtype):
+    """(megatron DDP around `model`, its optimizer): fp32 gradient reduction, the recipe's optimizer
+    sharding (also at DP=1, so a checkpoint keeps one optimizer format when a resume changes DP)."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+    distributed = actor.distributed_optimizer
+    ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+                                               use_distributed_optimizer=distributed)  # fmt: skip
+    wrapped = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
+    model.config.finalize_model_grads_func = finalize_model_grads
+    return wrapped, build_optimizer(wrapped, actor, bf16=dtype == torch.bfloat16, distributed=distributed)
 
 
 def build_optimizer(model: torch.nn.Module, actor: ActorCfg, *, bf16: bool, distributed: bool):

@@ -20,7 +20,7 @@ from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
 from lwz.actor.logprobs import projected_logprobs_and_entropy, release_projection_buffers
 from lwz.actor.model import build_gpt_model, unwrap_model
-from lwz.actor.optim import LrSchedule, build_optimizer
+from lwz.actor.optim import LrSchedule, training_wrappers
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import PaddedTokens, RolloutBatch
 from lwz.errors import LwzError
@@ -44,7 +44,6 @@ class Policy:
 
     def __init__(self, recipe: Recipe, plan: Plan):
         from megatron.core import parallel_state
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
         if recipe.model.dtype not in _DTYPES:
             raise LwzError(None, "model.dtype", f"'{recipe.model.dtype}' is not supported by the actor (allowed: fp32, bf16)")
@@ -62,13 +61,7 @@ class Policy:
         # construction: TransformerConfig rejects it with its default MoE token dispatcher.
         model.config.variable_seq_lengths = True
         load_hf_into_megatron(model, recipe.model.path, self.hf_config)
-        # At DP=1 too, so a checkpoint keeps one optimizer format when a resume changes DP.
-        distributed = recipe.actor.distributed_optimizer
-        ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
-                                                   use_distributed_optimizer=distributed)  # fmt: skip
-        self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
-        model.config.finalize_model_grads_func = finalize_model_grads
-        self.optimizer = build_optimizer(self.model, recipe.actor, bf16=dtype == torch.bfloat16, distributed=distributed)
+        self.model, self.optimizer = training_wrappers(model, recipe.actor, dtype)
         algo = recipe.algo
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,

@@ -5,6 +5,8 @@ boolean [s, s] mask; `SdpaAttention` hands causal attention to PyTorch's fused k
 (flash attention where the device and dtype allow), with grouped-query attention done by the
 kernel (`enable_gqa`) rather than by copying key / value heads. It needs no attention mask: the
 batches are causal and right-padded, and padding at the end never influences earlier positions.
+Packed documents (continual pretraining) come as megatron's `PackedSeqParams` in the THD layout, as
+transformer-engine takes them: attention stays within each document (a block-diagonal causal mask).
 """
 
 from __future__ import annotations
@@ -75,11 +77,32 @@ class SdpaAttention(MegatronModule):
             raise ValueError("SdpaAttention is causal: pass attention_mask=None")
         if attn_mask_type not in (None, AttnMaskType.causal):
             raise ValueError(f"SdpaAttention is causal: got attn_mask_type {attn_mask_type}")
-        if attention_bias is not None or packed_seq_params is not None:
-            raise ValueError("SdpaAttention supports neither attention_bias nor packed sequences")
+        if attention_bias is not None:
+            raise ValueError("SdpaAttention does not support attention_bias")
+        if packed_seq_params is not None:
+            return self._packed(query, key, value, packed_seq_params)
         seq, batch, heads, head_dim = query.shape
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, d] views
         context = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=heads != key.shape[2]
         )
         return context.permute(2, 0, 1, 3).reshape(seq, batch, heads * head_dim)
+
+    def _packed(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                params: PackedSeqParams) -> torch.Tensor:
+        """Packed documents (megatron's THD layout, [t, heads, d]; `cu_seqlens_q` their boundaries): causal
+        attention within each document only, by a block-diagonal causal mask (transformer-engine runs
+        the same `PackedSeqParams` with its own varlen kernels)."""
+        if params.qkv_format != "thd":
+            raise ValueError(f"SdpaAttention packs THD sequences only, got qkv_format {params.qkv_format!r}")
+        bounds = params.cu_seqlens_q_padded if params.cu_seqlens_q_padded is not None else params.cu_seqlens_q
+        tokens, heads, head_dim = query.shape
+        document = torch.repeat_interleave(torch.arange(len(bounds) - 1, device=query.device),
+                                           bounds.diff().to(query.device))  # fmt: skip
+        assert document.numel() == tokens, f"cu_seqlens cover {document.numel()} of {tokens} tokens"
+        allowed = (document[:, None] == document[None, :]).tril()
+        q, k, v = (t.permute(1, 0, 2)[None] for t in (query, key, value))  # [1, heads, t, d]
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, scale=self.softmax_scale, enable_gqa=heads != key.shape[1]
+        )
+        return context[0].permute(1, 0, 2).reshape(tokens, heads * head_dim)

@@ -1,7 +1,8 @@
 """Preference pairs for the writing reward model: loading, splitting, and a small synthetic set.
 
-A pairs file is JSONL with one object per line: `prompt`, `chosen`, `rejected` (non-empty strings)
-and optionally `kind` (a label reported per kind in the metrics).
+Pairs are rows with `prompt`, `chosen`, `rejected` (non-empty strings; the field names are settings)
+and optionally `kind` (a label reported per kind in the metrics), from JSONL/parquet/CSV files,
+`save_to_disk` folders or `datasets` names (`lwz.data.rows`).
 
 `synthetic_pairs` builds a small English set from the prose shipped in `lwz/assets/benchmarks`
 (WritingBench queries and LongBench-Write prompts, Apache-2.0): each chosen answer is a run of
@@ -24,6 +25,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from lwz.atomic import write_text
+from lwz.data.rows import read_rows
 from lwz.errors import LwzError
 from lwz.text import has_cjk
 
@@ -41,30 +43,34 @@ class PreferencePair:
     kind: str = ""
 
 
-def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
-    """The pairs of a JSONL file; LwzError naming the file and line of the first bad row."""
-    path = Path(path)
-    if not path.is_file():
-        raise LwzError(str(path), None, "no such file")
+def load_pair_sources(sources: Sequence[str], *, prompt_field: str = "prompt", chosen_field: str = "chosen",
+                      rejected_field: str = "rejected", kind_field: str = "kind", key: str = "rm.pairs"
+                      ) -> list[PreferencePair]:
+    """The pairs of every source (`lwz.data.rows.read_rows`: files, save_to_disk folders, hf:NAME); LwzError
+    naming the source and row of the first bad one."""
+    if not sources:
+        raise LwzError(None, key, "no pair sources given")
+    setting = key.rsplit(".", 1)[0]  # "rm": the error names the recipe field to set
     pairs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LwzError(str(path), f"line {n}", f"invalid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise LwzError(str(path), f"line {n}", "not a JSON object with prompt, chosen, rejected")
-        for key in FIELDS:
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise LwzError(str(path), f"line {n}", f"{key!r} must be a non-empty string")
-        if row["chosen"] == row["rejected"]:
-            raise LwzError(str(path), f"line {n}", "'chosen' and 'rejected' are the same text")
-        pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], str(row.get("kind", ""))))
+    for source in sources:
+        for where, row in read_rows(str(source), key):
+            for field in (prompt_field, chosen_field, rejected_field):
+                if not isinstance(row.get(field), str) or not row[field].strip():
+                    name = {prompt_field: "prompt", chosen_field: "chosen", rejected_field: "rejected"}[field]
+                    raise LwzError(where, field, f"{field!r} must be a non-empty string (set {setting}.{name}_field)")
+            if row[chosen_field] == row[rejected_field]:
+                raise LwzError(where, chosen_field, f"{chosen_field!r} and {rejected_field!r} are the same text")
+            kind = row.get(kind_field)
+            pairs.append(PreferencePair(row[prompt_field], row[chosen_field], row[rejected_field],
+                                        kind if isinstance(kind, str) else ""))
     if len(pairs) < 2:
-        raise LwzError(str(path), None, f"{len(pairs)} pairs: need at least 2 (train and held out)")
+        raise LwzError(", ".join(map(str, sources)), key, f"{len(pairs)} pairs: need at least 2 (train and held out)")
     return pairs
+
+
+def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
+    """The pairs of one JSONL file with the fields prompt, chosen, rejected[, kind]."""
+    return load_pair_sources([str(path)], key="pairs")
 
 
 def write_pairs(path: str | os.PathLike, pairs: Sequence[PreferencePair]) -> None:
@@ -77,7 +83,7 @@ def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int
     """(train, held out): pairs sharing a prompt and chosen answer stay on one side, so held-out
     accuracy is measured on answers the model never saw."""
     if not 0 < eval_fraction < 1:
-        raise LwzError(None, "--eval-fraction", f"{eval_fraction} is invalid: need 0 < f < 1")
+        raise LwzError(None, "rm.eval_fraction", f"{eval_fraction} is invalid: need 0 < f < 1")
     groups: dict[tuple[str, str], list[PreferencePair]] = {}
     for p in pairs:
         groups.setdefault((p.prompt, p.chosen), []).append(p)
@@ -109,10 +115,23 @@ def _english_prose() -> tuple[list[list[str]], list[str]]:
     return docs, prompts
 
 
-def synthetic_pairs(seed: int = 0, sentences_per_answer: int = 3) -> list[PreferencePair]:
-    """Coherent passages against repetitive, word-salad and cut-off versions (see the module doc)."""
+def request_prose(rows: Sequence[dict], field: str = "prompt") -> list[list[str]]:
+    """English rows' text (e.g. the writing requests in recipes/data) as sentence lists, for `synthetic_pairs`."""
+    docs = []
+    for row in rows:
+        text = " ".join(str(row[field]).split())
+        sentences = [s for s in _SENTENCE_END.split(text) if 6 <= len(s.split()) <= 60 and not has_cjk(s)]
+        if sentences:
+            docs.append(sentences)
+    return docs
+
+
+def synthetic_pairs(seed: int = 0, sentences_per_answer: int = 3,
+                    prose: tuple[list[list[str]], list[str]] | None = None) -> list[PreferencePair]:
+    """Coherent passages against repetitive, word-salad and cut-off versions (see the module doc); `prose`:
+    (documents as sentence lists, prompts) instead of the packaged benchmark files'."""
     rng = random.Random(seed)
-    docs, prompts = _english_prose()
+    docs, prompts = prose or _english_prose()
     pairs = []
     for sentences in docs:
         for start in range(0, len(sentences) - sentences_per_answer + 1, sentences_per_answer):

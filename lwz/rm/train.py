@@ -1,4 +1,6 @@
-"""Bradley-Terry training of the writing reward model (`lwz train-rm`).
+"""Bradley-Terry training of an HF encoder reward model in one process: builds the tiny MiniLM writing RM
+asset (`tiny_writing_rm_path`) that the CPU recipes and tests score with. Decoder RMs at any scale train
+with `lwz train-rm RECIPE` (megatron-core, `lwz.rm.stage`); megatron builds no encoder backbone.
 
 Loss over preference pairs: `-log sigmoid(r(x, y_w) - r(x, y_l))`. Held-out pairs (never sharing a
 chosen answer with training pairs) give the pairwise accuracy, before and after training, overall
@@ -36,7 +38,7 @@ RM_STAMP = "lwz_rm.json"  # how the model was trained; the scorer reads max_leng
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How `train_reward_model` trains (the `lwz train-rm` options)."""
+    """How `train_reward_model` trains."""
 
     epochs: int = 2
     lr: float = 5e-5
@@ -47,13 +49,13 @@ class TrainSettings:
     train_top_layers: int = 0  # 0: all layers; k: only the top k transformer layers and the head
 
     def check(self) -> None:
-        """LwzError naming the first invalid option."""
+        """LwzError naming the first invalid setting."""
         for name, ok, need in (("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
                                ("batch-size", self.batch_size >= 1, ">= 1"),
                                ("max-length", self.max_length >= 8, ">= 8"),
                                ("train-top-layers", self.train_top_layers >= 0, ">= 0")):
             if not ok:
-                raise LwzError(None, f"--{name}", f"{getattr(self, name.replace('-', '_'))} is invalid: need {need}")
+                raise LwzError(None, name, f"{getattr(self, name.replace('-', '_'))} is invalid: need {need}")
 
 
 def _freeze_lower_layers(model, top_layers: int) -> None:
