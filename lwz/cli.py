@@ -36,20 +36,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there."""
+    """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there.
+    `lwz train-rm` and `lwz pretrain` are the same for recipes of their stage (`args.stage`)."""
     from lwz.assets_cache import build_recipe_assets
     from lwz.launch.choose import launch
     from lwz.preflight import check_inputs
     from lwz.runfolder import create_run_folder, open_run
 
-    if Path(args.recipe).is_dir():
+    resuming = Path(args.recipe).is_dir()
+    if resuming:
         if args.overrides:
             raise LwzError(args.recipe, None, "a run folder resumes with its own recipe; overrides are not allowed")
         folder, recipe, plan = open_run(Path(args.recipe))
-        check_inputs(recipe)
     else:
         recipe, plan = _load_and_plan(args.recipe, args.overrides)
-        check_inputs(recipe)
+    if args.stage is not None and recipe.stage != args.stage:
+        command = {"grpo": "run", "reward_model": "train-rm", "pretrain": "pretrain"}[recipe.stage]
+        raise LwzError(args.recipe, "stage", f"is {recipe.stage}: lwz {args.command} runs stage {args.stage} "
+                       f"recipes (use lwz {command})")
+    check_inputs(recipe)
+    if not resuming:
         folder = create_run_folder(recipe, plan, resume=args.resume)
     if args.dry_run:
         print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")
@@ -67,13 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("run", help="run a recipe (locally or on SLURM), or resume a run folder")
-    p.add_argument("recipe", help="a recipe file, or a run folder to resume")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--dry-run", action="store_true", help="write the run folder (recipe, plan) and stop")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run folder logging.run names (default: the newest) from its last checkpoint")
-    p.set_defaults(func=cmd_run)
+    for name, stage, what in (("run", None, "run a recipe (locally or on SLURM), or resume a run folder"),
+                              ("train-rm", "reward_model", "train a writing reward model (Bradley-Terry, megatron "
+                               "TP/PP/DP) from a recipe of stage reward_model, or resume its run folder"),
+                              ("pretrain", "pretrain", "continual pretraining on packed documents (megatron TP/PP/DP) "
+                               "from a recipe of stage pretrain, or resume its run folder")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("recipe", help="a recipe file, or a run folder to resume")
+        p.add_argument("overrides", nargs="*", metavar="key=value")
+        p.add_argument("--dry-run", action="store_true", help="write the run folder (recipe, plan) and stop")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run folder logging.run names (default: the newest) from its last checkpoint")
+        p.set_defaults(func=cmd_run, stage=stage)
 
     for module in _command_modules():
         module.register(sub)
@@ -82,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     """Sub-command modules, each with `register(subparsers)` (imports stay light: work is imported lazily)."""
-    from lwz.commands import annotate, eval, export, rm, runs
+    from lwz.commands import annotate, eval, export, runs
 
-    return [annotate, rm, eval, export, runs]
+    return [annotate, eval, export, runs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,7 +39,14 @@ def check_inputs(recipe: Recipe) -> None:
             if config is not None and config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
                 raise LwzError(term.params["model"], key, "not a scalar reward model (num_labels must be 1); "
                                "train one with lwz train-rm")
-    recipe_prompts(recipe)
+    if recipe.stage == "reward_model":
+        from lwz.rm.stage import recipe_pairs
+
+        recipe_pairs(recipe)  # every row of the pairs files, and the held-out split
+    elif recipe.stage == "pretrain":
+        _check_sources(recipe)
+    else:
+        recipe_prompts(recipe)
     _check_writable(Path(recipe.logging.output_dir))
 
 
@@ -94,3 +101,22 @@ def _same(said: object, value: object) -> bool:
     if isinstance(said, float) or isinstance(value, float):
         return math.isclose(float(said), float(value), rel_tol=1e-6)
     return said == value
+
+
+def _check_sources(recipe: Recipe) -> None:
+    """Each pretraining source is readable and its first row has the text field (a whole corpus is read
+    when it is tokenized, at the start of the run)."""
+    from lwz.data.rows import read_rows
+
+    for i, src in enumerate(recipe.cpt.sources):
+        key = f"cpt.sources.{i}.path"
+        if src.path.endswith(".txt"):
+            if not Path(src.path).is_file():
+                raise LwzError(src.path, key, "not found")
+            continue
+        first = next(iter(read_rows(src.path, key)), None)
+        if first is None:
+            raise LwzError(src.path, key, "holds no rows")
+        where, row = first
+        if not isinstance(row.get(src.text_field), str):
+            raise LwzError(where, src.text_field, f"{src.text_field!r} must be a string (set cpt.sources.{i}.text_field)")

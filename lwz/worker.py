@@ -12,7 +12,8 @@ from lwz.errors import LwzError
 
 def run_worker(run_dir: Path) -> None:
     """Load the run folder's resolved recipe, plan it and run this rank's role: train (resuming from the
-    last checkpoint) on an actor rank, serve the rollout on an engine rank of its own."""
+    last checkpoint) on an actor rank, serve the rollout on an engine rank of its own; reward-model and
+    pretraining recipes train on every rank."""
     from lwz.plan.resolve import resolve
     from lwz.recipe.load import load_recipe
     from lwz.rollout.engine_rank import serve_rollout
@@ -22,7 +23,15 @@ def run_worker(run_dir: Path) -> None:
     recipe = load_recipe(run_dir / "recipe.yaml")
     plan = resolve(recipe)
     world = join_role(plan)
-    if world.role == "actor":
+    if recipe.stage == "reward_model":
+        from lwz.rm.stage import train_reward_model_stage
+
+        train_reward_model_stage(recipe, plan, run_dir, world)
+    elif recipe.stage == "pretrain":
+        from lwz.cpt.stage import pretrain_stage
+
+        pretrain_stage(recipe, plan, run_dir, world)
+    elif world.role == "actor":
         train(recipe, plan, run_dir, world)
     else:
         serve_rollout(recipe, plan, world)

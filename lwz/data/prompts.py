@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
+from lwz.data.rows import read_rows
 from lwz.errors import LwzError
-from lwz.jsonl import read_objects
 from lwz.recipe.schema import Recipe
 from lwz.rewards.length import LENGTH_RANGE_KEY, check_range
 
 log = logging.getLogger(__name__)
-_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_field: str = "length_range",
@@ -31,7 +28,7 @@ def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_fi
         raise LwzError(None, "data.prompts", "no prompt files given")
     rows: list[dict] = []
     for file in files:
-        for where, row in _read_rows(Path(file)):
+        for where, row in read_rows(str(file), "data.prompts"):
             normalised = _normalise(row, where, prompt_field, range_field)
             hi = normalised[LENGTH_RANGE_KEY][1]
             if max_target is not None and hi > max_target:
@@ -54,30 +51,6 @@ def recipe_prompts(recipe: Recipe) -> list[dict]:
     l_max = next((t.params["l_max"] for t in recipe.rewards.terms if t.name == "length"), None)
     return load_prompts(data.prompts, prompt_field=data.prompt_field, range_field=data.range_field,
                         limit=data.limit, l_max=l_max, max_target=data.max_target)
-
-
-def _read_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    kind = _FORMATS.get(path.suffix)
-    if kind is None or not path.is_file():
-        why = "not found" if kind else f"unsupported format (allowed: {', '.join(_FORMATS)})"
-        raise LwzError(str(path), "data.prompts", why)
-    if kind == "json":
-        yield from read_objects(path)
-        return
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from datasets import load_dataset
-
-    quiet = logging.getLogger("datasets")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # a parse failure is reported below, as one line
-    try:
-        dataset = load_dataset(kind, data_files=str(path), split="train")
-    except Exception as e:  # datasets' parse errors carry long chained tracebacks
-        raise LwzError(str(path), "data.prompts", f"cannot read the {kind} file: {type(e).__name__}") from None
-    finally:
-        quiet.setLevel(level)
-    for number, row in enumerate(dataset, start=1):
-        yield f"{path}: row {number}", row
 
 
 def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> dict:

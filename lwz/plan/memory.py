@@ -59,8 +59,9 @@ def hf_param_count(arch: ArchCfg) -> int:
     return arch.num_layers * (sharded + replicated) + embeddings + arch.hidden_size
 
 
-def stage_param_count(arch: ArchCfg, tp: int, pp: int, stage: int) -> int:
-    """Parameters held by one actor rank of pipeline stage `stage`."""
+def stage_param_count(arch: ArchCfg, tp: int, pp: int, stage: int, scalar_head: bool = False) -> int:
+    """Parameters held by one actor rank of pipeline stage `stage` (`scalar_head`: a reward model's, whose
+    last stage holds a [1, hidden] head instead of the vocabulary projection)."""
     sharded, replicated = _layer_params(arch)
     h, vocab = arch.hidden_size, padded_vocab(arch.vocab_size, tp)
     count = arch.num_layers // pp * (sharded // tp + replicated)
@@ -68,7 +69,9 @@ def stage_param_count(arch: ArchCfg, tp: int, pp: int, stage: int) -> int:
         count += vocab * h // tp
     if stage == pp - 1:
         count += h
-        if not arch.tie_word_embeddings or pp > 1:
+        if scalar_head:
+            count += h
+        elif not arch.tie_word_embeddings or pp > 1:
             count += vocab * h // tp
     return count
 
@@ -98,8 +101,8 @@ class ActorMemory:
 def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: int = 1,
                  distributed_optimizer: bool = True, recompute: str = "none",
                  sequence_parallel: bool = False, micro_batch_tokens: int, vocab_chunk_tokens: int = 2048,
-                 reference: bool = False) -> list[ActorMemory]:
-    """Memory of one actor rank for each pipeline stage."""
+                 reference: bool = False, scalar_head: bool = False) -> list[ActorMemory]:
+    """Memory of one actor rank for each pipeline stage (`scalar_head`: of a reward model)."""
     b = DTYPE_BYTES[dtype]
     h, f = arch.hidden_size, arch.intermediate_size
     q, kv = arch.num_attention_heads * head_dim(arch), arch.num_key_value_heads * head_dim(arch)
@@ -110,13 +113,13 @@ def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: in
     optimizer_bytes = 8 if dtype == "fp32" else 12
     stages = []
     for stage in range(pp):
-        params = stage_param_count(arch, tp, pp, stage)
+        params = stage_param_count(arch, tp, pp, stage, scalar_head)
         in_flight = pp - stage
         if recompute == "none":
             activations = in_flight * layers * full_layer
         else:
             activations = in_flight * layers * tokens * b * h // replicated_div + full_layer
-        if stage == pp - 1:
+        if stage == pp - 1 and not scalar_head:
             activations += 2 * 4 * min(tokens, vocab_chunk_tokens) * padded_vocab(arch.vocab_size, tp) // tp
         stages.append(ActorMemory(
             stage=stage, params=params, weights=params * b, grads=params * 4,

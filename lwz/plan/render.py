@@ -22,15 +22,45 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
     a, r, arch = recipe.actor, recipe.rollout, recipe.model.arch
     unit = "GPUs" if plan.device == "gpu" else "CPU processes"
     terms = ", ".join(f"{t.name} ({t.weight:g})" for t in recipe.rewards.terms)
-    rollout = plan.engine("rollout")
-    return [
-        f"plan: {recipe.name} ({plan.device}, {plan.nodes} node(s) x {plan.gpus_per_node} = {plan.world_size} {unit})",
+    head = recipe.stage == "reward_model"
+    common = [
+        f"plan: {recipe.name} ({plan.device}, {plan.nodes} node(s) x {plan.gpus_per_node} = {plan.world_size} {unit})"
+        + {"reward_model": ", reward-model training", "pretrain": ", continual pretraining"}.get(recipe.stage, ""),
         f"model     {recipe.model.path} [{arch.family}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
         f"{arch.num_attention_heads}/{arch.num_key_value_heads} heads, {hf_param_count(arch) / 1e9:.2f}B params, "
-        f"{recipe.model.dtype}]",
-        f"actor     {a.backend}: tp {plan.tp} x cp {plan.cp} x dp {plan.dp} x pp {plan.pp} = {plan.actor_world} ranks; "
-        f"recompute {a.recompute}; distributed optimizer {'on' if a.distributed_optimizer else 'off'}; "
-        f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); micro-batch {a.micro_batch_tokens} tokens",
+        f"{recipe.model.dtype}]" + (" + a scalar head on the last token (no vocabulary projection)" if head else ""),
+        f"{'actor' if recipe.stage == 'grpo' else 'trainer':<9} {a.backend}: tp {plan.tp} x cp {plan.cp} x dp {plan.dp} x pp {plan.pp} = "
+        f"{plan.actor_world} ranks; recompute {a.recompute}; distributed optimizer "
+        f"{'on' if a.distributed_optimizer else 'off'}{'; sequence parallel' if a.sequence_parallel else ''}; "
+        f"lr {a.lr:g} ({a.lr_schedule}, warm-up {a.warmup_steps}); grad clip {a.grad_clip:g}; "
+        f"micro-batch {a.micro_batch_tokens} tokens",
+    ]
+    schedule = recipe.schedule
+    if recipe.stage == "pretrain":
+        cpt = recipe.cpt
+        mixture = ", ".join(f"{src.path} ({src.weight:g})" for src in cpt.sources)
+        return common + [
+            f"corpus    {mixture}; tokenized once into {cpt.cache or 'the lwz cache'}; {cpt.eval_rows} rows held out",
+            f"packing   rows of {cpt.seq_length} tokens, documents joined by end-of-document tokens, attention and "
+            f"positions restart at each (THD packed sequences), no loss across a boundary",
+            f"batch     {cpt.tokens_per_step} tokens = {plan.sequences_per_step} rows/step, {plan.sequences_per_dp_rank} "
+            f"per DP rank",
+            f"schedule  {schedule.steps} steps, held-out loss every {schedule.eval_every or '-'} step(s) and at the end, "
+            f"save every {schedule.save_every}, seed {schedule.seed}; the HF model goes to RUN/model",
+        ]
+    if head:
+        rm = recipe.rm
+        held = f"held out: {', '.join(rm.eval_pairs)}" if rm.eval_pairs else f"{rm.eval_fraction:g} held out"
+        return common + [
+            f"pairs     {', '.join(rm.pairs)} ({held}); fields {rm.prompt_field}/{rm.chosen_field}/"
+            f"{rm.rejected_field}; prompt + answer <= {rm.max_length} tokens, cut from the left",
+            f"loss      Bradley-Terry -log sigmoid(r(x, y_w) - r(x, y_l)); {rm.pairs_per_step} pairs/step "
+            f"({plan.sequences_per_dp_rank} sequences per DP rank, both answers of a pair on one rank)",
+            f"schedule  {schedule.steps} steps, held-out accuracy every {schedule.eval_every or '-'} step(s) and at "
+            f"the end, save every {schedule.save_every}, seed {schedule.seed}; the HF model goes to RUN/reward_model",
+        ]
+    rollout = plan.engine("rollout")
+    return common + [
         f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {_where(plan, rollout)}, {r.mode}; G={r.group_size}, "
         f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
         f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else "")
@@ -42,8 +72,7 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"{recipe.algo.epochs} epoch(s), rollout correction {_correction(recipe)}",
         f"batch     {recipe.schedule.prompts_per_step} prompts x {r.group_size} = {plan.sequences_per_step} "
         f"sequences/step, {plan.sequences_per_dp_rank} per DP rank per mini-batch",
-        f"schedule  {recipe.schedule.steps} steps, save every {recipe.schedule.save_every}, "
-        f"seed {recipe.schedule.seed}",
+        f"schedule  {schedule.steps} steps, save every {schedule.save_every}, seed {schedule.seed}",
     ]
 
 
@@ -77,7 +106,8 @@ def _placement(plan: Plan) -> list[str]:
     names = [g.name for g in plan.engines if g.ranks]
     header = f"{'rank':>5} {'node':>4} {'gpu':>3} {'role':>8} | {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3} | " + \
         " ".join(f"{n:>10}" for n in names)
-    lines = ["placement (engine columns: engine.rank-in-engine)", header, "-" * len(header)]
+    title = "placement (engine columns: engine.rank-in-engine)" if names else "placement"
+    lines = [title, header, "-" * len(header)]
     for rank in range(plan.world_size):
         node, local = plan.node_of(rank)
         c = plan.coords.get(rank)
@@ -94,7 +124,8 @@ def _memory(recipe: Recipe, plan: Plan) -> list[str]:
     for s in plan.actor_memory:
         lines.append(f"{'pp ' + str(s.stage):<14}{s.params:>14,}{_gib(s.weights)}{_gib(s.grads)}{_gib(s.optimizer)}"
                      f"{_gib(s.reference)}{_gib(s.activations)}{_gib(s.total)}")
-    lines.append(f"{'engine':<14}{'tp':>14}{'weights':>9}{'kv':>9}{'total':>9}{'budget':>9}")
+    if any(g.ranks for g in plan.engines):
+        lines.append(f"{'engine':<14}{'tp':>14}{'weights':>9}{'kv':>9}{'total':>9}{'budget':>9}")
     for g in plan.engines:
         if g.ranks:
             m = g.memory

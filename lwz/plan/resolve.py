@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from lwz.errors import LwzError
 from lwz.plan.memory import GIB, ActorMemory, EngineMemory, actor_memory, engine_memory
+from lwz.plan.stages import check_stage_settings, pretrain_batches, reward_model_batches
 from lwz.recipe.schema import ArchCfg, Recipe
 
 _ARCH_REQUIRED = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
@@ -96,6 +97,8 @@ def resolve(recipe: Recipe) -> Plan:
     cluster, actor, rollout = recipe.cluster, recipe.actor, recipe.rollout
     arch = _complete_arch(recipe.model.arch, "model.arch", recipe.model.path)
     gpu = cluster.device == "gpu"
+    check_stage_settings(recipe)
+    reward_model = recipe.stage == "reward_model"
     _check_supported(recipe)
     _check_time(cluster.time)
     world = cluster.nodes * cluster.gpus_per_node
@@ -112,18 +115,28 @@ def resolve(recipe: Recipe) -> Plan:
                        f"{actor.tp} x {actor.pp} x {actor.cp} = {model_parallel}")
     dp = actor_world // model_parallel
     _check_actor_shapes(arch, recipe)
-    sequences, per_dp = _check_batches(recipe, dp)
-    _check_context(arch, recipe)
-    _check_eval(recipe)
+    if reward_model:  # a scalar-head model trained on pairs: no engines
+        sequences, per_dp = reward_model_batches(recipe, arch, dp)
+        engines = []
+    elif recipe.stage == "pretrain":  # next-token training on packed rows: no engines
+        sequences, per_dp = pretrain_batches(recipe, arch, dp)
+        engines = []
+    else:
+        sequences, per_dp = _check_batches(recipe, dp)
+        _check_context(arch, recipe)
+        _check_eval(recipe)
+        engines = [_rollout_engines(recipe, arch, actor_world, world)]
+        engines += [_rm_engines(recipe, term.params, f"rewards.terms.{i}.params", actor_world, gpu)
+                    for i, term in rm_terms]  # fmt: skip
 
     coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
-    engines = [_rollout_engines(recipe, arch, actor_world, world)]
-    engines += [_rm_engines(recipe, term.params, f"rewards.terms.{i}.params", actor_world, gpu) for i, term in rm_terms]
     stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
                           distributed_optimizer=actor.distributed_optimizer, recompute=actor.recompute,
                           sequence_parallel=actor.sequence_parallel,
-                          micro_batch_tokens=actor.micro_batch_tokens, vocab_chunk_tokens=actor.vocab_chunk_tokens,
-                          reference=recipe.algo.kl_coef > 0)
+                          micro_batch_tokens=actor.micro_batch_tokens,
+                          vocab_chunk_tokens=actor.micro_batch_tokens if recipe.stage == "pretrain"  # whole logits
+                          else actor.vocab_chunk_tokens,
+                          reference=recipe.algo.kl_coef > 0, scalar_head=reward_model)
     peaks = _phase_peaks(stages, engines, cluster.gpu_memory_gib)
     warnings = _warnings(recipe, engines)
     if gpu:
@@ -369,8 +382,8 @@ def _warnings(recipe: Recipe, engines: list[EngineGroup]) -> list[str]:
     if recipe.rollout.top_p < 1:
         out.append(f"rollout.top_p={recipe.rollout.top_p:g}: the actor's logprobs are of the whole tempered "
                    "distribution, the engine samples from its nucleus (train/inference mismatch; see rollout/kl)")
-    rollout = engines[0]
-    if rollout.count and recipe.schedule.prompts_per_step % rollout.count:
+    rollout = recipe.stage == "grpo" and engines[0]
+    if rollout and rollout.count and recipe.schedule.prompts_per_step % rollout.count:
         out.append(f"{recipe.schedule.prompts_per_step} prompts do not spread evenly over {rollout.count} "
                    "rollout engines")
     return out

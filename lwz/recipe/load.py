@@ -17,12 +17,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
                               OmegaConfBaseException, ValidationError)
 
+from lwz.data.rows import HUB_PREFIX
 from lwz.errors import LwzError, did_you_mean
 from lwz.recipe.schema import REWARD_PARAMS, ArchCfg, Recipe
 
 COMMAND_LINE = "command line"
 # Paths that are resolved against the folder of the file that sets them.
 _FILE_RELATIVE = ("model.path", "model.tokenizer")
+_FILE_LISTS = ("data.prompts", "rm.pairs", "rm.eval_pairs")  # lists of files relative to the recipe
 
 
 def _asset_path(name: str) -> str:
@@ -112,10 +114,15 @@ def _make_paths_absolute(cfg: DictConfig, folder: Path) -> None:
         value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
         if isinstance(value, str) and _is_relative_path(value):
             OmegaConf.update(cfg, key, str((folder / value).resolve()), merge=False)
-    prompts = OmegaConf.select(cfg, "data.prompts", default=None)
-    if isinstance(prompts, ListConfig):
-        cfg.data.prompts = [str((folder / p).resolve()) if isinstance(p, str) and _is_relative_path(p) else p
-                            for p in prompts]
+    for source in OmegaConf.select(cfg, "cpt.sources", default=None) or []:
+        path = source.get("path") if isinstance(source, DictConfig) else None
+        if isinstance(path, str) and _is_relative_path(path) and not path.startswith(HUB_PREFIX):
+            source.path = str((folder / path).resolve())
+    for key in _FILE_LISTS:
+        items = OmegaConf.select(cfg, key, default=None)
+        if isinstance(items, ListConfig):
+            OmegaConf.update(cfg, key, [str((folder / p).resolve()) if isinstance(p, str) and _is_relative_path(p)
+                                        and not p.startswith(HUB_PREFIX) else p for p in items], merge=False)
 
 
 def _is_relative_path(value: str) -> bool:
@@ -261,7 +268,7 @@ def _validate(obj: Any, where: str, prefix: str = "") -> None:
                 _validate(item, where, f"{key}.{i}.")
             continue
         _check_field(f.metadata, value, where, key)
-    if isinstance(obj, Recipe):
+    if isinstance(obj, Recipe) and obj.stage == "grpo":
         _validate_reward_terms(obj, where)
 
 

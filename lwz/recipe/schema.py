@@ -270,6 +270,47 @@ class DataCfg:
 
 
 @dataclass
+class RewardModelCfg:
+    """Reward-model training (`stage: reward_model`): the Bradley-Terry loss on preference pairs."""
+
+    pairs: list[str] = setting(factory=list, doc="Preference pairs: JSONL/parquet/CSV files (relative to the recipe), "
+                               "`save_to_disk` folders or hf:NAME[:SPLIT] datasets (from the local cache).")
+    eval_pairs: list[str] = setting(factory=list, doc="Held-out pairs in the same forms; empty: eval_fraction of "
+                                    "rm.pairs, whole answers held out.")
+    prompt_field: str = setting("prompt", "Field holding the request.")
+    chosen_field: str = setting("chosen", "Field holding the preferred answer.")
+    rejected_field: str = setting("rejected", "Field holding the other answer.")
+    kind_field: str = setting("kind", "Optional field labelling a pair's kind (accuracy is reported per kind).")
+    eval_fraction: float = setting(0.1, "Share of rm.pairs held out when rm.eval_pairs is empty.", gt=0, le=0.5)
+    pairs_per_step: int = setting(64, "Pairs in one optimizer step (over all data-parallel ranks).", ge=1)
+    max_length: int = setting(8192, "Longest prompt + answer in tokens (longer: cut from the left, the answer's "
+                              "end kept; the loop's scorer cuts the same way).", ge=8)
+
+
+@dataclass
+class CptSourceCfg:
+    """One source of the pretraining mixture."""
+
+    path: str = setting(MISSING, "A .txt file (one document), JSONL/parquet/CSV file (one document per row; relative "
+                        "to the recipe), save_to_disk folder or hf:NAME[:SPLIT] dataset.")
+    weight: float = setting(1.0, "Share of the training rows (weights are normalised over the sources).", gt=0)
+    text_field: str = setting("text", "Field holding a row's document.")
+
+
+@dataclass
+class PretrainCfg:
+    """Continual pretraining (`stage: pretrain`): next-token training on packed documents."""
+
+    sources: list[CptSourceCfg] = setting(factory=list, doc="The mixture (see CptSourceCfg).")
+    seq_length: int = setting(4096, "Tokens per packed row (documents joined by end-of-document tokens; attention "
+                              "and positions restart at each).", ge=8)
+    tokens_per_step: int = setting(262144, "Global batch in tokens (a multiple of seq_length).", ge=8)
+    eval_rows: int = setting(8, "Rows held out of training (the last rows of each source, by weight); their "
+                             "loss is measured every schedule.eval_every steps and at the end.", ge=1)
+    cache: Optional[str] = setting(None, "Folder of the token shards; null: the lwz cache (~/.cache/lwz/tokens).")
+
+
+@dataclass
 class ClusterCfg:
     """Where the run executes."""
 
@@ -319,6 +360,10 @@ class Recipe:
     """A whole run."""
 
     name: str = setting("lwz", "Experiment name (run folder, W&B group).")
+    stage: str = setting("grpo", "What the run trains: grpo (the RL loop) or reward_model (a scalar-head model "
+                         "with the Bradley-Terry loss on rm.pairs) or pretrain (next-token training on cpt.sources); the "
+                         "last two leave rollout, rewards, algo, data and eval unused.",
+                         choices=("grpo", "reward_model", "pretrain"))
     model: ModelCfg = setting(factory=ModelCfg, doc="Policy model.")
     actor: ActorCfg = setting(factory=ActorCfg, doc="Learner.")
     rollout: RolloutCfg = setting(factory=RolloutCfg, doc="Generation.")
@@ -327,5 +372,7 @@ class Recipe:
     schedule: ScheduleCfg = setting(factory=ScheduleCfg, doc="Steps and intervals.")
     data: DataCfg = setting(factory=DataCfg, doc="Training prompts.")
     eval: EvalCfg = setting(factory=EvalCfg, doc="Evaluation during training.")
+    rm: RewardModelCfg = setting(factory=RewardModelCfg, doc="Reward-model training (stage reward_model).")
+    cpt: PretrainCfg = setting(factory=PretrainCfg, doc="Continual pretraining (stage pretrain).")
     cluster: ClusterCfg = setting(factory=ClusterCfg, doc="Hardware and scheduler.")
     logging: LoggingCfg = setting(factory=LoggingCfg, doc="Outputs and tracking.")
