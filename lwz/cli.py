@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     """Sub-command modules, each with `register(subparsers)` (imports stay light: work is imported lazily)."""
-    from lwz.commands import annotate, eval, export, runs
+    from lwz.commands import annotate, eval, export, pipeline, runs
 
-    return [annotate, eval, export, runs]
+    return [annotate, eval, export, pipeline, runs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

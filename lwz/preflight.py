@@ -27,14 +27,17 @@ __all__ = ["check_inputs"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
-def check_inputs(recipe: Recipe) -> None:
-    """Everything about the recipe's files that would otherwise fail inside the job."""
-    _check_model(recipe.model.path, "model.path", recipe.model.arch)
-    _check_tokenizer(recipe.model.tokenizer or recipe.model.path,
-                     "model.tokenizer" if recipe.model.tokenizer else "model.path")
+def check_inputs(recipe: Recipe, produced: frozenset[str] = frozenset()) -> None:
+    """Everything about the recipe's files that would otherwise fail inside the job; model keys in
+    `produced` name folders an earlier stage of a pipeline writes, so they are not looked for yet."""
+    if "model.path" not in produced:
+        _check_model(recipe.model.path, "model.path", recipe.model.arch)
+    tokenizer_key = "model.tokenizer" if recipe.model.tokenizer else "model.path"
+    if tokenizer_key not in produced:
+        _check_tokenizer(recipe.model.tokenizer or recipe.model.path, tokenizer_key)
     for i, term in enumerate(recipe.rewards.terms):
-        if term.name == "writing_rm":
-            key = f"rewards.terms.{i}.params.model"
+        key = f"rewards.terms.{i}.params.model"
+        if term.name == "writing_rm" and key not in produced:
             config = _check_model(term.params["model"], key, ArchCfg(**term.params["arch"]))
             if config is not None and config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
                 raise LwzError(term.params["model"], key, "not a scalar reward model (num_labels must be 1); "

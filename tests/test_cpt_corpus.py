@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from fixtures_hub import cached_hub_dataset
 from fixtures_models import tiny_qwen2  # noqa: F401
 
 from lwz.cpt.corpus import MixtureOrder, tokenize_source
@@ -35,6 +36,15 @@ def test_a_source_is_tokenized_once_with_end_of_document_tokens(tmp_path, tokeni
     assert row.tokens.tolist() == expected[:4] and row.labels.tolist() == expected[1:5]
     source.write_text(json.dumps({"text": "Changed."}) + "\n")
     assert tokenize_source(str(source), tokenizer, tmp_path / "cache").folder != shard.folder  # a new shard
+
+
+def test_a_hub_name_from_the_local_cache(tmp_path, tokenizer, monkeypatch):
+    texts = ["A first hub document.", "A second one."]
+    source = cached_hub_dataset(monkeypatch, tmp_path / "hf", "lwz-tests/docs", [{"text": t} for t in texts])
+    shard = tokenize_source(source, tokenizer, tmp_path / "cache")
+    eod = tokenizer.eos_token_id
+    assert shard.tokens.tolist() == [*tokenizer(texts[0])["input_ids"], eod, *tokenizer(texts[1])["input_ids"], eod]
+    assert shard.manifest["documents"] == 2 and shard.manifest["source"] == source
 
 
 def test_text_files_and_bad_sources(tmp_path, tokenizer):

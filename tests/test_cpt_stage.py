@@ -1,13 +1,14 @@
 """Continual-pretraining runs from a recipe (`stage: pretrain`): the paper's stage planned on 64 GPUs,
-errors before the queue, and `lwz pretrain recipes/cpt_tiny.yaml` end to end, then two RL steps of
-`recipes/tiny.yaml` on the model it wrote (the handoff)."""
+errors before the queue, and `lwz pretrain recipes/cpt_tiny.yaml` killed and resumed."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,24 +64,39 @@ def test_bad_sources_are_one_line_before_the_queue(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_recipe_lowers_the_held_out_loss_and_the_rl_recipe_trains_its_model(tmp_path):
-    runs = tmp_path / "runs"
-    proc = lwz("pretrain", TINY, "schedule.steps=12", "schedule.eval_every=6", "schedule.save_every=0",
-               f"cpt.cache={tmp_path / 'tokens'}", f"logging.output_dir={runs}", "logging.run=cpt",
-               "logging.wandb.mode=disabled")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    run = runs / "cpt_tiny" / "cpt"
-    held = [json.loads(line)["eval/loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-            if "eval/loss" in json.loads(line)]
-    print(f"\nheld-out loss at steps 0, 6, 12: {held}")
-    assert len(held) == 3 and held[0] > held[1] > held[2]
-    model = run / "model"
-    assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+def test_a_run_killed_after_a_checkpoint_resumes_at_the_same_data_position(tmp_path):
+    """Eight steps with a checkpoint every two, once straight and once SIGKILLed after its first checkpoint
+    and resumed (`lwz pretrain RUN`): the resumed steps train on the same rows, so losses and held-out losses
+    match the straight run's. (The held-out loss falling and the handoff to RL: tests/test_pipeline.py.)"""
+    shared = ["schedule.steps=8", "schedule.save_every=2", "schedule.eval_every=4", f"cpt.cache={tmp_path / 'tokens'}",
+              f"logging.output_dir={tmp_path / 'runs'}", "logging.wandb.mode=disabled"]
+    straight = lwz("pretrain", TINY, *shared, "logging.run=straight")
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-3000:]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lwz.cli", "pretrain", str(TINY), *shared, "logging.run=killed"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run = tmp_path / "runs" / "cpt_tiny" / "killed"
+    deadline = time.time() + 300
+    while not (run / "ckpt" / "latest").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model").exists()
+    resumed = lwz("pretrain", run)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert "resumed from" in resumed.stderr
 
-    loop = lwz("run", ROOT / "recipes" / "tiny.yaml", f"model.path={model}", "schedule.steps=2", "schedule.save_every=0",
-               "rollout.max_tokens=32", "rewards.terms=[{name: length}, {name: format}]", "logging.wandb.mode=disabled",
-               f"logging.output_dir={runs}", "logging.run=rl")
-    assert loop.returncode == 0, (loop.stdout + loop.stderr)[-3000:]
-    steps = [json.loads(line) for line in (runs / "tiny" / "rl" / "metrics.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == [1, 2]
-    assert (runs / "tiny" / "rl" / "recipe.yaml").read_text().count(str(model)) == 1
+    def rows(name: str) -> dict[int, dict]:
+        lines = (tmp_path / "runs" / "cpt_tiny" / name / "metrics.jsonl").read_text().splitlines()
+        return {row["step"]: row for row in map(json.loads, lines)}  # a resumed step's last line counts
+
+    want, got = rows("straight"), rows("killed")
+    assert sorted(got) == sorted(want) == list(range(9))
+    for step in range(1, 9):
+        for key in ("loss", "grad_norm", "eval/loss"):
+            if key in want[step]:
+                assert got[step][key] == pytest.approx(want[step][key], rel=1e-6), (step, key)
+    stamp = json.loads((run / "model" / "lwz_pretrain.json").read_text())
+    assert stamp["eval/loss"] == pytest.approx(want[8]["eval/loss"], rel=1e-6)

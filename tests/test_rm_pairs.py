@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures_hub import cached_hub_dataset
 
 from lwz.errors import LwzError
 from lwz.rm.data import load_pair_sources
@@ -30,6 +31,12 @@ def test_parquet_and_a_saved_dataset_folder(tmp_path):
     DatasetDict({"train": Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "saved"))
     for source in (tmp_path / "pairs.parquet", tmp_path / "saved"):
         assert [p.chosen for p in load_pair_sources([str(source)], **FIELDS)] == [r["good"] for r in ROWS]
+
+
+def test_a_hub_name_from_the_local_cache(tmp_path, monkeypatch):
+    source = cached_hub_dataset(monkeypatch, tmp_path / "hf", "lwz-tests/pairs", ROWS)
+    pairs = load_pair_sources([source], **FIELDS)
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [(r["q"], r["good"], r["bad"]) for r in ROWS]
 
 
 def test_a_hub_name_not_in_the_local_cache_is_one_line():

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import submitit
@@ -95,14 +96,23 @@ def render_sbatch(recipe: Recipe, plan: Plan, folder: Path) -> str:
     return inner._make_submission_file_text(inner._submitit_command_str, uid="")
 
 
-def submit(recipe: Recipe, plan: Plan, folder: Path) -> int:
-    """Submit the run in `folder` as one SLURM job; prints the job id and the run folder."""
+def submit_job(recipe: Recipe, plan: Plan, folder: Path, after: Sequence[str] = ()) -> str:
+    """Submit the run in `folder` as one SLURM job (held until the jobs `after` complete well); its id."""
     folder = Path(folder).resolve()
     params = slurm_parameters(recipe, plan, job_name(recipe, folder))
+    if after:
+        params["additional_parameters"]["dependency"] = "afterok:" + ":".join(after)
     executor = make_executor(folder / "slurm", params, recipe.cluster.max_requeues, recipe.cluster.container)
     job = executor.submit(SlurmRunWorker(folder, recipe.cluster.max_requeues))
     write_job_record(folder, job.job_id, folder / "slurm", plan.world_size)
-    print(f"submitted job {job.job_id} ({params['job_name']}, {plan.nodes} node(s) x {plan.gpus_per_node} tasks)")
+    return str(job.job_id)
+
+
+def submit(recipe: Recipe, plan: Plan, folder: Path) -> int:
+    """Submit the run in `folder` as one SLURM job; prints the job id and the run folder."""
+    folder = Path(folder).resolve()
+    job_id = submit_job(recipe, plan, folder)
+    print(f"submitted job {job_id} ({job_name(recipe, folder)}, {plan.nodes} node(s) x {plan.gpus_per_node} tasks)")
     print(f"run folder: {folder}")
     print(f"follow it: lwz status {folder}  |  lwz logs {folder} -f  |  lwz cancel {folder}")
     return 0

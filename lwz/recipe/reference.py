@@ -51,13 +51,15 @@ def _section(title: str, cls: type) -> list[str]:
 def render_reference() -> str:
     """Markdown tables of every recipe section and of each reward's params."""
     lines: list[str] = []
+    top: list[str] = []
     for f in dataclasses.fields(schema.Recipe):
         cls = typing.get_type_hints(schema.Recipe)[f.name]
         if dataclasses.is_dataclass(cls):
             lines += _section(f.name, cls)
         else:
-            lines = [f"Top level: `{f.name}` ({cls.__name__}, default {_default(f)}): {f.metadata['doc']} "
-                     "`base:` names a recipe to inherit (relative to this file)", ""] + lines
+            top.append(f"`{f.name}` ({cls.__name__}, default {_default(f)}): {f.metadata['doc'].rstrip('.')}")
+    lines = ["Top level: " + "; ".join(top) + ". `base:` names a recipe to inherit (relative to this file)", "",
+             *lines]
     for name, cls in schema.REWARD_PARAMS.items():
         lines += _section(f"rewards.terms[name={name}].params", cls)
     return "\n".join(lines).rstrip() + "\n"
