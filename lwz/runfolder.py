@@ -40,19 +40,23 @@ def create_run_folder(recipe: Recipe, plan: Plan, folder: Path | None = None, re
     as long as its recipe is the same.
     """
     folder = folder or (_resumable(recipe) if resume else run_folder(recipe))
-    if (folder / "recipe.yaml").exists():
-        if not resume:
-            raise LwzError(str(folder), "logging.run", "the run folder exists; pass --resume to continue it "
-                           "or choose another logging.run")
-        if _body(folder / "recipe.yaml") != recipe_to_yaml(recipe):
-            raise LwzError(str(folder), "recipe.yaml", "differs from the recipe given; resume with "
-                           f"`lwz run {folder}` to keep the run's own recipe")
+    if (folder / "recipe.yaml").exists() and not resume:
+        raise LwzError(str(folder), "logging.run", "the run folder exists; pass --resume to continue it "
+                       "or choose another logging.run")
+    check_same_recipe(recipe, folder)
     for sub in SUBFOLDERS:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     header = f"# resolved by {code_version()}\n"
     atomic.write_text(folder / "recipe.yaml", header + recipe_to_yaml(recipe))
     atomic.write_text(folder / "plan.txt", render_plan(recipe, plan))
     return folder
+
+
+def check_same_recipe(recipe: Recipe, folder: Path) -> None:
+    """An existing run folder in `folder` was made from this recipe (else an LwzError); no folder is fine."""
+    if (folder / "recipe.yaml").exists() and _body(folder / "recipe.yaml") != recipe_to_yaml(recipe):
+        raise LwzError(str(folder), "recipe.yaml", "differs from the recipe given; resume with "
+                       f"`lwz run {folder}` to keep the run's own recipe")
 
 
 def _body(recipe_file: Path) -> str:

@@ -12,17 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_cli import lwz
 
 from lwz.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "recipes" / "cpt_tiny.yaml"
-
-
-def lwz(*args, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lwz.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_the_papers_stage_plans_on_64_gpus_with_memory_for_32k_rows(capsys, monkeypatch):

@@ -7,11 +7,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from fixtures_cli import lwz
 from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
 
 from lwz.cli import main
@@ -20,12 +20,6 @@ from lwz.launch.pipeline import check_handoffs, plan_pipeline
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "experiments" / "longwriter_zero_pipeline.yaml"
 TINY = ROOT / "experiments" / "longwriter_zero_tiny.yaml"
-
-
-def lwz(*args, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lwz.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_the_papers_pipeline_hands_the_pretrained_model_and_the_reward_model_to_rl(monkeypatch, tmp_path):
@@ -73,6 +67,19 @@ def test_a_bad_pipeline_is_one_line_and_writes_nothing(body, args, fragment, tmp
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_rerun_with_a_changed_stage_stops_before_anything_runs(tmp_path, capsys):
+    from lwz.runfolder import create_run_folder
+
+    args = [f"logging.output_dir={tmp_path}", "logging.wandb.mode=disabled"]
+    _, stages = plan_pipeline(TINY, [*args, "rl:schedule.steps=3"])
+    create_run_folder(stages[2].recipe, stages[2].plan, folder=stages[2].folder)
+    assert main(["pipeline", str(TINY), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"lwz: error: {stages[2].folder}: recipe.yaml: stage 'rl': differs from the recipe given; resume " \
+                  f"with `lwz run {stages[2].folder}` to keep the run's own recipe"
+    assert sorted(p.name for p in (tmp_path / "longwriter_zero_tiny").iterdir()) == ["rl"]
 
 
 @pytest.mark.slow

@@ -6,23 +6,16 @@ tests/test_pipeline.py.)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
+from fixtures_cli import lwz
 
 from lwz.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RM = ROOT / "recipes" / "writing_rm_tiny.yaml"
-
-
-def lwz(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lwz.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_the_72b_reward_model_plans_on_64_gpus_with_memory_per_gpu(capsys, monkeypatch):
@@ -83,7 +76,7 @@ def test_a_resumed_reward_model_run_takes_the_steps_of_an_uninterrupted_one(tmp_
     first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     scores = json.loads((run / "reward_model" / "metrics.json").read_text())
     for path in (run / "ckpt" / "step-00000004", run / "reward_model"):
-        subprocess.run(["rm", "-r", str(path)], check=True)
+        shutil.rmtree(path)
     (run / "ckpt" / "latest").write_text("step-00000002\n")
     proc = lwz("train-rm", run)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

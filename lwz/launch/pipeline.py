@@ -217,14 +217,19 @@ def run_pipeline(name: str, stages: list[Stage]) -> int:
     jobs chained by their inputs; returns the CLI's exit code."""
     from lwz.assets_cache import build_recipe_assets
     from lwz.launch.choose import launch, launcher_for
-    from lwz.runfolder import create_run_folder
+    from lwz.runfolder import check_same_recipe, create_run_folder
 
+    if len({launcher_for(stage.recipe) for stage in stages}) > 1:
+        raise LwzError(None, "cluster.launcher", "the stages of a pipeline must all run locally or all on SLURM")
+    for stage in stages:  # a rerun continues the stages' folders: each must still hold the same recipe
+        try:
+            check_same_recipe(stage.recipe, stage.folder)
+        except LwzError as e:
+            raise LwzError(e.where, e.key, f"stage {stage.name!r}: {e.message}") from None
     for stage in stages:
         build_recipe_assets(stage.recipe)
     folders = {stage.name: create_run_folder(stage.recipe, stage.plan, folder=stage.folder, resume=True)
                for stage in stages}
-    if len({launcher_for(stage.recipe) for stage in stages}) > 1:
-        raise LwzError(None, "cluster.launcher", "the stages of a pipeline must all run locally or all on SLURM")
     if launcher_for(stages[0].recipe) == "slurm":
         return _submit_chain(name, stages, folders)
     for stage in stages:
