@@ -89,10 +89,9 @@ def test_the_chunked_projection_equals_the_output_layer(tp, sp, tmp_path):
         for key in ("logprobs", "entropy"):
             assert torch.allclose(chunked[key], whole[key], rtol=1e-6, atol=1e-6), (name, key)
         assert whole["grads"].keys() == chunked["grads"].keys()
-        for param, grad in whole["grads"].items():
-            assert grad.abs().max() > 0, param
-            scale = grad.abs().max().item()
-            assert (chunked["grads"][param] - grad).abs().max().item() <= 1e-6 * scale, (name, param)
+        for param, grad in whole["grads"].items():  # relative error of the whole tensor (summation order
+            assert grad.abs().max() > 0, param        # differs: single elements of a big sum drift ~1e-6)
+            assert (chunked["grads"][param] - grad).norm().item() <= 1e-6 * grad.norm().item(), (name, param)
     assert got["predicted"]["projections"] == got["predicted"]["chunks"] > 1
     assert got["mispredicted"]["projections"] == got["chunked"]["projections"] == 2 * got["chunked"]["chunks"]
 
