@@ -86,8 +86,8 @@ def test_a_rerun_with_a_changed_stage_stops_before_anything_runs(tmp_path, capsy
 def test_the_tiny_pipeline_pretrains_trains_a_reward_model_and_runs_rl_on_both(tmp_path):
     runs = tmp_path / "runs"
     args = [TINY, f"logging.output_dir={runs}", "logging.wandb.mode=disabled", "schedule.save_every=0",
-            "cpt:schedule.steps=12", "cpt:schedule.eval_every=6", f"cpt:cpt.cache={tmp_path / 'tokens'}",
-            "rl:schedule.steps=2", "rl:rollout.max_tokens=32"]
+            "cpt:schedule.steps=12", "cpt:schedule.eval_every=6", "cpt:cpt.tokens_per_step=256", "cpt:cpt.eval_rows=2",
+            f"cpt:cpt.cache={tmp_path / 'tokens'}", "rl:schedule.steps=2", "rl:rollout.max_tokens=16"]
     proc = lwz("pipeline", *args)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     out = runs / "longwriter_zero_tiny"
