@@ -21,6 +21,7 @@ from lwz.data.prompts import recipe_prompts
 from lwz.errors import LwzError
 from lwz.recipe.load import arch_from_hf_config
 from lwz.recipe.schema import ArchCfg, Recipe
+from lwz.rewards.writing_rm import check_reward_model_folder
 
 __all__ = ["check_inputs"]
 
@@ -38,10 +39,8 @@ def check_inputs(recipe: Recipe, produced: frozenset[str] = frozenset()) -> None
     for i, term in enumerate(recipe.rewards.terms):
         key = f"rewards.terms.{i}.params.model"
         if term.name == "writing_rm" and key not in produced:
-            config = _check_model(term.params["model"], key, ArchCfg(**term.params["arch"]))
-            if config is not None and config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
-                raise LwzError(term.params["model"], key, "not a scalar reward model (num_labels must be 1); "
-                               "train one with lwz train-rm")
+            if _check_model(term.params["model"], key, ArchCfg(**term.params["arch"])) is not None:
+                check_reward_model_folder(term.params["model"], key)
     if recipe.stage == "reward_model":
         from lwz.rm.stage import recipe_pairs
 

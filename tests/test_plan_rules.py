@@ -30,8 +30,10 @@ def test_paper_plan_shape():
     p = plan()
     assert (p.world_size, p.tp, p.pp, p.dp, p.cp) == (64, 8, 2, 4, 1)
     assert p.engine("rollout").count == 16 and p.engine("rollout").ranks[1] == [4, 5, 6, 7]
-    assert p.engine("writing_rm").count == 8
+    assert p.engine("writing_rm") is None and [m.stage for m in p.reward_models["writing_rm"]] == [0, 1]
     assert p.sequences_per_step == 2048 and p.sequences_per_dp_rank == 512
+    assert p.collective_timeout_s == 1800 + (1024 + 14000) // 5 + 1  # 30 min + the longest sequence at 5 tok/s
+    assert plan("cluster.collective_timeout_s=45").collective_timeout_s == 45
 
 
 def test_rank_grid_follows_megatron_order():
@@ -82,7 +84,9 @@ def test_prompt_plus_max_tokens_over_context():
 
 
 def test_settings_the_runtime_does_not_do_yet_are_rejected():
-    rejects("rewards.terms.1.params.colocate", "not supported yet", overrides=["rewards.terms.1.params.colocate=false"])
+    for gone in ("colocate=false", "tp=8", "engines=8", "gpu_memory_utilization=0.3", "batch_size=16", "timeout_s=60"):
+        rejects(f"rewards.terms.1.params.{gone.split('=')[0]}", "unknown parameter of the 'writing_rm' reward",
+                overrides=[f"rewards.terms.1.params.{gone}"])  # the reward model is no engine any more
     split = ["rollout.colocate=false", "rollout.engines=8"]
     rejects("rollout.mode", "partial rollout on engines of their own is not supported yet",
             overrides=[*split, "rollout.mode=partial"])
@@ -140,10 +144,19 @@ def test_missing_architecture_facts():
     rejects("model.arch.num_layers", "config.json", overrides=["model.arch.num_layers=null"])
 
 
-def test_reward_engines_have_their_own_tp_on_the_actor_gpus():
-    p = plan()
-    assert p.engine("writing_rm").ranks[1] == list(range(8, 16)) and p.engine("rollout").tp == 4
-    rejects("rewards.terms.1.params.tp", "does not divide the 64 actor GPUs", overrides=["rewards.terms.1.params.tp=3"])
+def test_the_reward_model_is_scored_on_the_actor_grid():
+    from lwz.plan.memory import DTYPE_BYTES, stage_param_count
+    from lwz.recipe.schema import ArchCfg
+
+    recipe = load_recipe(PAPER)
+    p = resolve(recipe)
+    rm_arch = ArchCfg(**recipe.rewards.terms[1].params["arch"])
+    first = p.reward_models["writing_rm"][0]
+    assert first.params == stage_param_count(rm_arch, 8, 2, 0, scalar_head=True)
+    assert first.weights == first.params * DTYPE_BYTES["bf16"]
+    assert p.phase_peak["reward"] == max(a.static + r.total for a, r in zip(p.actor_memory, p.reward_models["writing_rm"]))
+    rejects("actor.tp", "reward model's num_key_value_heads=4", overrides=["rewards.terms.1.params.arch.num_key_value_heads=4"])
+    rejects("actor.pp", "reward model's num_layers=81", overrides=["rewards.terms.1.params.arch.num_layers=81"])
 
 
 def test_tiny_cpu_plan_runs_one_engine_per_rank_with_tp2():
@@ -159,13 +172,13 @@ def test_the_split_recipe_plans_engine_only_ranks_on_64_gpus():
     assert p.world_size == 64 and p.actor_world == 32 and (p.tp, p.pp, p.dp) == (8, 2, 2)
     rollout = p.engine("rollout")
     assert not rollout.colocated and rollout.ranks == [list(range(32 + 4 * e, 36 + 4 * e)) for e in range(8)]
-    assert p.engine("writing_rm").colocated and p.engine("writing_rm").ranks[-1] == list(range(24, 32))
+    assert p.reward_models["writing_rm"] and p.engine("writing_rm") is None   # on the actor's grid
     assert [p.role(r) for r in (0, 31, 32, 63)] == ["actor", "actor", "rollout", "rollout"]
-    assert set(p.phase_peak) == {"update", "writing_rm", "rollout GPUs"}
+    assert set(p.phase_peak) == {"update", "reward", "rollout GPUs"}
     assert p.phase_peak["rollout GPUs"] == int(0.9 * 80 * (1 << 30))   # the engine's whole budget, every phase
     text = render_plan(load_recipe(ASYNC), p)
     assert "on GPUs of their own (ranks 32-63), one_step_off" in text
-    assert "   32    4   0  rollout |   -   -   -   - |        0.0          -" in text
+    assert "   32    4   0  rollout |   -   -   -   - |        0.0\n" in text
     assert "peak per GPU of the rollout engines (every phase): 72.0 of 80 GiB" in text
 
 

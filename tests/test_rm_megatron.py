@@ -3,8 +3,8 @@
 `dist_rm/bt_worker.py` trains the tiny Qwen2 backbone with a fresh scalar head for four steps on fixed
 text pairs at TP1 (one rank), TP2, TP2 with sequence parallelism, PP2 and DP2: every layout takes the
 same steps (loss, accuracy, grad norm, and the scores after training, within 1e-5). The TP2 run exports
-an HF sequence-classification folder that transformers and vLLM's pooling engine load and score as
-megatron did (1e-4).
+an HF sequence-classification folder that transformers loads and scores as megatron did (1e-4); the loop
+serves that folder with megatron again (tests/test_writing_rm_serving.py).
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def test_bt_training_learns_and_every_layout_takes_the_same_steps(runs):
     assert runs["tp1"]["scores"] != pytest.approx(runs["tp1"]["before"], abs=1e-3)  # the head and backbone moved
 
 
-def test_exported_reward_model_scores_equal_transformers_and_vllm_pooling(runs):
-    from lwz.rewards.writing_rm import VllmRewardModel
+def test_exported_reward_model_scores_equal_transformers(runs):
     from lwz.rm.model import forward_scores, load_backbone
 
     run = runs["tp2"]
@@ -56,10 +55,6 @@ def test_exported_reward_model_scores_equal_transformers_and_vllm_pooling(runs):
     assert type(model).__name__ == "Qwen2ForSequenceClassification"
     with torch.no_grad():
         hf = forward_scores(model.eval(), run["probe_ids"], tokenizer.pad_token_id).tolist()
-    prompts, answers = zip(*run["probes"])
-    engine = VllmRewardModel(run["folder"], device="cpu", batch_size=4, max_length=run["max_length"])
-    served = engine.score(list(prompts), list(answers))
-    print(f"\nmegatron {megatron}\nHF       {hf}\nvLLM     {served}")
+    print(f"\nmegatron {megatron}\nHF       {hf}")
     assert hf == pytest.approx(megatron, abs=1e-4)
-    assert served == pytest.approx(megatron, abs=1e-4)
     assert len({round(s, 3) for s in megatron}) > 1  # not a constant head

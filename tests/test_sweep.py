@@ -109,7 +109,7 @@ def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path, paper_
     assert len(runs) == 12
     variants = ("baseline", "nothink", "no_length", "no_writing_rm", "no_format", "weighted_sum")
     assert [r.split(":")[0] for r in runs] == [f"{v}-group_size={g}" for v in variants for g in (16, 32)]
-    assert all("64 ranks (8x8 gpu), tp 8 pp 2 dp 4; engines rollout 16x tp4, writing_rm 8x tp8; peak" in r
+    assert all("64 ranks (8x8 gpu), tp 8 pp 2 dp 4; engines rollout 16x tp4; peak" in r
                for r in runs)
     assert "rewards.terms.1.weight=0 rollout.group_size=16" in runs[6]
     assert not (tmp_path / "runs").exists()

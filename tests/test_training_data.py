@@ -17,7 +17,7 @@ import pytest
 from lwz.data.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING = sorted((ROOT / "recipes" / "data").glob("*.jsonl"))
+TRAINING = sorted((ROOT / "recipes" / "data").glob("*.jsonl")) + sorted((ROOT / "lwz" / "assets" / "rm").glob("*.jsonl"))
 BENCHMARKS = sorted((ROOT / "lwz" / "assets" / "benchmarks").glob("*.jsonl")) + \
     sorted((ROOT / "experiments" / "data").glob("*.jsonl"))
 

@@ -1,8 +1,9 @@
 """Actor -> vLLM weight sync over real gloo processes, the loop's code path (tiny Qwen2, fp32).
 
 `dist_sync/sync_worker.py` at TP=1 (one rank) and TP=2 (two ranks, one rollout engine of tp=1
-per rank), on the tiny recipe's model (untied) and on one with tied embeddings: sample, two GRPO
-updates at lr 1e-3, `push_weights(policy.hf_weights(), engine)`, `export_hf_folder`. After the sync
+per rank), on the tiny recipe's model (untied) and on one with tied embeddings: the engines are built
+with dummy weights and filled by a first sync (their greedy output is then transformers' on the model
+folder); sample, two GRPO updates at lr 1e-3, sync, `export_hf_folder`. After the sync
 every engine's greedy output equals transformers' greedy `generate` on the exported actor (and
 differs from the pre-update output), and the engines' sampled-token logprobs equal the actor's
 teacher-forced logprobs, also at temperature 0.7 (the actor's logits divided by it). After every
@@ -49,19 +50,34 @@ def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:  # noqa: 
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     result = torch.load(folder / "out.pt", weights_only=False)
-    result.update(tp=tp, tied=tied, export=folder / "export", perturbed_folder=folder / "perturbed")
+    result.update(tp=tp, tied=tied, export=folder / "export", perturbed_folder=folder / "perturbed",
+                  initial=tied_qwen2 if tied else tiny_qwen2)
     return result
 
 
-def test_synced_engines_generate_like_transformers_on_the_exported_actor(synced):
+def greedy_transformers(folder: Path, prompts: list[list[int]]) -> list[list[int]]:
     from transformers import AutoModelForCausalLM
 
-    assert len(synced["engines"]) == synced["tp"]  # one rollout engine per rank
-    hf = AutoModelForCausalLM.from_pretrained(synced["export"], dtype=torch.float32)
-    expected = []
-    for prompt_ids in synced["prompt_ids"]:
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    out = []
+    for prompt_ids in prompts:
         ids = torch.tensor([prompt_ids])
-        expected.append(hf.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist())
+        out.append(hf.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist())
+    return out
+
+
+def test_engines_built_with_dummy_weights_generate_like_transformers_after_the_first_sync(synced):
+    """The rollout engine reads no weights from disk: the first sync (the actor's initial weights) fills it, and
+    its first greedy rollout is transformers' greedy `generate` of the actor's model folder."""
+    expected = greedy_transformers(synced["initial"], synced["prompt_ids"])
+    assert len(expected) >= 4 and all(len(e) == NEW_TOKENS for e in expected)
+    for rank, outputs in enumerate(synced["greedy_before"]):
+        assert outputs == expected, f"engine of rank {rank}"
+
+
+def test_synced_engines_generate_like_transformers_on_the_exported_actor(synced):
+    assert len(synced["engines"]) == synced["tp"]  # one rollout engine per rank
+    expected = greedy_transformers(synced["export"], synced["prompt_ids"])
     assert len(expected) >= 4 and all(len(e) == NEW_TOKENS for e in expected)
     for rank, outputs in enumerate(synced["greedy_after"]):
         assert outputs == expected, f"engine of rank {rank}"

@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 LATEST = "latest"
 EXTRA = "extra.json"
 _TMP = ".tmp-"
-# The distributed optimizer's checkpoint format that reshards over TP, PP and DP.
+# The distributed optimizer's checkpoint format that reshards over TP, PP and DP, gathered the memory-efficient
+# way: over gloo into host memory on DP rank 0 (the default gathers every DP shard on every rank's GPU).
 _METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True,
-             "singleton_local_shards": False}  # fmt: skip
+             "singleton_local_shards": False, "distrib_optim_fully_reshardable_mem_efficient": True}  # fmt: skip
 
 
 def checkpoint_folder(ckpt_root: str | os.PathLike, step: int) -> Path:

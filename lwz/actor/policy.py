@@ -26,6 +26,7 @@ from lwz.batch import PaddedTokens, RolloutBatch
 from lwz.errors import LwzError
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
+from lwz.runtime.gpu_rules import gpu_rules
 
 __all__ = ["Policy"]
 
@@ -106,6 +107,7 @@ class Policy:
             return output, lambda out, non_loss_data=False: loss_fn(padded, out, tokens, projection.weight)
 
         first = micro[0].tokens.shape
+        gpu_rules().actor_phase("update")  # the update's passes (old, reference logprobs included)
         try:
             return get_forward_backward_func()(
                 forward_step_func=step, data_iterator=iter(micro), model=[model or self.model],
@@ -280,6 +282,7 @@ class Policy:
 
     def save(self, folder: Path, extra: dict[str, Any]) -> None:
         """Collective: checkpoint model, optimizer, LR schedule position, RNG and the loop's `extra`."""
+        gpu_rules().actor_phase("save")
         save_checkpoint(folder, self.model, self.optimizer, {"optimizer_steps": self.optimizer_steps, "extra": extra})
 
     def load(self, folder: Path) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def pretrain_stage(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) 
     from transformers import AutoTokenizer
 
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed,
-                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env)
+                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env,
+                               timeout_s=plan.collective_timeout_s)
     rank0, schedule = runtime.rank == 0, recipe.schedule
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.path)
     if rank0:

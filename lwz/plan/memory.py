@@ -19,6 +19,9 @@ Stage s holds PP - s micro-batches in flight (1F1B); the last stage adds the fp3
 projection chunk and their gradient, 2 x 4 min(T, C) V_pad / TP (C = actor.vocab_chunk_tokens).
 Engines (vLLM): weights = ceil(P_hf / TP) x b; KV cache = sequences x tokens x 2 L ceil(kv_heads/TP)
 head_dim b, for one group (group_size x (max_prompt_tokens + max_tokens)).
+A reward model scored on the actor's grid (forward only, frozen): stage s holds its parameters as above
+(a scalar head on the last stage) x b, moved onto the GPU for the reward phase only, and the activations
+of one layer at a time: one layer's "none" set plus its input, T b h / r.
 """
 
 from __future__ import annotations
@@ -98,17 +101,23 @@ class ActorMemory:
         return self.static + self.activations
 
 
+def _layer_activations(arch: ArchCfg, b: int, tokens: int, tp: int, replicated_div: int) -> int:
+    """Bytes one layer keeps for its backward ("none" recompute) for a micro-batch of `tokens`."""
+    h, f = arch.hidden_size, arch.intermediate_size
+    q, kv = arch.num_attention_heads * head_dim(arch), arch.num_key_value_heads * head_dim(arch)
+    return tokens * b * (4 * h // replicated_div + (2 * q + 2 * kv + 3 * f) // tp)
+
+
 def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: int = 1,
                  distributed_optimizer: bool = True, recompute: str = "none",
                  sequence_parallel: bool = False, micro_batch_tokens: int, vocab_chunk_tokens: int = 2048,
                  reference: bool = False, scalar_head: bool = False) -> list[ActorMemory]:
     """Memory of one actor rank for each pipeline stage (`scalar_head`: of a reward model)."""
     b = DTYPE_BYTES[dtype]
-    h, f = arch.hidden_size, arch.intermediate_size
-    q, kv = arch.num_attention_heads * head_dim(arch), arch.num_key_value_heads * head_dim(arch)
+    h = arch.hidden_size
     tokens = math.ceil(micro_batch_tokens / cp)
     replicated_div = tp if sequence_parallel else 1
-    full_layer = tokens * b * (4 * h // replicated_div + (2 * q + 2 * kv + 3 * f) // tp)
+    full_layer = _layer_activations(arch, b, tokens, tp, replicated_div)
     layers = arch.num_layers // pp
     optimizer_bytes = 8 if dtype == "fp32" else 12
     stages = []
@@ -154,3 +163,31 @@ def engine_memory(arch: ArchCfg, *, dtype: str, tp: int, sequences: int, tokens_
     per_token = 2 * arch.num_layers * kv_heads * head_dim(arch) * b
     return EngineMemory(weights=math.ceil(hf_param_count(arch) / tp) * b,
                         kv_cache=sequences * tokens_per_sequence * per_token, budget_bytes=budget)
+
+
+@dataclass(frozen=True)
+class ScorerMemory:
+    """Bytes of a reward model on one actor rank of pipeline stage `stage`, during the reward phase."""
+
+    stage: int
+    params: int
+    weights: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+
+def scorer_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, sequence_parallel: bool,
+                  micro_batch_tokens: int) -> list[ScorerMemory]:
+    """A reward model scored on the actor's grid, per pipeline stage (forward only, one layer at a time)."""
+    b = DTYPE_BYTES[dtype]
+    replicated_div = tp if sequence_parallel else 1
+    activations = _layer_activations(arch, b, micro_batch_tokens, tp, replicated_div) \
+        + micro_batch_tokens * b * arch.hidden_size // replicated_div
+    out = []
+    for stage in range(pp):
+        params = stage_param_count(arch, tp, pp, stage, scalar_head=True)
+        out.append(ScorerMemory(stage, params, params * b, activations))
+    return out

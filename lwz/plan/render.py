@@ -66,7 +66,8 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else "")
         + _partial(recipe),
         f"rewards   {recipe.rewards.combine}: {terms}" + "".join(
-            f"; {g.name}: {g.count} engine(s) x tp {g.tp}" for g in plan.engines if g.name != "rollout"),
+            f"; {name}: megatron on the actor's ranks (tp {plan.tp} x pp {plan.pp}, the DP ranks share the "
+            "responses), in host memory outside the reward phase" for name in plan.reward_models),
         f"algo      {recipe.algo.name}: clip [{recipe.algo.clip_low:g}, {recipe.algo.clip_high:g}], "
         f"kl {recipe.algo.kl_coef:g}, {recipe.algo.loss_agg}, {recipe.algo.mini_batches} mini-batch(es) x "
         f"{recipe.algo.epochs} epoch(s), rollout correction {_correction(recipe)}",
@@ -124,6 +125,12 @@ def _memory(recipe: Recipe, plan: Plan) -> list[str]:
     for s in plan.actor_memory:
         lines.append(f"{'pp ' + str(s.stage):<14}{s.params:>14,}{_gib(s.weights)}{_gib(s.grads)}{_gib(s.optimizer)}"
                      f"{_gib(s.reference)}{_gib(s.activations)}{_gib(s.total)}")
+    if any(plan.reward_models.values()):
+        lines.append(f"{'reward model':<14}{'params':>14}{'weights':>9}{'activ.':>9}{'total':>9}")
+    for name, stages in plan.reward_models.items():
+        for m in stages:
+            lines.append(f"{name + ' pp' + str(m.stage):<14}{m.params:>14,}{_gib(m.weights)}{_gib(m.activations)}"
+                         f"{_gib(m.total)}")
     if any(g.ranks for g in plan.engines):
         lines.append(f"{'engine':<14}{'tp':>14}{'weights':>9}{'kv':>9}{'total':>9}{'budget':>9}")
     for g in plan.engines:
@@ -134,6 +141,9 @@ def _memory(recipe: Recipe, plan: Plan) -> list[str]:
     peaks = ", ".join(f"{phase} {peak / GIB:.1f}" for phase, peak in actor.items())
     capacity = f" of {recipe.cluster.gpu_memory_gib:g} GiB" if plan.device == "gpu" else ""
     lines.append(f"peak per actor GPU by phase: {peaks}{capacity}")
+    lines.append(f"collective timeout {plan.collective_timeout_s} s"
+                 + ("" if recipe.cluster.collective_timeout_s else " (cluster.collective_timeout_s unset: "
+                    "30 min for update, save and sync + the longest sequence at 5 tokens/s)"))
     for phase, peak in plan.phase_peak.items():
         if phase.endswith(" GPUs"):
             lines.append(f"peak per GPU of the {phase.removesuffix(' GPUs')} engines (every phase): "

@@ -7,16 +7,21 @@ the key and the numbers. Rank order follows Megatron's default "tp-cp-dp-pp" (TP
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 
 from lwz.errors import LwzError
-from lwz.plan.memory import GIB, ActorMemory, EngineMemory, actor_memory, engine_memory
+from lwz.plan.memory import GIB, ActorMemory, EngineMemory, ScorerMemory, actor_memory, engine_memory, scorer_memory
 from lwz.plan.stages import check_stage_settings, pretrain_batches, reward_model_batches
 from lwz.recipe.schema import ArchCfg, Recipe
 
 _ARCH_REQUIRED = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                   "intermediate_size", "vocab_size", "max_position_embeddings")
+# The collective timeout when the recipe sets none: the update, save and sync of the largest recipes, plus
+# the longest response at a floor decoding rate (ranks whose engines finish early wait in a collective).
+TIMEOUT_BASE_S = 1800
+FLOOR_DECODE_TOKENS_PER_S = 5
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class Plan:
     phase_peak: dict[str, int]
     sequences_per_step: int
     sequences_per_dp_rank: int
+    collective_timeout_s: int
+    # reward term -> its reward model's memory per pipeline stage, scored on the actor's grid (empty: the
+    # architecture is not known yet, a CPU asset not built)
+    reward_models: dict[str, list[ScorerMemory]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -115,6 +124,7 @@ def resolve(recipe: Recipe) -> Plan:
                        f"{actor.tp} x {actor.pp} x {actor.cp} = {model_parallel}")
     dp = actor_world // model_parallel
     _check_actor_shapes(arch, recipe)
+    scorers: dict[str, list[ScorerMemory]] = {}
     if reward_model:  # a scalar-head model trained on pairs: no engines
         sequences, per_dp = reward_model_batches(recipe, arch, dp)
         engines = []
@@ -126,8 +136,8 @@ def resolve(recipe: Recipe) -> Plan:
         _check_context(arch, recipe)
         _check_eval(recipe)
         engines = [_rollout_engines(recipe, arch, actor_world, world)]
-        engines += [_rm_engines(recipe, term.params, f"rewards.terms.{i}.params", actor_world, gpu)
-                    for i, term in rm_terms]  # fmt: skip
+        scorers = {term.name: _reward_model(recipe, term.params, f"rewards.terms.{i}.params", gpu)
+                   for i, term in rm_terms}
 
     coords = {rank: _coords(rank, actor.tp, actor.cp, dp) for rank in range(actor_world)}
     stages = actor_memory(arch, dtype=recipe.model.dtype, tp=actor.tp, pp=actor.pp, dp=dp, cp=actor.cp,
@@ -137,7 +147,7 @@ def resolve(recipe: Recipe) -> Plan:
                           vocab_chunk_tokens=actor.micro_batch_tokens if recipe.stage == "pretrain"  # whole logits
                           else actor.vocab_chunk_tokens,
                           reference=recipe.algo.kl_coef > 0, scalar_head=reward_model)
-    peaks = _phase_peaks(stages, engines, cluster.gpu_memory_gib)
+    peaks = _phase_peaks(stages, engines, scorers)
     warnings = _warnings(recipe, engines)
     if gpu:
         _check_memory(recipe, engines, peaks)
@@ -145,7 +155,19 @@ def resolve(recipe: Recipe) -> Plan:
                 world_size=world, tp=actor.tp, pp=actor.pp, cp=actor.cp, dp=dp,
                 actor_ranks=list(range(actor_world)), coords=coords,
                 groups=_groups(coords), engines=engines, actor_memory=stages, phase_peak=peaks,
-                sequences_per_step=sequences, sequences_per_dp_rank=per_dp, warnings=warnings)
+                sequences_per_step=sequences, sequences_per_dp_rank=per_dp,
+                collective_timeout_s=_collective_timeout(recipe), reward_models=scorers, warnings=warnings)
+
+
+def _collective_timeout(recipe: Recipe) -> int:
+    """The recipe's `cluster.collective_timeout_s`, else TIMEOUT_BASE_S plus the longest sequence a grpo
+    run generates at FLOOR_DECODE_TOKENS_PER_S."""
+    if recipe.cluster.collective_timeout_s is not None:
+        return recipe.cluster.collective_timeout_s
+    if recipe.stage != "grpo":
+        return TIMEOUT_BASE_S
+    longest = recipe.rollout.max_prompt_tokens + recipe.rollout.max_tokens
+    return TIMEOUT_BASE_S + math.ceil(longest / FLOOR_DECODE_TOKENS_PER_S)
 
 
 def _complete_arch(arch: ArchCfg, key: str, model_path: str) -> ArchCfg:
@@ -173,11 +195,6 @@ def _check_supported(recipe: Recipe) -> None:
                ("actor.cp", recipe.actor.cp > 1, "context parallelism is not supported yet (the actor's SDPA "
                 "attention does not split sequences over CP ranks); use actor.cp=1 and raise actor.tp/pp"),
                ]
-    for i, term in enumerate(recipe.rewards.terms):
-        if term.name == "writing_rm":
-            options.append((f"rewards.terms.{i}.params.colocate", not term.params["colocate"],
-                            "reward-model engines on GPUs of their own are not supported yet; use colocate: true "
-                            "(the reward model shares the actor's GPUs, also with rollout.colocate=false)"))
     r = recipe.rollout
     for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1)):
         options.append((f"rollout.{key}", r.mode != "partial" and value != default,
@@ -329,32 +346,43 @@ def _rollout_engines(recipe: Recipe, arch: ArchCfg, actor_world: int, world: int
     return EngineGroup("rollout", rollout.tp, ranks, memory, "rollout", colocated=rollout.colocate)
 
 
-def _rm_engines(recipe: Recipe, params: dict, key: str, actor_world: int, gpu: bool) -> EngineGroup:
-    tp = params["tp"]
+def _reward_model(recipe: Recipe, params: dict, key: str, gpu: bool) -> list[ScorerMemory]:
+    """A reward model scored on the actor's grid: its shapes must split like the actor's; its memory per stage
+    (none when its architecture is unknown on CPU, before a local asset is built)."""
     arch = ArchCfg(**params["arch"])
     known = all(getattr(arch, name) is not None for name in _ARCH_REQUIRED)
-    if gpu or known:  # on CPU, before a local asset is built, the engine's host memory is just not estimated
-        arch = _complete_arch(arch, f"{key}.arch", params["model"])
-    ranks = _colocated_ranks(key, tp, params["engines"], actor_world)
-    if known and arch.num_attention_heads % tp:
-        raise LwzError(None, f"{key}.tp", f"{tp} does not divide the reward model's "
-                       f"num_attention_heads={arch.num_attention_heads}")
-    memory = engine_memory(arch, dtype=recipe.model.dtype, tp=tp, sequences=params["batch_size"],
-                           tokens_per_sequence=params["max_length"],
-                           budget=_engine_budget(params["gpu_memory_utilization"], recipe)) if known \
-        else EngineMemory(0, 0)
-    return EngineGroup("writing_rm", tp, ranks, memory, key)
+    if not (gpu or known):
+        return []
+    arch = _complete_arch(arch, f"{key}.arch", params["model"])
+    tp, pp = recipe.actor.tp, recipe.actor.pp
+    for what, value in (("num_attention_heads", arch.num_attention_heads),
+                        ("num_key_value_heads", arch.num_key_value_heads),
+                        ("intermediate_size", arch.intermediate_size)):
+        if value % tp:
+            raise LwzError(None, "actor.tp", f"{tp} does not divide the reward model's {what}={value} "
+                           f"({key}.model is scored on the actor's tp x pp grid)")
+    if arch.num_layers % pp:
+        raise LwzError(None, "actor.pp", f"{pp} does not divide the reward model's num_layers={arch.num_layers} "
+                       f"({key}.model is scored on the actor's tp x pp grid)")
+    return scorer_memory(arch, dtype=recipe.model.dtype, tp=tp, pp=pp,
+                         sequence_parallel=recipe.actor.sequence_parallel,
+                         micro_batch_tokens=recipe.actor.micro_batch_tokens)
 
 
-def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup], gpu_gib: float) -> dict[str, int]:
-    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget); an engine
-    group on GPUs of its own is its own entry, "<name> GPUs" (its budget there, all the time)."""
+def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup],
+                 scorers: dict[str, list[ScorerMemory]]) -> dict[str, int]:
+    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget; a reward
+    model its stage's weights and activations, one model at a time); an engine group on GPUs of its own is
+    its own entry, "<name> GPUs" (its budget there, all the time)."""
     static = max(s.static for s in stages)
     peaks = {"update": max(s.total for s in stages)}
     for group in engines:
         if group.ranks:
             peaks[group.name if group.colocated else f"{group.name} GPUs"] = \
                 (static if group.colocated else 0) + group.memory.budget
+    if any(scorers.values()):
+        peaks["reward"] = max(actor.static + scorer.total for memory in scorers.values()
+                              for actor, scorer in zip(stages, memory))
     return peaks
 
 

@@ -176,17 +176,13 @@ class FormatParams:
 class WritingRMParams:
     """Parameters of the `writing_rm` reward (a Bradley-Terry scalar reward model)."""
 
-    model: str = setting(MISSING, "Local HF folder of the reward model.")
+    model: str = setting(MISSING, "Local HF folder of the reward model (a qwen2/llama sequence classifier, as "
+                         "lwz train-rm exports it). It is served on the actor's ranks with the actor's megatron "
+                         "grid (tp, pp; the DP ranks share the responses), its weights in host memory outside the "
+                         "reward phase; micro-batches of actor.micro_batch_tokens.")
     arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts of the reward model (for the plan).")
-    tp: int = setting(1, "Tensor-parallel size of one reward-model engine (GPU).", ge=1)
-    engines: Optional[int] = setting(None, "Engines; null: derived (colocated: GPUs / tp).", ge=1)
-    colocate: bool = setting(True, "Share the actor's GPUs (asleep outside the reward phase); false is not "
-                             "supported yet.")
-    gpu_memory_utilization: float = setting(0.3, "Fraction of each GPU an engine may take.", gt=0, le=1)
-    batch_size: int = setting(16, "Responses scored per request.", ge=1)
     max_length: int = setting(16384, "Longest prompt + answer scored, in tokens (longer: truncated from the left).",
                               ge=1)
-    timeout_s: float = setting(600.0, "Seconds a scoring request may take.", gt=0)
     on_failure: str = setting("error", "error: stop the run; skip_term: drop this term for the step and log it.",
                               choices=("error", "skip_term"))
 
@@ -331,6 +327,10 @@ class ClusterCfg:
     container: Optional[str] = setting(None, "Container image (pyxis --container-image).")
     sbatch: dict[str, str] = setting(factory=dict, doc="Extra sbatch options, name -> value.")
     max_requeues: int = setting(3, "Times a preempted or timed-out job requeues itself.", ge=0)
+    collective_timeout_s: Optional[int] = setting(None, "Seconds a rank waits in a collective (torch.distributed, "
+                                                  "megatron's groups, the split layout's bridge) before the job "
+                                                  "fails; a lost rank ends the job after at most this long. null: "
+                                                  "sized from the rollout's budget (see lwz plan).", ge=1)
 
 
 @dataclass

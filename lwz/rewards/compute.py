@@ -16,7 +16,6 @@ from lwz.rewards.mix import combine_advantages
 from lwz.rewards.registry import build_reward
 from lwz.rewards.term import RewardTerm
 from lwz.rewards.writing_rm import RewardModelError
-from lwz.rollout.role import EngineRole
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,9 @@ class RewardMix:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, plan: Plan | None = None) -> RewardMix:
-        """The recipe's terms; with a `plan`, terms served by engines (the writing RM) build this rank's
-        engine where the plan places it (collective: every rank calls this in the same order)."""
+        """The recipe's terms; with a `plan` (on an actor rank of a run), terms served by a model (the writing
+        RM) build this rank's shard of it on the actor's grid (collective: every actor rank calls this in the
+        same order)."""
         terms: dict[str, RewardTerm] = {}
         for term in recipe.rewards.terms:
             params = dict(term.params)
@@ -43,9 +43,9 @@ class RewardMix:
                 params["max_length"] = recipe.rollout.max_tokens
             terms[term.name] = built = build_reward(term.name, **params)
             if plan is not None and hasattr(built, "serve"):
-                group = plan.engine(term.name)
                 try:
-                    built.serve(EngineRole.of(term.name, group.ranks), device=plan.device, dtype=recipe.model.dtype)
+                    built.serve(dtype=recipe.model.dtype, micro_batch_tokens=recipe.actor.micro_batch_tokens,
+                                sequence_parallel=recipe.actor.sequence_parallel)
                 except RewardModelError as e:
                     if built.on_failure != "skip_term":
                         raise

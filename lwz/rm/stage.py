@@ -75,7 +75,8 @@ def train_reward_model_stage(recipe: Recipe, plan: Plan, run_dir: Path, world: R
     from transformers import AutoTokenizer
 
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed,
-                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env)
+                               device="cuda" if plan.device == "gpu" else "cpu", env=world.env,
+                               timeout_s=plan.collective_timeout_s)
     rank0, rm, schedule = runtime.rank == 0, recipe.rm, recipe.schedule
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.path)
     train, held = recipe_pairs(recipe)

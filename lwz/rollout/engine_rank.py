@@ -1,9 +1,10 @@
 """A rank of rollout engines on GPUs of their own: its whole run (the actor's side is lwz/rollout/remote.py).
 
-The engine ranks build their engines over their own world, generate each step's groups (the same
-StepRollout, prompts, seeds and per-engine split as the colocated layout, so `sync` reproduces it), send
-the batch over the bridge from their first rank, and take the actor's weights, one reload per engine per
-sync. In `one_step_off` the batch of step n + 1 is generated before the weights of step n + 1 arrive:
+The engine ranks build their engines over their own world (with dummy weights: the actor's arrive before
+the first step), generate each step's groups (the same StepRollout, prompts, seeds and per-engine split as
+the colocated layout, so `sync` reproduces it), send the batch over the bridge from their first rank, and
+take the actor's weights, one reload per engine per sync. On GPUs of their own the engines need no sleep
+mode and stay awake. In `one_step_off` the batch of step n + 1 is generated before the weights of step n + 1 arrive:
 it is marked one update stale (every token; the loss weighs it against the engine's logprobs).
 """
 
@@ -29,7 +30,7 @@ def serve_rollout(recipe: Recipe, plan: Plan, world: RoleWorld) -> None:
     """Generate every step's batch for the actor and take its weights after each update, until the run ends."""
     bridge = world.bridge
     assert bridge is not None and bridge.weights is not None, "an engine rank is on the bridge's weight group"
-    init_engine_world(world.env, "cuda" if plan.device == "gpu" else "cpu")
+    init_engine_world(world.env, "cuda" if plan.device == "gpu" else "cpu", timeout_s=plan.collective_timeout_s)
     first = plan.separate_engine_ranks("rollout")[0]
     role = EngineRole.of("rollout", [[r - first for r in ranks] for ranks in plan.engine("rollout").ranks])
     rollout = StepRollout.build(recipe, plan.device, role, distributed=world.env.world_size > 1)
@@ -42,8 +43,7 @@ def serve_rollout(recipe: Recipe, plan: Plan, world: RoleWorld) -> None:
 
     start = bridge.objects.broadcast_object(None, src=0)
     version = start["start"]          # updates behind the engine's weights
-    if start["resumed"]:
-        take_weights()
+    take_weights()
     for step in range(start["start"] + start["ahead"], steps):
         began = time.perf_counter()
         batch, metrics = rollout.collect(step)

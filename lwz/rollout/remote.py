@@ -1,11 +1,13 @@
 """The actor's side of rollout engines on GPUs of their own (`rollout.colocate: false`).
 
 The engine ranks run lwz/rollout/engine_rank.py; the two sides meet on the bridge in the same order every
-step. `sync`: the engines generate step n under the weights of step n while the actor waits, then take the
+step. The engines are built with dummy weights: the actor sends its weights before the first step.
+`sync`: the engines generate step n under the weights of step n while the actor waits, then take the
 weights of step n + 1. `one_step_off`: the engines generate step n + 1 under the weights of step n while
 the actor trains on step n; after the update the actor receives that batch (it waits only for what is
-left of the generation) and sends the new weights, so every batch but the first is one update stale.
-A checkpoint keeps the batch received ahead, so a resumed run trains on what the uninterrupted one would.
+left of the generation), saves a checkpoint when one is due (it keeps that batch, so a resumed run trains
+on what the uninterrupted one would) and sends the new weights, so every batch but the first is one
+update stale.
 """
 
 from __future__ import annotations
@@ -34,18 +36,18 @@ class RemoteRollouts:
         self.one_step_off = recipe.rollout.mode == "one_step_off"
         self.ahead: tuple[int, RolloutBatch, dict[str, float]] | None = None
         self.epochs: dict[int, int] = {}
+        self._waited = 0.0  # seconds receive_ahead waited for the engines, reported with the next sync
 
     def begin(self, start: int, extra: dict | None, weights: Weights) -> None:
-        """Tell the engines where the run starts; on resume send the checkpoint's weights (and keep its
-        batch generated ahead, if any: the engines go on with the step after it)."""
+        """Tell the engines where the run starts and send the actor's weights (the engines hold dummy ones);
+        on resume keep the checkpoint's batch generated ahead, if any: the engines go on with the step after it."""
         if extra is not None and extra.get("rollout_ahead"):
             ahead = extra["rollout_ahead"]
             self.ahead = (ahead["step"], RolloutBatch.from_json(ahead["batch"]), ahead["metrics"])
             self.epochs[ahead["step"]] = ahead["epoch"]
-        message = {"start": start, "resumed": extra is not None, "ahead": self.ahead is not None}
+        message = {"start": start, "ahead": self.ahead is not None}
         self.bridge.objects.broadcast_object(message if self.bridge.rank == 0 else None, src=0)
-        if extra is not None:
-            self._send(weights)
+        self._send(weights)
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's batch: the one received ahead (one_step_off), else the engines' next."""
@@ -59,16 +61,20 @@ class RemoteRollouts:
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
         raise AssertionError("dynamic sampling on engines of their own is rejected by the plan")
 
+    def receive_ahead(self, done: int) -> None:
+        """After the update of step `done`, before its checkpoint (which keeps it): (one_step_off) receive the
+        next step's batch, generated during the update; nothing after the last step."""
+        began = time.perf_counter()
+        if self.one_step_off and done < self.steps:
+            self.ahead = self._receive(done)
+        self._waited = time.perf_counter() - began
+
     def push(self, weights: Weights, done: int) -> SyncStats:
-        """After the update of step `done`: (one_step_off) receive the next step's batch, generated during the
-        update, then send the new weights to every engine rank; nothing after the last step."""
+        """After the update (and the checkpoint) of step `done`: the new weights to every engine rank; nothing
+        after the last step."""
         if done >= self.steps:
             return SyncStats(0.0, 0, 0, 0)
-        began = time.perf_counter()
-        if self.one_step_off:
-            self.ahead = self._receive(done)
-        waited = time.perf_counter() - began
-        return replace(self._send(weights), waited=waited)
+        return replace(self._send(weights), waited=self._waited)
 
     def evaluate(self, done: int, run_dir: Path) -> dict[str, float]:
         raise AssertionError("evaluation during training on engines of their own is rejected by the plan")

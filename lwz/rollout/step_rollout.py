@@ -36,7 +36,8 @@ class StepRollout:
 
     @classmethod
     def build(cls, recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
-        """This rank's rollout engine and the recipe's prompts that fit it."""
+        """This rank's rollout engine (built with dummy weights: the first sync fills it) and the recipe's
+        prompts that fit it."""
         r = recipe.rollout
         engine = rollout_engine(recipe, device, distributed)
         prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
@@ -88,12 +89,18 @@ class StepRollout:
 
 def rollout_engine(recipe: Recipe, device: str, distributed: bool) -> VllmEngine:
     """This rank's part of a rollout engine as the recipe's rollout section says (`device` "gpu"|"cpu";
-    `distributed`: inside a multi-rank world, vLLM's external launcher)."""
+    `distributed`: inside a multi-rank world, vLLM's external launcher). It is built with dummy weights
+    (nothing read from disk; the first sync fills it), with sleep mode when it shares the actor's GPU
+    (`rollout.colocate`): it is then built asleep, its dummy weights dropped."""
     r = recipe.rollout
-    return VllmEngine(recipe.model.path, tokenizer=recipe.model.tokenizer, device=device, tp=r.tp,
-                      dtype=recipe.model.dtype, seed=recipe.schedule.seed,
-                      max_model_len=r.max_prompt_tokens + r.max_tokens,
-                      gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed)
+    engine = VllmEngine(recipe.model.path, tokenizer=recipe.model.tokenizer, device=device, tp=r.tp,
+                        dtype=recipe.model.dtype, seed=recipe.schedule.seed,
+                        max_model_len=r.max_prompt_tokens + r.max_tokens,
+                        gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed,
+                        sleep_mode=r.colocate, dummy_weights=True)
+    if r.colocate:
+        engine.sleep(level=2)
+    return engine
 
 
 def _to_batch(indices: list[int], rows: list[dict], groups: list) -> RolloutBatch:

@@ -79,6 +79,15 @@ def push_weights(named: Iterable[tuple[str, torch.Tensor]], sink: WeightSink, bu
     return SyncStats(time.perf_counter() - start, totals["bytes"], totals["tensors"], totals["buckets"])
 
 
+def sync_sleeping_engine(weights: Weights, engine) -> SyncStats:
+    """The actor's weights into an engine asleep on the actor's GPU (a `VllmEngine` with sleep mode): its
+    weights wake, take the new ones, then its KV cache wakes (the sync's gathers never sit on a KV cache)."""
+    engine.wake_weights("sync")
+    stats = push_weights(weights(), engine, SYNC_BUCKET_BYTES)
+    engine.wake_kv_cache("sync")
+    return stats
+
+
 def broadcast_buckets(named: Iterable[tuple[str, torch.Tensor]] | None, src: int, channel: Channel,
                       bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """Engines on GPUs of their own: global rank `src` sends its buckets, each flattened into one buffer on

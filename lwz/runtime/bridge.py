@@ -53,8 +53,8 @@ class Bridge:
     """The run's cross-world groups; build it on every rank of the job (global `rank` of `world`)."""
 
     def __init__(self, *, rank: int, world: int, host: str, port: int, weight_ranks: Sequence[int],
-                 backend: str, device: torch.device, timeout_minutes: int = 120):
-        timeout = datetime.timedelta(minutes=timeout_minutes)
+                 backend: str, device: torch.device, timeout_s: float = 1800):
+        timeout = datetime.timedelta(seconds=timeout_s)
         store = dist.TCPStore(host, port, world, rank == 0, timeout=timeout)
         self._store = store  # rank 0 hosts it: it must live as long as the groups
         self.rank = rank

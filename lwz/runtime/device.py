@@ -88,13 +88,14 @@ def init_distributed(
     seed: int = 0,
     device: str | None = None,
     env: DistEnv | None = None,
-    timeout_minutes: int = 30,
+    timeout_s: float = 1800,
 ) -> Runtime:
     """Join the job (torchrun/SLURM/single-process env), build megatron's groups, seed every RNG.
 
     On the CPU path megatron-core's CPU shims are applied first. An existing process group is
     reused; existing model-parallel groups must have the same sizes (after
-    `parallel_state.destroy_model_parallel()` a call builds groups of new sizes).
+    `parallel_state.destroy_model_parallel()` a call builds groups of new sizes). A collective that waits
+    longer than `timeout_s` (the plan's `collective_timeout_s` in a run) fails the rank.
     """
     from megatron.core import parallel_state
 
@@ -119,7 +120,7 @@ def init_distributed(
             init_method=f"tcp://{env.master_addr}:{env.master_port}",
             rank=env.rank,
             world_size=env.world_size,
-            timeout=datetime.timedelta(minutes=timeout_minutes),
+            timeout=datetime.timedelta(seconds=timeout_s),
         )
     if parallel_state.model_parallel_is_initialized():
         sizes = (
@@ -133,7 +134,7 @@ def init_distributed(
             tensor_model_parallel_size=tp,
             pipeline_model_parallel_size=pp,
             context_parallel_size=cp,
-            distributed_timeout_minutes=timeout_minutes,
+            distributed_timeout_minutes=timeout_s / 60,
         )
     seed_everything(seed)
     runtime = Runtime(torch_device, backend, env.rank, env.world_size, env.local_rank, tp, pp, cp)
@@ -151,7 +152,7 @@ def init_distributed(
     return runtime
 
 
-def init_engine_world(env: DistEnv, device: str, timeout_minutes: int = 30) -> None:
+def init_engine_world(env: DistEnv, device: str, timeout_s: float = 1800) -> None:
     """An engine group on GPUs of its own: its ranks' default process group (vLLM's external launcher runs
     its engines over it; one rank alone needs none). No megatron groups: these ranks hold no actor."""
     kind = pick_device(device)
@@ -161,7 +162,7 @@ def init_engine_world(env: DistEnv, device: str, timeout_minutes: int = 30) -> N
         torch.distributed.init_process_group(backend=backend_for(kind),
                                              init_method=f"tcp://{env.master_addr}:{env.master_port}",
                                              rank=env.rank, world_size=env.world_size,
-                                             timeout=datetime.timedelta(minutes=timeout_minutes))
+                                             timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def seed_everything(seed: int) -> None:

@@ -50,5 +50,5 @@ def join_role(plan: Plan) -> RoleWorld:
             torch.cuda.set_device(job.local_rank)
         bridge = Bridge(rank=job.rank, world=job.world_size, host=job.master_addr,
                         port=job.master_port + BRIDGE_PORT_OFFSET, weight_ranks=[0, *separate],
-                        backend=backend_for(kind), device=device)
+                        backend=backend_for(kind), device=device, timeout_s=plan.collective_timeout_s)
     return RoleWorld(role, job, env, bridge)

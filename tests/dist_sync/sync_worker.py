@@ -2,10 +2,12 @@
 `torch.distributed.run`; rank 0 writes the results to OUT as a torch file).
 
 Each rank: `init_distributed`, Policy, the loop's VllmEngine (one rollout engine per rank with
-rollout tp=1); sample a batch at temperature 1.0, give it advantages +1/-1, UPDATES policy updates,
-`push_weights(policy.hf_weights(), engine)` and `export_hf_folder` into EXPORT. Greedy outputs of
-every rank's engine before and after the sync, and |vLLM sampled-token logprob - actor logprob|
-before the update and after the sync (batches sampled on all engines), go to OUT. Then:
+rollout tp=1, built asleep with dummy weights) filled by the first sync with the actor's weights; sample
+a batch at temperature 1.0, give it advantages +1/-1, UPDATES policy updates, sync the new weights
+(`sync_sleeping_engine`: wake weights, load, wake KV cache) and `export_hf_folder` into EXPORT. The
+engine sleeps whenever the actor computes, as the GPU's rules say. Greedy outputs of every rank's engine
+after the first sync and after the second, and |vLLM sampled-token logprob - actor logprob| before the
+update and after the sync (batches sampled on all engines), go to OUT. Then:
 - tempered: a batch sampled at temperature 0.7; the mean |engine logprob - actor old logprob| with
   the actor at T = 0.7 (the loop's setting) and, for contrast, at T = 1;
 - perturbed: every actor weight perturbed (the same noise on every rank, so replicated weights stay
@@ -34,7 +36,7 @@ from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
 from lwz.rollout.step_rollout import _to_batch, rollout_engine
-from lwz.rollout.sync import SYNC_BUCKET_BYTES, push_weights
+from lwz.rollout.sync import sync_sleeping_engine
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
 from lwz.runtime import init_distributed
 
@@ -109,31 +111,34 @@ def main() -> None:
     plan = resolve(recipe)
     runtime = init_distributed(plan.tp, plan.pp, plan.cp, seed=recipe.schedule.seed, device="cpu")
     policy = Policy(recipe, plan)
-    engine = rollout_engine(recipe, plan.device, distributed=runtime.world_size > 1)
+    engine = rollout_engine(recipe, plan.device, distributed=runtime.world_size > 1)  # asleep, dummy weights
+    sync_sleeping_engine(policy.hf_weights, engine)  # the first sync fills it
     texts = [render_prompt(p, recipe.rollout.template) for p in PROMPTS]
 
     result: dict = {"prompt_ids": [g[0].prompt_ids for g in engine.generate(texts, GREEDY)],
                     "engines": plan.engine("rollout").ranks, "greedy_before": greedy_everywhere(engine, texts)}
     batch = sample(engine, plan, texts, seed=11)
+    engine.sleep(level=2)   # the actor computes: the engine's weights are replaced after the update
     batch.advantages = [1.0 if i % 2 == 0 else -1.0 for i in range(len(batch))]
     batch.old_logprobs = policy.compute_logprobs(batch)
     result["gap_before"] = logprob_gap(policy, batch)
     shard = batch.shard(policy.dp_rank, plan.dp)
     result["updates"] = [policy.update(shard) for _ in range(args.updates)]
-    result["sync"] = asdict(push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES))
+    result["sync"] = asdict(sync_sleeping_engine(policy.hf_weights, engine))
 
     result["greedy_after"] = greedy_everywhere(engine, texts)
     export_hf_folder(policy.model, policy.hf_config, args.export, source_dir=recipe.model.path)
-    result["gap_after"] = logprob_gap(policy, sample(engine, plan, texts, seed=12))
-
+    after = sample(engine, plan, texts, seed=12)
     tempered = sample(engine, plan, texts, seed=13, temperature=TEMPERED)
+    engine.sleep(level=2)
+    result["gap_after"] = logprob_gap(policy, after)
     policy.temperature = TEMPERED  # the loop's Policy takes it from rollout.temperature
     result["tempered"] = logprob_gap(policy, tempered, torch.mean)
     policy.temperature = 1.0
     result["tempered_at_t1"] = logprob_gap(policy, tempered, torch.mean)
 
     perturb(policy)
-    push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES)
+    sync_sleeping_engine(policy.hf_weights, engine)
     export_hf_folder(policy.model, policy.hf_config, Path(args.export).with_name("perturbed"), source_dir=recipe.model.path)
     pushed = sample(engine, plan, texts, seed=14)
     result["perturbed"] = [(p, r, lp) for p, r, lp in zip(pushed.prompt_ids, pushed.response_ids,
