@@ -47,7 +47,7 @@ def head_dim(arch: ArchCfg) -> int:
     return arch.head_dim or arch.hidden_size // arch.num_attention_heads
 
 
-def _layer_params(arch: ArchCfg) -> tuple[int, int]:
+def layer_params(arch: ArchCfg) -> tuple[int, int]:
     """(TP-sharded, replicated) parameter counts of one transformer layer."""
     h, f = arch.hidden_size, arch.intermediate_size
     q, kv = arch.num_attention_heads * head_dim(arch), arch.num_key_value_heads * head_dim(arch)
@@ -57,7 +57,7 @@ def _layer_params(arch: ArchCfg) -> tuple[int, int]:
 
 def hf_param_count(arch: ArchCfg) -> int:
     """Parameters of the HF model (no padding)."""
-    sharded, replicated = _layer_params(arch)
+    sharded, replicated = layer_params(arch)
     embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
     return arch.num_layers * (sharded + replicated) + embeddings + arch.hidden_size
 
@@ -65,7 +65,7 @@ def hf_param_count(arch: ArchCfg) -> int:
 def stage_param_count(arch: ArchCfg, tp: int, pp: int, stage: int, scalar_head: bool = False) -> int:
     """Parameters held by one actor rank of pipeline stage `stage` (`scalar_head`: a reward model's, whose
     last stage holds a [1, hidden] head instead of the vocabulary projection)."""
-    sharded, replicated = _layer_params(arch)
+    sharded, replicated = layer_params(arch)
     h, vocab = arch.hidden_size, padded_vocab(arch.vocab_size, tp)
     count = arch.num_layers // pp * (sharded // tp + replicated)
     if stage == 0:

@@ -1,0 +1,133 @@
+"""Memory by phase: the peak on an actor GPU in each phase of a step, and host memory per node.
+
+Everything a GPU holds beyond the tensors lwz allocates is a model, named as one in the plan's text:
+- the card: `cluster.gpu_memory_gib` is its size; CUDA shows USABLE_FRACTION of it (an H100 80 GB shows
+  79.2 GiB), and vLLM's `gpu_memory_utilization` is a fraction of what CUDA shows;
+- the CUDA context (with cuBLAS/cuDNN workspaces) of each process: CUDA_CONTEXT;
+- NCCL's buffers: NCCL_COMMUNICATOR per communicator the rank uses (2 directions x 16 channels x the
+  default 4 MiB NCCL_BUFFSIZE); a rank uses its world group, its non-trivial megatron groups (tp, pp, dp,
+  the model-parallel group of the gradient norm), and its engine's world and TP groups (or the bridge's
+  weight group on the split layout).
+Phases of a colocated actor GPU, each on top of the context, NCCL and the actor's static memory
+(weights, fp32 gradients, optimizer states, reference model):
+  start-up  the larger of the reward model built on the GPU before it moves to the host, and the rollout
+            engine's budget, which vLLM asks to find free when it is built (`request_memory`);
+  rollout   the engine's budget (weights + KV cache + its activations);
+  reward    the reward model's stage weights and one layer's activations;
+  update    the actor's activations (lwz.plan.memory);
+  sync      the engine's weights (its KV cache still asleep), the largest HF item gathered whole
+            (a layer, or the embedding) and vLLM's copy of its shard while it reloads that layer;
+  save      the largest actor tensor staged for writing (the optimizer's state is gathered on the host).
+Host memory per node: per process PROCESS_HOST (Python, torch, vLLM and megatron, model), the reward
+model's pinned copy, the engine's pinned weight backup when it sleeps at level 1 (dynamic sampling),
+the step's batch (token ids and three logprobs per token), and during a save the distributed optimizer's
+fp32 parameters and Adam states of every model-parallel shard gathered on its data-parallel rank 0.
+On CPU every figure is host memory of a process: the engine's KV cache is VLLM_CPU_KVCACHE_SPACE
+(1 GiB, set by lwz) and there is no context or NCCL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lwz.plan.memory import DTYPE_BYTES, GIB, ActorMemory, ScorerMemory, layer_params, padded_vocab
+from lwz.recipe.schema import ArchCfg
+
+__all__ = ["USABLE_FRACTION", "CUDA_CONTEXT", "NCCL_COMMUNICATOR", "PROCESS_HOST", "GpuCard", "gpu_phases",
+           "HostMemory", "host_memory"]
+
+USABLE_FRACTION = 0.99
+CUDA_CONTEXT = GIB
+NCCL_COMMUNICATOR = 2 * 16 * 4 * (1 << 20)
+PROCESS_HOST = 3 * GIB
+CPU_KV_CACHE = GIB   # VLLM_CPU_KVCACHE_SPACE=1 (lwz.rollout.vllm_engine.prepare_vllm)
+SYNC_BUCKET = 256 << 20
+BATCH_BYTES_PER_TOKEN = 8 + 3 * 4  # token id (int64) and the engine's, old and reference logprobs (fp32)
+
+
+@dataclass(frozen=True)
+class GpuCard:
+    """One GPU of the cluster as the plan counts it."""
+
+    size: int          # the card (cluster.gpu_memory_gib)
+    communicators: int  # NCCL communicators of an actor rank
+
+    @property
+    def usable(self) -> int:
+        """What CUDA shows of the card."""
+        return int(self.size * USABLE_FRACTION)
+
+    @property
+    def overhead(self) -> int:
+        """The CUDA context and NCCL's buffers."""
+        return CUDA_CONTEXT + self.communicators * NCCL_COMMUNICATOR
+
+
+def actor_communicators(world: int, tp: int, pp: int, dp: int, rollout_tp: int, colocated: bool) -> int:
+    """NCCL communicators an actor rank uses (see the module doc)."""
+    megatron = 1 + sum(size > 1 for size in (tp, pp, dp, tp * pp))
+    engine = (1 + (rollout_tp > 1)) if colocated else 1   # the engine's groups, else the bridge's weight group
+    return megatron + (engine if world > 1 else 0)
+
+
+def _largest_item(arch: ArchCfg, dtype: str) -> int:
+    """Bytes of the largest HF item the sync gathers whole: one layer, or the embedding (or output layer)."""
+    sharded, replicated = layer_params(arch)
+    return max(sharded + replicated, arch.vocab_size * arch.hidden_size) * DTYPE_BYTES[dtype]
+
+
+def gpu_phases(stages: list[ActorMemory], *, arch: ArchCfg, dtype: str, tp: int, engine_budget: int | None,
+               engine_weights: int, rollout_tp: int, scorers: list[list[ScorerMemory]],
+               overhead: int) -> dict[str, int]:
+    """Peak bytes on an actor GPU in each phase (`engine_budget` None: the engines are on GPUs of their own)."""
+    static = max(s.static for s in stages)
+    largest_shard = padded_vocab(arch.vocab_size, tp) * arch.hidden_size // tp * DTYPE_BYTES[dtype]
+    rm = max((m.total for memory in scorers for m in memory), default=0)
+    rm_weights = max((m.weights for memory in scorers for m in memory), default=0)
+    item = _largest_item(arch, dtype)
+    phases = {"update": max(s.total for s in stages)}
+    if engine_budget is not None:
+        phases["start-up"] = static + max(rm_weights, engine_budget)
+        phases["rollout"] = static + engine_budget
+        phases["sync"] = static + engine_weights + item + math.ceil(item / rollout_tp)
+    else:
+        phases["start-up"] = static + rm_weights
+        phases["sync"] = static + item + SYNC_BUCKET   # rank 0 gathers an item and broadcasts a bucket
+    if rm:
+        phases["reward"] = static + rm
+    phases["save"] = static + largest_shard
+    return {phase: peak + overhead for phase, peak in phases.items()}
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """Host bytes of the fullest node, by what holds them."""
+
+    processes: int
+    offloaded: int
+    backups: int
+    batches: int
+    save: int
+
+    @property
+    def total(self) -> int:
+        return self.processes + self.offloaded + self.backups + self.batches + self.save
+
+
+def host_memory(*, ranks_per_node: list[list[int]], stage_of: dict[int, int], dp_of: dict[int, int],
+                stage_params: list[int], scorers: list[list[ScorerMemory]], engine_backup: int,
+                batch_tokens: int, distributed_optimizer: bool) -> HostMemory:
+    """The node whose host memory peaks (a save on a node of data-parallel rank 0 ranks), by component."""
+    best: HostMemory | None = None
+    for ranks in ranks_per_node:
+        actors = [r for r in ranks if r in stage_of]
+        offloaded = sum(max((memory[stage_of[r]].weights for memory in scorers), default=0) for r in actors)
+        save = sum(12 * stage_params[stage_of[r]] for r in actors if distributed_optimizer and dp_of[r] == 0)
+        node = HostMemory(processes=len(ranks) * PROCESS_HOST, offloaded=offloaded,
+                          backups=len(actors) * engine_backup, batches=len(actors) * batch_tokens * BATCH_BYTES_PER_TOKEN,
+                          save=save)
+        if best is None or node.total > best.total:
+            best = node
+    assert best is not None
+    return best
