@@ -6,8 +6,7 @@ paper's layout), its part of a rollout engine; the engines spread the step's wor
 on every rank, rewards and advantages are computed identically everywhere, and each data-parallel rank
 updates on its share of each mini-batch. The phases take turns with the GPU's memory as the GPU's rules
 say (lwz/runtime/gpu_rules.py, kept on CPU too): the rollout engine sleeps before the reward model moves
-onto the GPU, which leaves it before the update; the checkpoint is saved before the sync wakes the
-engine. The rollout side (lwz/rollout/colocated.py, or remote.py for engines on GPUs of their own,
+onto the GPU, which leaves it before the update; the engine sleeps again for a checkpoint. The rollout side (lwz/rollout/colocated.py, or remote.py for engines on GPUs of their own,
 `rollout.colocate: false`) gives each step's batch: one blocking generate, the partial rollout, or one
 step ahead (`rollout.mode`); dynamic sampling (`algo.dynamic_sampling`) adds rounds of it until the batch
 has groups with signal.
@@ -96,11 +95,6 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                 updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]
                 release_memory()
             done = step + 1
-            rollouts.receive_ahead(done)  # one_step_off: the batch generated during the update, kept by a save
-            if _should_save(done, recipe):  # before the sync: the engines on the GPU are still asleep
-                policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
-                if rank0:
-                    prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
             with _timed(times, "sync"):
                 sync = rollouts.push(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
@@ -111,6 +105,11 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
+            if _should_save(done, recipe):
+                with rollouts.asleep():  # nothing of the engines on the actor's GPU while it saves
+                    policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
+                if rank0:
+                    prune_checkpoints(run_dir / "ckpt", keep=recipe.schedule.keep_checkpoints)
     if dist.is_initialized():
         dist.barrier()
     if rank0:

@@ -1,6 +1,6 @@
 """The GPU's rules kept on CPU, through the loop's own parts (`dist_rules/rules_worker.py`: Policy, RewardMix,
 ColocatedRollouts and VllmEngine in one process): the loop's order passes; the order lwz had before (the
-checkpoint after the sync woke the engine, a reward-model vLLM engine beside the rollout engine) and every
+checkpoint with the engine the sync woke, a reward-model vLLM engine beside the rollout engine) and every
 other broken rule is refused with the rule and the phase named, as vLLM or the GPU's memory would refuse it."""
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ Each rank holds its part of a rollout engine next to its actor shard; rollout, r
 turns with the GPU's memory, in the order the GPU's rules hold (`lwz.runtime.gpu_rules`): the engine is
 built asleep with dummy weights, the first sync fills it; after the rollout it sleeps (its weights dropped
 unless dynamic sampling may need more rounds: they are replaced after the update anyway), so the reward
-model, the update and the checkpoint have the memory; the sync wakes its weights, loads the new ones,
-then wakes its KV cache.
+model and the update have the memory; the sync wakes its weights, loads the new ones, then wakes its KV
+cache. For a checkpoint it sleeps again at level 1 (its weights backed up in pinned host memory, its KV
+cache dropped) and wakes after it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lwz.batch import RolloutBatch
@@ -55,13 +58,20 @@ class ColocatedRollouts:
         release_memory()
         return batch
 
-    def receive_ahead(self, done: int) -> None:
-        """Nothing is generated during the update here (see RemoteRollouts.receive_ahead)."""
-
     def push(self, weights: Weights, done: int) -> SyncStats:
-        """After the update (and the checkpoint) of step `done`: the new weights into the engine, which then
-        serves the evaluation and the next rollout."""
+        """After the update of step `done`: the new weights into the engine, which then serves the evaluation
+        and the next rollout."""
         return sync_sleeping_engine(weights, self.engine)
+
+    @contextmanager
+    def asleep(self) -> Iterator[None]:
+        """The engine asleep for a checkpoint (its weights kept in host memory), awake again after it."""
+        self.engine.sleep(level=1)
+        release_memory()
+        try:
+            yield
+        finally:
+            self.engine.wake("save")
 
     def evaluate(self, done: int, run_dir: Path) -> dict[str, float]:
         return evaluate_during_training(self.engine, self.recipe, done, run_dir)

@@ -5,14 +5,16 @@ step. The engines are built with dummy weights: the actor sends its weights befo
 `sync`: the engines generate step n under the weights of step n while the actor waits, then take the
 weights of step n + 1. `one_step_off`: the engines generate step n + 1 under the weights of step n while
 the actor trains on step n; after the update the actor receives that batch (it waits only for what is
-left of the generation), saves a checkpoint when one is due (it keeps that batch, so a resumed run trains
-on what the uninterrupted one would) and sends the new weights, so every batch but the first is one
-update stale.
+left of the generation) and sends the new weights, so every batch but the first is one update stale.
+A checkpoint keeps the batch received ahead, so a resumed run trains on what the uninterrupted one would.
+The engines' GPUs are theirs alone: they stay awake while the actor saves.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +38,6 @@ class RemoteRollouts:
         self.one_step_off = recipe.rollout.mode == "one_step_off"
         self.ahead: tuple[int, RolloutBatch, dict[str, float]] | None = None
         self.epochs: dict[int, int] = {}
-        self._waited = 0.0  # seconds receive_ahead waited for the engines, reported with the next sync
 
     def begin(self, start: int, extra: dict | None, weights: Weights) -> None:
         """Tell the engines where the run starts and send the actor's weights (the engines hold dummy ones);
@@ -61,20 +62,21 @@ class RemoteRollouts:
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
         raise AssertionError("dynamic sampling on engines of their own is rejected by the plan")
 
-    def receive_ahead(self, done: int) -> None:
-        """After the update of step `done`, before its checkpoint (which keeps it): (one_step_off) receive the
-        next step's batch, generated during the update; nothing after the last step."""
-        began = time.perf_counter()
-        if self.one_step_off and done < self.steps:
-            self.ahead = self._receive(done)
-        self._waited = time.perf_counter() - began
-
     def push(self, weights: Weights, done: int) -> SyncStats:
-        """After the update (and the checkpoint) of step `done`: the new weights to every engine rank; nothing
-        after the last step."""
+        """After the update of step `done`: (one_step_off) receive the next step's batch, generated during the
+        update, then send the new weights to every engine rank; nothing after the last step."""
         if done >= self.steps:
             return SyncStats(0.0, 0, 0, 0)
-        return replace(self._send(weights), waited=self._waited)
+        began = time.perf_counter()
+        if self.one_step_off:
+            self.ahead = self._receive(done)
+        waited = time.perf_counter() - began
+        return replace(self._send(weights), waited=waited)
+
+    @contextmanager
+    def asleep(self) -> Iterator[None]:
+        """Engines on GPUs of their own stay awake (nothing of theirs shares the actor's GPU)."""
+        yield
 
     def evaluate(self, done: int, run_dir: Path) -> dict[str, float]:
         raise AssertionError("evaluation during training on engines of their own is rejected by the plan")

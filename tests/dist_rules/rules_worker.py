@@ -2,7 +2,7 @@
 tiny recipe's Policy, RewardMix (the writing RM on the actor's grid) and ColocatedRollouts (a sleep-capable
 rollout engine built asleep with dummy weights), driven first in the loop's order, then in orders a GPU
 would not survive. Each refused move's `GpuRuleError` (rule, phase, message) goes to OUT with what the
-loop's order did (metrics of one step with a checkpoint before the sync).
+loop's order did (metrics of one step, its checkpoint saved with the engine asleep).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     refuses("generate with dummy weights", lambda: rollouts.collect(0))
     engine.sleep(level=2)
 
-    # the loop's order: sync, rollout (the engine sleeps), reward, update, checkpoint, sync
+    # the loop's order: sync, rollout (the engine sleeps), reward, update, sync, checkpoint (the engine asleep)
     rollouts.begin(0, None, policy.hf_weights)
     refuses("weight load with the KV cache awake",
             lambda: push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES))
@@ -71,10 +71,11 @@ def main() -> None:
     batch.rewards = score(batch)
     batch.advantages = rewards.advantages(batch.rewards, batch.group)
     update = policy.update(batch)
-    policy.save(checkpoint_folder(args.ckpt, 1), {"step": 1})
     sync = rollouts.push(policy.hf_weights, 1)
+    with rollouts.asleep():
+        policy.save(checkpoint_folder(args.ckpt, 1), {"step": 1})
 
-    # today's order put back: the checkpoint after the sync woke the engine
+    # the order lwz had before put back: the checkpoint with the engine the sync woke
     refuses("save after push", lambda: policy.save(checkpoint_folder(args.ckpt, 2), {"step": 2}))
     refuses("update with the engine awake", lambda: policy.update(batch))
     refuses("reward with the engine awake", lambda: score(batch))
