@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What lwz can verify on one GPU with only torch and megatron-core (no vLLM, no transformer-engine):
 # the actor's parity with transformers (fp32, bf16), the weight gather that feeds the engines, tempered
-# logprobs and their gradient, and the GRPO update's speed and MFU against HF + AdamW. Under 8 minutes
-# on one GPU; prints a table last (also written to $OUT/gpu_check.md when $OUT is set).
+# logprobs and their gradient, the GRPO update's speed and MFU against HF + AdamW, and bench/gpu_check.py
+# (attention at 15k tokens, the actor's memory against the plan, the loop's phase order with an engine
+# stand-in, resume). Under 8 minutes on one GPU; prints one table last (also written to
+# $OUT/gpu_check.md when $OUT is set). `python bench/gpu_check.py --device cpu` is its CPU twin (CI).
 #
 #   bash bench/gpu_check.sh --download   # here: fetch the wheels the GPU machine lacks into .whl/
 #   bash bench/gpu_check.sh              # on the GPU machine (installs .whl/ into /tmp/site first)
@@ -47,6 +49,12 @@ check "GRPO update, tiny, bf16 (megatron vs HF + AdamW)" \
     python3 bench/actor.py --device cuda --model tiny --dtype bf16 --sequences 16 --prompt-len 256 --response-len 768
 check "GRPO update, Qwen2.5-0.5B shape, bf16 (MFU)" \
     python3 bench/actor.py --device cuda --model 0.5b --dtype bf16 --sequences 16 --prompt-len 256 --response-len 768
+
+echo "== bench/gpu_check.py" | tee -a "$log"
+out="$(python3 bench/gpu_check.py --device cuda 2>&1)"; echo "$out" >>"$log"
+mapfile -t phase_rows < <(echo "$out" | grep -E '^\| .* \| (pass|FAIL) \|' | awk '!seen[$0]++')
+[[ ${#phase_rows[@]} -gt 0 ]] || phase_rows=("| bench/gpu_check.py | FAIL | no table (see log) | - |")
+rows+=("${phase_rows[@]}")
 
 table="$(printf '%s\n' "GPU check on $card ($(date -u +%F))" "" "| check | result | figures | time |" "|---|---|---|---|" "${rows[@]}")"
 echo

@@ -32,7 +32,7 @@ from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
 from lwz.rollout.colocated import ColocatedRollouts
 from lwz.rollout.remote import RemoteRollouts
-from lwz.runtime.device import init_distributed, release_memory
+from lwz.runtime.device import host_peak_bytes, init_distributed, release_memory
 from lwz.runtime.roles import RoleWorld
 from lwz.step_report import sample_rows, step_metrics
 from lwz.track import Tracker, format_step_line
@@ -99,6 +99,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                 sync = rollouts.push(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
             metrics.update(rollout_metrics)
+            metrics["memory/host_peak_gb"] = host_peak_bytes() / 1e9   # against the plan's host memory
             if _should_eval(done, recipe):  # every rank generates; rank 0 writes RUN/eval/
                 metrics.update(rollouts.evaluate(done, run_dir))
             tracker.log(done, metrics)

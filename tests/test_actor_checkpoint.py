@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +97,16 @@ def test_latest_checkpoint_skips_what_a_crash_leaves(tmp_path):
     _fake_checkpoint(checkpoint_folder(root, 9), complete=False)
     (root / LATEST).write_text(checkpoint_folder(root, 9).name)
     assert latest_checkpoint(root) == newer
+
+
+def test_a_load_into_another_optimizer_class_is_refused(saved_run, tmp_path):
+    """The checkpoint records its optimizer classes; an optimizer of another class (a stand-in for TE's FusedAdam,
+    which lwz never builds: megatron-core is given torch's Adam on every machine) refuses to load it."""
+    run, _ = saved_run
+    classes = json.loads((latest_checkpoint(run / "ckpt") / "optimizer.json").read_text())["classes"]
+    assert classes == ["DistributedOptimizer(torch.optim.adamw.AdamW)"]
+    result = run_worker("stand_in", 1, tmp_path / "stand_in.pt", "--folder", str(run))
+    print(f"\n{result['error']}")
+    assert result["classes"] == ["DistributedOptimizer(__main__.StandInAdam)"]
+    assert "saved by DistributedOptimizer(torch.optim.adamw.AdamW); this run builds" in result["error"]
+    assert "StandInAdam" in result["error"] and "\n" not in result["error"]

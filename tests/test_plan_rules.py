@@ -131,13 +131,68 @@ def test_sequence_parallel_needs_tp():
 
 
 def test_plan_that_does_not_fit_is_rejected_with_numbers():
-    rejects("cluster.gpu_memory_gib", "rollout phase needs", "more than 80 GiB",
+    rejects("cluster.gpu_memory_gib", "start-up phase needs", "more than the 79.2 GiB usable of a 80 GiB card",
             overrides=["rollout.gpu_memory_utilization=0.9"])
 
 
 def test_engine_that_cannot_hold_one_group_is_rejected():
-    rejects("rollout.gpu_memory_utilization", "KV cache", "budget 32.0 GiB",
+    rejects("rollout.gpu_memory_utilization", "KV cache", "budget 31.7 GiB of 79.2 GiB usable",
             overrides=["rollout.gpu_memory_utilization=0.4"])
+
+
+ASYNC_RECIPE = RECIPES / "longwriter_zero_async.yaml"
+
+
+@pytest.mark.parametrize("recipe", [PAPER, ASYNC_RECIPE], ids=["colocated", "split"])
+def test_the_paper_recipes_fit_every_phase_and_their_nodes(recipe):
+    from lwz.plan.phases import CUDA_CONTEXT, NCCL_COMMUNICATOR
+
+    loaded = load_recipe(recipe)
+    p = resolve(loaded)
+    assert p.card.usable == int(80 * (1 << 30) * 0.99)
+    phases = {"start-up", "reward", "update", "sync", "save"} | ({"rollout"} if recipe == PAPER else set())
+    assert set(k for k in p.phase_peak if not k.endswith(" GPUs")) == phases
+    assert all(peak <= p.card.usable for peak in p.phase_peak.values())
+    assert p.card.overhead == CUDA_CONTEXT + p.card.communicators * NCCL_COMMUNICATOR
+    assert p.host.total <= loaded.cluster.mem_gb * 1e9 and p.host.save > 0 and p.host.offloaded > 0
+    text = render_plan(loaded, p)
+    assert "shows 79.2 GiB to CUDA" in text and "(models, not measured)" in text
+    assert f"of {loaded.cluster.mem_gb} GB (cluster.mem_gb)" in text and "processes 4 GiB each (a model)" in text
+
+
+def test_phases_by_hand():
+    """The paper's colocated plan, each phase from its parts (lwz.plan.phases' module doc)."""
+    from lwz.plan.memory import DTYPE_BYTES, padded_vocab
+    from lwz.plan.phases import PROCESS_HOST
+
+    recipe = load_recipe(PAPER)
+    p = resolve(recipe)
+    static = max(s.static for s in p.actor_memory)
+    rollout, overhead = p.engine("rollout").memory, p.card.overhead
+    rm = max(m.total for m in p.reward_models["writing_rm"])
+    assert p.card.communicators == 1 + 4 + 2   # world, tp, pp, dp, model-parallel; the engine's world and tp
+    assert p.phase_peak["rollout"] == static + rollout.budget + overhead == p.phase_peak["start-up"]
+    assert p.phase_peak["reward"] == static + rm + overhead
+    assert p.phase_peak["update"] == max(s.total for s in p.actor_memory) + overhead
+    embedding = 152064 * 5120 * 2   # the largest item the sync gathers whole, then its tp-4 shard in vLLM
+    assert p.phase_peak["sync"] == static + rollout.weights + embedding + embedding // 4 + overhead
+    assert p.phase_peak["save"] == static + padded_vocab(152064, 8) * 5120 // 8 * DTYPE_BYTES["bf16"] + overhead
+    # node 0 holds ranks 0-7: stage 0, data-parallel rank 0: the save gathers their fp32 params and Adam states
+    stage0 = p.actor_memory[0].params
+    assert p.host.node == 0 and p.host.save == 8 * 12 * stage0 and p.host.processes == 8 * PROCESS_HOST["gpu"]
+    assert p.host.offloaded == 8 * p.reward_models["writing_rm"][0].weights
+    assert p.host.batches == 8 * 2048 * (1024 + 14000) * 20
+    assert p.host.backups == 8 * rollout.weights   # the engine sleeps at level 1 for a save: pinned weight backups
+    assert resolve(load_recipe(ASYNC_RECIPE)).host.backups == 0   # engines on GPUs of their own stay awake
+
+
+def test_a_smaller_card_or_less_host_memory_is_rejected_naming_the_phase():
+    rejects("cluster.gpu_memory_gib", "the start-up phase needs", "usable of a 40 GiB card",
+            overrides=["cluster.gpu_memory_gib=40"])
+    rejects("cluster.mem_gb", "the save phase needs 440 GB of host memory on node 0", "more than cluster.mem_gb = 256",
+            "save 197", overrides=["cluster.mem_gb=256"])
+    rejects("cluster.mem_gb", "the save phase needs", overrides=["cluster.mem_gb=256"], recipe=ASYNC_RECIPE)
+    assert any("cluster.mem_gb is unset" in w for w in plan("cluster.mem_gb=null").warnings)
 
 
 def test_missing_architecture_facts():
@@ -154,7 +209,7 @@ def test_the_reward_model_is_scored_on_the_actor_grid():
     first = p.reward_models["writing_rm"][0]
     assert first.params == stage_param_count(rm_arch, 8, 2, 0, scalar_head=True)
     assert first.weights == first.params * DTYPE_BYTES["bf16"]
-    assert p.phase_peak["reward"] == max(a.static + r.total for a, r in zip(p.actor_memory, p.reward_models["writing_rm"]))
+    assert p.phase_peak["reward"] == max(a.static for a in p.actor_memory) + first.total + p.card.overhead
     rejects("actor.tp", "reward model's num_key_value_heads=4", overrides=["rewards.terms.1.params.arch.num_key_value_heads=4"])
     rejects("actor.pp", "reward model's num_layers=81", overrides=["rewards.terms.1.params.arch.num_layers=81"])
 
@@ -174,12 +229,12 @@ def test_the_split_recipe_plans_engine_only_ranks_on_64_gpus():
     assert not rollout.colocated and rollout.ranks == [list(range(32 + 4 * e, 36 + 4 * e)) for e in range(8)]
     assert p.reward_models["writing_rm"] and p.engine("writing_rm") is None   # on the actor's grid
     assert [p.role(r) for r in (0, 31, 32, 63)] == ["actor", "actor", "rollout", "rollout"]
-    assert set(p.phase_peak) == {"update", "reward", "rollout GPUs"}
-    assert p.phase_peak["rollout GPUs"] == int(0.9 * 80 * (1 << 30))   # the engine's whole budget, every phase
+    assert set(p.phase_peak) == {"start-up", "reward", "update", "sync", "save", "rollout GPUs"}
+    assert p.phase_peak["rollout GPUs"] == int(0.9 * p.card.usable) + (1 << 30) + 3 * (128 << 20)  # budget + context + NCCL
     text = render_plan(load_recipe(ASYNC), p)
     assert "on GPUs of their own (ranks 32-63), one_step_off" in text
     assert "   32    4   0  rollout |   -   -   -   - |        0.0\n" in text
-    assert "peak per GPU of the rollout engines (every phase): 72.0 of 80 GiB" in text
+    assert "peak per GPU of the rollout engines (every phase): 72.7 of 79.2 GiB usable" in text
 
 
 def test_split_layout_rules():

@@ -64,12 +64,21 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_length_reward_rises(tmp_path, peaked_qwen2):  # noqa: F811
-    """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts)."""
+    """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts). The plan's host
+    memory of the node (one CPU rank: everything is host memory) against the run's peak RSS."""
+    from lwz.plan.resolve import resolve
+    from lwz.recipe.load import load_recipe
+
     recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8)
     run_to_end("run", str(recipe))
-    rewards = [m["reward/length"] for m in metrics(tmp_path / "runs" / "learn" / "r")]
+    run = tmp_path / "runs" / "learn" / "r"
+    rewards = [m["reward/length"] for m in metrics(run)]
     assert len(rewards) == 6
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
+    measured = max(m["memory/host_peak_gb"] for m in metrics(run))
+    planned = resolve(load_recipe(run / "recipe.yaml")).host
+    print(f"\nhost memory: measured peak RSS {measured:.2f} GB, planned {planned.total / 1e9:.2f} GB {planned.parts()}")
+    assert measured <= planned.total / 1e9 <= 2.5 * measured
 
 
 KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/kl", "response/tokens_mean")

@@ -1,8 +1,9 @@
 """Actor checkpoints: megatron `dist_checkpointing` (reshardable over TP/PP/DP), written atomically.
 
 Layout under a run's `ckpt/`: one folder per saved step (`step-00000010/`) holding the sharded
-model and optimizer, `common.pt` (the caller's state and every rank's RNG states) and
-`extra.json` (the caller's state, readable); a `latest` file names the newest complete folder.
+model and optimizer, `common.pt` (the caller's state and every rank's RNG states),
+`extra.json` (the caller's state, readable) and `optimizer.json` (the optimizer's classes: a load into
+another optimizer is refused before anything is read); a `latest` file names the newest complete folder.
 A save goes to `<folder>.tmp-<id>` first; after every rank has written, rank 0 renames it into
 place and then rewrites `latest`, so a crash at any point leaves the previous checkpoint usable.
 """
@@ -21,16 +22,19 @@ from typing import Any
 import torch
 
 from lwz import atomic
+from lwz.errors import LwzError
 from lwz.actor.model import unwrap_model
 from lwz.actor.optim_checkpoint import load_optimizer, prepare_for_load
 from lwz.runtime.rng import restore_rng_states, rng_states
 
-__all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights"]
+__all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights",
+           "optimizer_classes"]
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
 EXTRA = "extra.json"
+OPTIMIZER = "optimizer.json"
 _TMP = ".tmp-"
 # The distributed optimizer's checkpoint format that reshards over TP, PP and DP, gathered the memory-efficient
 # way: over gloo into host memory on DP rank 0 (the default gathers every DP shard on every rank's GPU).
@@ -115,6 +119,8 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     torch.distributed.barrier()
     if rank == 0:
         atomic.write_text(tmp / EXTRA, json.dumps(state, indent=2, sort_keys=True))
+        if optimizer is not None:
+            atomic.write_text(tmp / OPTIMIZER, json.dumps({"classes": optimizer_classes(optimizer)}, indent=2))
         _fsync_tree(tmp)
         _move_into_place(tmp, folder)
         atomic.write_text(folder.parent / LATEST, folder.name + "\n")
@@ -152,6 +158,7 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
 
     folder = Path(folder)
     if optimizer is not None:
+        check_optimizer(folder, optimizer)
         prepare_for_load(optimizer)
     sharded = _sharded_state(model, optimizer, is_loading=True)
     sharded["lwz"] = {"state": b"", "rng": b"", "layout": {}}
@@ -168,6 +175,30 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     restore_rng_states(rngs[torch.distributed.get_rank()] if same_layout else rngs[0], with_tracker=same_layout)
     log.info("loaded checkpoint %s", folder)
     return pickle.loads(common["state"])
+
+
+def optimizer_classes(optimizer) -> list[str]:
+    """Each (chained) megatron optimizer and the torch optimizer it runs, e.g.
+    `DistributedOptimizer(torch.optim.adamw.AdamW)`."""
+    def name(cls: type) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    return [f"{type(part).__name__}({name(type(part.optimizer))})"
+            for part in getattr(optimizer, "chained_optimizers", [optimizer])]
+
+
+def check_optimizer(folder: Path, optimizer) -> None:
+    """LwzError when the checkpoint in `folder` was saved by another optimizer than `optimizer` (its states
+    would not load, or load wrong); a checkpoint without the record (older lwz) is taken as it is."""
+    record = folder / OPTIMIZER
+    if not record.is_file():
+        log.warning("%s records no optimizer class: assuming %s", folder, optimizer_classes(optimizer))
+        return
+    saved, current = json.loads(record.read_text())["classes"], optimizer_classes(optimizer)
+    if saved != current:
+        raise LwzError(str(folder), "optimizer", f"saved by {', '.join(saved)}; this run builds "
+                       f"{', '.join(current)}, into which its states do not load: resume with the settings it "
+                       "was saved with (actor.distributed_optimizer, model.dtype) and the same lwz")
 
 
 def load_model_weights(folder: str | os.PathLike, model: torch.nn.Module) -> dict[str, Any]:

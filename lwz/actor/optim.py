@@ -53,8 +53,12 @@ def build_optimizer(model: torch.nn.Module, actor: ActorCfg, *, bf16: bool, dist
     """megatron-core's AdamW over the (DDP-wrapped) `model` with the recipe's settings.
 
     `distributed` shards Adam states over data-parallel ranks (megatron's distributed optimizer);
-    with `bf16` the optimizer keeps fp32 main weights. Norms and biases get no weight decay.
+    with `bf16` the optimizer keeps fp32 main weights. Norms and biases get no weight decay. The Adam is
+    torch's on every machine: megatron-core picks transformer-engine's FusedAdam when TE is installed (the
+    GPU stack), whose states and checkpoint load differ from the torch Adam the CPU tests run
+    (lwz.actor.optim_checkpoint); one class everywhere keeps the tested path the cluster's.
     """
+    import megatron.core.optimizer as megatron_optimizer
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     config = OptimizerConfig(
@@ -70,7 +74,12 @@ def build_optimizer(model: torch.nn.Module, actor: ActorCfg, *, bf16: bool, dist
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=distributed,
     )
-    return get_megatron_optimizer(config, [model])
+    chosen = megatron_optimizer.USING_PYTORCH_OPTIMIZER
+    megatron_optimizer.USING_PYTORCH_OPTIMIZER = True
+    try:
+        return get_megatron_optimizer(config, [model])
+    finally:
+        megatron_optimizer.USING_PYTORCH_OPTIMIZER = chosen
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,14 @@ Phases of a colocated actor GPU, each on top of the context, NCCL and the actor'
   update    the actor's activations (lwz.plan.memory);
   sync      the engine's weights (its KV cache still asleep), the largest HF item gathered whole
             (a layer, or the embedding) and vLLM's copy of its shard while it reloads that layer;
-  save      the largest actor tensor staged for writing (the optimizer's state is gathered on the host).
-Host memory per node: per process PROCESS_HOST (Python, torch, vLLM and megatron, model), the reward
-model's pinned copy, the engine's pinned weight backup when it sleeps at level 1 (dynamic sampling),
-the step's batch (token ids and three logprobs per token), and during a save the distributed optimizer's
-fp32 parameters and Adam states of every model-parallel shard gathered on its data-parallel rank 0.
+  save      the largest actor tensor staged for writing (the optimizer's state is gathered on the host;
+            the engine sleeps at level 1 for it).
+Host memory per node: per process PROCESS_HOST (Python, torch, vLLM and megatron, and on a GPU the
+CUDA, NCCL and cuDNN libraries: a model, per device; on CPU checked against a run's peak RSS), the reward
+model's pinned copy, the colocated engine's pinned weight backup (it sleeps at level 1 for every save,
+and for dynamic sampling's rounds), the step's batch (token ids and three logprobs per token), and during
+a save the distributed optimizer's fp32 parameters and Adam states of every model-parallel shard gathered
+on its data-parallel rank 0.
 On CPU every figure is host memory of a process: the engine's KV cache is VLLM_CPU_KVCACHE_SPACE
 (1 GiB, set by lwz) and there is no context or NCCL.
 """
@@ -40,7 +43,7 @@ __all__ = ["USABLE_FRACTION", "CUDA_CONTEXT", "NCCL_COMMUNICATOR", "PROCESS_HOST
 USABLE_FRACTION = 0.99
 CUDA_CONTEXT = GIB
 NCCL_COMMUNICATOR = 2 * 16 * 4 * (1 << 20)
-PROCESS_HOST = 3 * GIB
+PROCESS_HOST = {"gpu": 4 * GIB, "cpu": 2 * GIB}   # by cluster.device
 CPU_KV_CACHE = GIB   # VLLM_CPU_KVCACHE_SPACE=1 (lwz.rollout.vllm_engine.prepare_vllm)
 SYNC_BUCKET = 256 << 20
 BATCH_BYTES_PER_TOKEN = 8 + 3 * 4  # token id (int64) and the engine's, old and reference logprobs (fp32)
@@ -77,34 +80,38 @@ def _largest_item(arch: ArchCfg, dtype: str) -> int:
     return max(sharded + replicated, arch.vocab_size * arch.hidden_size) * DTYPE_BYTES[dtype]
 
 
-def gpu_phases(stages: list[ActorMemory], *, arch: ArchCfg, dtype: str, tp: int, engine_budget: int | None,
-               engine_weights: int, rollout_tp: int, scorers: list[list[ScorerMemory]],
-               overhead: int) -> dict[str, int]:
-    """Peak bytes on an actor GPU in each phase (`engine_budget` None: the engines are on GPUs of their own)."""
+def gpu_phases(stages: list[ActorMemory], *, arch: ArchCfg, dtype: str, tp: int, overhead: int,
+               engine: tuple[int, int, int] | None, colocated: bool, scorers: list[list[ScorerMemory]]
+               ) -> dict[str, int]:
+    """Peak bytes on an actor GPU in each phase, the context and NCCL included. `engine`: the rollout engine's
+    (budget, weights per GPU, tp), None in a stage without rollout; `colocated`: it shares the actor's GPU."""
     static = max(s.static for s in stages)
-    largest_shard = padded_vocab(arch.vocab_size, tp) * arch.hidden_size // tp * DTYPE_BYTES[dtype]
     rm = max((m.total for memory in scorers for m in memory), default=0)
     rm_weights = max((m.weights for memory in scorers for m in memory), default=0)
-    item = _largest_item(arch, dtype)
-    phases = {"update": max(s.total for s in stages)}
-    if engine_budget is not None:
-        phases["start-up"] = static + max(rm_weights, engine_budget)
-        phases["rollout"] = static + engine_budget
-        phases["sync"] = static + engine_weights + item + math.ceil(item / rollout_tp)
-    else:
-        phases["start-up"] = static + rm_weights
-        phases["sync"] = static + item + SYNC_BUCKET   # rank 0 gathers an item and broadcasts a bucket
+    phases = {"start-up": static + rm_weights, "update": max(s.total for s in stages)}
+    if engine is not None:
+        budget, weights, engine_tp = engine
+        item = _largest_item(arch, dtype)
+        if colocated:
+            phases["start-up"] = static + max(rm_weights, budget)
+            phases["rollout"] = static + budget
+            phases["sync"] = static + weights + item + math.ceil(item / engine_tp)
+        else:   # the actor's rank 0 gathers an item and broadcasts it in buckets
+            phases["sync"] = static + item + SYNC_BUCKET
     if rm:
         phases["reward"] = static + rm
-    phases["save"] = static + largest_shard
-    return {phase: peak + overhead for phase, peak in phases.items()}
+    phases["save"] = static + padded_vocab(arch.vocab_size, tp) * arch.hidden_size // tp * DTYPE_BYTES[dtype]
+    order = ("start-up", "rollout", "reward", "update", "sync", "save")
+    return {phase: phases[phase] + overhead for phase in order if phase in phases}
 
 
 @dataclass(frozen=True)
 class HostMemory:
-    """Host bytes of the fullest node, by what holds them."""
+    """Host bytes of the fullest node, by what holds them (`models`: on CPU, what a GPU would hold)."""
 
+    node: int
     processes: int
+    models: int
     offloaded: int
     backups: int
     batches: int
@@ -112,22 +119,30 @@ class HostMemory:
 
     @property
     def total(self) -> int:
-        return self.processes + self.offloaded + self.backups + self.batches + self.save
+        return self.processes + self.models + self.offloaded + self.backups + self.batches + self.save
+
+    def parts(self) -> dict[str, int]:
+        """The non-zero components, named as the plan prints them."""
+        named = {"processes": self.processes, "models": self.models, "reward model": self.offloaded,
+                 "engine backups": self.backups, "batches": self.batches, "save": self.save}
+        return {name: value for name, value in named.items() if value}
 
 
 def host_memory(*, ranks_per_node: list[list[int]], stage_of: dict[int, int], dp_of: dict[int, int],
-                stage_params: list[int], scorers: list[list[ScorerMemory]], engine_backup: int,
-                batch_tokens: int, distributed_optimizer: bool) -> HostMemory:
-    """The node whose host memory peaks (a save on a node of data-parallel rank 0 ranks), by component."""
+                stage_params: list[int], offloaded: list[int], engine_backup: int, batch_tokens: int,
+                distributed_optimizer: bool, resident: dict[int, int], process: int) -> HostMemory:
+    """The node whose host memory peaks (a save on a node of data-parallel rank 0 ranks), by component.
+    `offloaded[s]`: the reward model's host copy on a rank of stage s; `resident[rank]`: what a CPU rank
+    holds that a GPU would (0 on GPUs); `process`: PROCESS_HOST of the device."""
     best: HostMemory | None = None
-    for ranks in ranks_per_node:
+    for node, ranks in enumerate(ranks_per_node):
         actors = [r for r in ranks if r in stage_of]
-        offloaded = sum(max((memory[stage_of[r]].weights for memory in scorers), default=0) for r in actors)
-        save = sum(12 * stage_params[stage_of[r]] for r in actors if distributed_optimizer and dp_of[r] == 0)
-        node = HostMemory(processes=len(ranks) * PROCESS_HOST, offloaded=offloaded,
-                          backups=len(actors) * engine_backup, batches=len(actors) * batch_tokens * BATCH_BYTES_PER_TOKEN,
-                          save=save)
-        if best is None or node.total > best.total:
-            best = node
+        memory = HostMemory(
+            node=node, processes=len(ranks) * process, models=sum(resident.get(r, 0) for r in ranks),
+            offloaded=sum(offloaded[stage_of[r]] for r in actors), backups=len(actors) * engine_backup,
+            batches=len(actors) * batch_tokens * BATCH_BYTES_PER_TOKEN,
+            save=sum(12 * stage_params[stage_of[r]] for r in actors if distributed_optimizer and dp_of[r] == 0))
+        if best is None or memory.total > best.total:
+            best = memory
     assert best is not None
     return best

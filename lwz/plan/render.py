@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from lwz.plan.memory import GIB, hf_param_count
+from lwz.plan.phases import CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, USABLE_FRACTION
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 
@@ -139,14 +140,26 @@ def _memory(recipe: Recipe, plan: Plan) -> list[str]:
             lines.append(f"{g.name:<14}{g.tp:>14}{_gib(m.weights)}{_gib(m.kv_cache)}{_gib(m.total)}{_gib(m.budget)}")
     actor = {k: v for k, v in plan.phase_peak.items() if not k.endswith(" GPUs")}
     peaks = ", ".join(f"{phase} {peak / GIB:.1f}" for phase, peak in actor.items())
-    capacity = f" of {recipe.cluster.gpu_memory_gib:g} GiB" if plan.device == "gpu" else ""
-    lines.append(f"peak per actor GPU by phase: {peaks}{capacity}")
-    lines.append(f"collective timeout {plan.collective_timeout_s} s"
-                 + ("" if recipe.cluster.collective_timeout_s else " (cluster.collective_timeout_s unset: "
-                    "30 min for update, save and sync + the longest sequence at 5 tokens/s)"))
+    card = plan.card
+    if plan.device == "gpu":
+        lines.append(f"GPU: a {recipe.cluster.gpu_memory_gib:g} GiB card shows {card.usable / GIB:.1f} GiB to CUDA "
+                     f"(x{USABLE_FRACTION:g}); per process a CUDA context of {CUDA_CONTEXT / GIB:.1f} and NCCL "
+                     f"buffers of {card.communicators} communicators x {NCCL_COMMUNICATOR >> 20} MiB (models, not "
+                     "measured)")
+        lines.append(f"peak per actor GPU by phase: {peaks} of {card.usable / GIB:.1f} GiB usable")
+    else:
+        lines.append(f"peak per actor process by phase: {peaks}")
     for phase, peak in plan.phase_peak.items():
         if phase.endswith(" GPUs"):
             lines.append(f"peak per GPU of the {phase.removesuffix(' GPUs')} engines (every phase): "
-                         f"{peak / GIB:.1f}{capacity}")
+                         f"{peak / GIB:.1f}" + (f" of {card.usable / GIB:.1f} GiB usable" if plan.device == "gpu" else ""))
+    host = plan.host
+    parts = ", ".join(f"{name} {value / 1e9:.1f}" for name, value in host.parts().items())
+    limit = f" of {recipe.cluster.mem_gb} GB (cluster.mem_gb)" if recipe.cluster.mem_gb else " (cluster.mem_gb unset)"
+    lines.append(f"host memory of the fullest node (node {host.node}), GB: {parts} = {host.total / 1e9:.1f}{limit}; "
+                 f"processes {PROCESS_HOST[plan.device] / GIB:.0f} GiB each (a model)")
+    lines.append(f"collective timeout {plan.collective_timeout_s} s"
+                 + ("" if recipe.cluster.collective_timeout_s else " (cluster.collective_timeout_s unset: "
+                    "30 min for update, save and sync + the longest sequence at 5 tokens/s)"))
     lines += [f"warning: {w}" for w in plan.warnings]
     return lines

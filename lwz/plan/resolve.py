@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from lwz.errors import LwzError
 from lwz.plan.memory import GIB, ActorMemory, EngineMemory, ScorerMemory, actor_memory, engine_memory, scorer_memory
+from lwz.plan.phases import (CPU_KV_CACHE, CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, GpuCard, HostMemory,
+                             actor_communicators, gpu_phases, host_memory)
 from lwz.plan.stages import check_stage_settings, pretrain_batches, reward_model_batches
 from lwz.recipe.schema import ArchCfg, Recipe
 
@@ -67,7 +69,9 @@ class Plan:
     groups: dict[str, list[list[int]]]
     engines: list[EngineGroup]
     actor_memory: list[ActorMemory]
-    phase_peak: dict[str, int]
+    phase_peak: dict[str, int]   # per actor GPU by phase (context and NCCL included); "<engine> GPUs": all phases
+    card: GpuCard
+    host: HostMemory             # the fullest node
     sequences_per_step: int
     sequences_per_dp_rank: int
     collective_timeout_s: int
@@ -147,15 +151,19 @@ def resolve(recipe: Recipe) -> Plan:
                           vocab_chunk_tokens=actor.micro_batch_tokens if recipe.stage == "pretrain"  # whole logits
                           else actor.vocab_chunk_tokens,
                           reference=recipe.algo.kl_coef > 0, scalar_head=reward_model)
-    peaks = _phase_peaks(stages, engines, scorers)
-    warnings = _warnings(recipe, engines)
+    rollout_tp = recipe.rollout.tp if engines else 1
+    card = GpuCard(int(cluster.gpu_memory_gib * GIB), actor_communicators(
+        actor_world, actor.tp, actor.pp, dp, rollout_tp, colocated=not engines or recipe.rollout.colocate))
+    peaks = _phase_peaks(recipe, arch, stages, engines, scorers, card)
+    host = _host_memory(recipe, coords, stages, engines, scorers, sequences)
+    warnings = _warnings(recipe, engines, host)
     if gpu:
-        _check_memory(recipe, engines, peaks)
+        _check_memory(recipe, engines, peaks, card, host)
     return Plan(device=cluster.device, nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
                 world_size=world, tp=actor.tp, pp=actor.pp, cp=actor.cp, dp=dp,
                 actor_ranks=list(range(actor_world)), coords=coords,
-                groups=_groups(coords), engines=engines, actor_memory=stages, phase_peak=peaks,
-                sequences_per_step=sequences, sequences_per_dp_rank=per_dp,
+                groups=_groups(coords), engines=engines, actor_memory=stages, phase_peak=peaks, card=card,
+                host=host, sequences_per_step=sequences, sequences_per_dp_rank=per_dp,
                 collective_timeout_s=_collective_timeout(recipe), reward_models=scorers, warnings=warnings)
 
 
@@ -308,8 +316,10 @@ def _groups(coords: dict[int, ActorCoords]) -> dict[str, list[list[int]]]:
 
 
 def _engine_budget(fraction: float, recipe: Recipe) -> int | None:
-    """What vLLM may take on one GPU; None on CPU (the engine takes what it needs)."""
-    return int(fraction * recipe.cluster.gpu_memory_gib * GIB) if recipe.cluster.device == "gpu" else None
+    """What vLLM may take on one GPU (a fraction of what CUDA shows of the card); None on CPU (the engine
+    takes its weights and VLLM_CPU_KVCACHE_SPACE)."""
+    card = GpuCard(int(recipe.cluster.gpu_memory_gib * GIB), 0)
+    return int(fraction * card.usable) if recipe.cluster.device == "gpu" else None
 
 
 def _colocated_ranks(key: str, tp: int, engines: int | None, actor_world: int) -> list[list[int]]:
@@ -369,41 +379,84 @@ def _reward_model(recipe: Recipe, params: dict, key: str, gpu: bool) -> list[Sco
                          micro_batch_tokens=recipe.actor.micro_batch_tokens)
 
 
-def _phase_peaks(stages: list[ActorMemory], engines: list[EngineGroup],
-                 scorers: dict[str, list[ScorerMemory]]) -> dict[str, int]:
-    """Peak bytes on an actor GPU in each phase (colocated engines take their whole vLLM budget; a reward
-    model its stage's weights and activations, one model at a time); an engine group on GPUs of its own is
-    its own entry, "<name> GPUs" (its budget there, all the time)."""
-    static = max(s.static for s in stages)
-    peaks = {"update": max(s.total for s in stages)}
-    for group in engines:
-        if group.ranks:
-            peaks[group.name if group.colocated else f"{group.name} GPUs"] = \
-                (static if group.colocated else 0) + group.memory.budget
-    if any(scorers.values()):
-        peaks["reward"] = max(actor.static + scorer.total for memory in scorers.values()
-                              for actor, scorer in zip(stages, memory))
+def _phase_peaks(recipe: Recipe, arch: ArchCfg, stages: list[ActorMemory], engines: list[EngineGroup],
+                 scorers: dict[str, list[ScorerMemory]], card: GpuCard) -> dict[str, int]:
+    """Peak bytes on an actor GPU in each phase (lwz.plan.phases); an engine group on GPUs of its own is its
+    own entry, "<name> GPUs" (its budget and its context and NCCL, in every phase). On CPU: per process,
+    without context and NCCL."""
+    gpu = recipe.cluster.device == "gpu"
+    rollout = engines[0] if engines else None
+    engine = (rollout.memory.budget if gpu else rollout.memory.weights + CPU_KV_CACHE, rollout.memory.weights,
+              rollout.tp) if rollout else None  # fmt: skip
+    peaks = gpu_phases(stages, arch=arch, dtype=recipe.model.dtype, tp=recipe.actor.tp,
+                       overhead=card.overhead if gpu else 0, engine=engine, colocated=bool(rollout and rollout.colocated),
+                       scorers=list(scorers.values()))
+    if rollout and not rollout.colocated:
+        communicators = 2 + (rollout.tp > 1)  # the engines' world and TP groups, the bridge's weight group
+        peaks[f"{rollout.name} GPUs"] = (CUDA_CONTEXT + communicators * NCCL_COMMUNICATOR if gpu else 0) + engine[0]
     return peaks
 
 
-def _check_memory(recipe: Recipe, engines: list[EngineGroup], peaks: dict[str, int]) -> None:
-    gpu_bytes = int(recipe.cluster.gpu_memory_gib * GIB)
+def _host_memory(recipe: Recipe, coords: dict[int, ActorCoords], stages: list[ActorMemory],
+                 engines: list[EngineGroup], scorers: dict[str, list[ScorerMemory]], sequences: int) -> HostMemory:
+    """Host memory of the fullest node (lwz.plan.phases.host_memory)."""
+    cluster, gpu = recipe.cluster, recipe.cluster.device == "gpu"
+    per_node = cluster.gpus_per_node
+    ranks_per_node = [list(range(n * per_node, (n + 1) * per_node)) for n in range(cluster.nodes)]
+    rm = [max((memory[s].weights for memory in scorers.values() if memory), default=0) for s in range(len(stages))]
+    rollout = engines[0] if engines else None
+    resident: dict[int, int] = {}
+    if not gpu:   # a CPU process holds what a GPU would, all at once (nothing sleeps)
+        engine_cpu = rollout.memory.weights + CPU_KV_CACHE if rollout else 0
+        rm_cpu = [max((memory[s].total for memory in scorers.values() if memory), default=0) for s in range(len(stages))]
+        resident = {r: stages[c.pp].total + rm_cpu[c.pp] + (engine_cpu if rollout.colocated else 0)
+                    for r, c in coords.items()} if rollout else {r: stages[c.pp].total for r, c in coords.items()}
+        if rollout and not rollout.colocated:
+            resident.update({r: engine_cpu for ranks in rollout.ranks for r in ranks})
+    backed_up = rollout is not None and rollout.colocated   # a level-1 sleep for every save
+    if recipe.stage == "grpo":
+        tokens = sequences * (recipe.rollout.max_prompt_tokens + recipe.rollout.max_tokens)
+    elif recipe.stage == "reward_model":
+        tokens = sequences * recipe.rm.max_length
+    else:
+        tokens = recipe.cpt.tokens_per_step
+    return host_memory(ranks_per_node=ranks_per_node, stage_of={r: c.pp for r, c in coords.items()},
+                       dp_of={r: c.dp for r, c in coords.items()}, stage_params=[s.params for s in stages],
+                       offloaded=rm if gpu else [0] * len(stages),
+                       engine_backup=rollout.memory.weights if gpu and backed_up else 0, batch_tokens=tokens,
+                       distributed_optimizer=recipe.actor.distributed_optimizer, resident=resident,
+                       process=PROCESS_HOST[cluster.device])
+
+
+def _check_memory(recipe: Recipe, engines: list[EngineGroup], peaks: dict[str, int], card: GpuCard,
+                  host: HostMemory) -> None:
+    for phase, peak in peaks.items():
+        if peak > card.usable:
+            raise LwzError(None, "cluster.gpu_memory_gib", f"the {phase} phase needs {_gib(peak)} per GPU, more "
+                           f"than the {_gib(card.usable)} usable of a {recipe.cluster.gpu_memory_gib:g} GiB card; "
+                           "raise actor.tp/pp, enable actor.recompute=full, lower actor.micro_batch_tokens or the "
+                           "engines' memory fraction")
     for group in engines:
         need, budget = group.memory.total, group.memory.budget
         if group.ranks and need > budget:
             raise LwzError(None, f"{group.key}.gpu_memory_utilization", f"a {group.name} engine needs {_gib(group.memory.weights)} weights + "
                            f"{_gib(group.memory.kv_cache)} KV cache = {_gib(need)} per GPU, more than its "
-                           f"budget {_gib(budget)} of {recipe.cluster.gpu_memory_gib:g} GiB; raise the "
-                           "fraction or the engine's tp")
-    for phase, peak in peaks.items():
-        if peak > gpu_bytes:
-            raise LwzError(None, "cluster.gpu_memory_gib", f"the {phase} phase needs {_gib(peak)} per GPU, "
-                           f"more than {recipe.cluster.gpu_memory_gib:g} GiB; raise actor.tp/pp, enable "
-                           "actor.recompute=full, lower actor.micro_batch_tokens or the engines' memory fraction")
+                           f"budget {_gib(budget)} of {_gib(card.usable)} usable; raise the fraction or the "
+                           "engine's tp")
+    mem_gb = recipe.cluster.mem_gb
+    if mem_gb is not None and host.total > mem_gb * 1e9:
+        phase = "save" if host.save else "rollout"
+        parts = ", ".join(f"{name} {value / 1e9:.0f}" for name, value in host.parts().items())
+        raise LwzError(None, "cluster.mem_gb", f"the {phase} phase needs {host.total / 1e9:.0f} GB of host memory on "
+                       f"node {host.node} ({parts}), more than cluster.mem_gb = {mem_gb}; raise it (SLURM --mem) "
+                       "or spread the data-parallel rank 0 shards over more nodes")
 
 
-def _warnings(recipe: Recipe, engines: list[EngineGroup]) -> list[str]:
+def _warnings(recipe: Recipe, engines: list[EngineGroup], host: HostMemory) -> list[str]:
     out = []
+    if recipe.cluster.device == "gpu" and recipe.cluster.mem_gb is None:
+        out.append(f"cluster.mem_gb is unset: a node needs about {host.total / 1e9:.0f} GB of host memory, "
+                   "SLURM's default --mem of the partition may be less")
     per_node = recipe.cluster.gpus_per_node
     if recipe.actor.tp > per_node:
         out.append(f"actor.tp={recipe.actor.tp} spans nodes ({per_node} GPUs per node): TP across nodes is slow")

@@ -22,6 +22,7 @@ __all__ = [
     "init_engine_world",
     "destroy_distributed",
     "release_memory",
+    "host_peak_bytes",
     "seed_everything",
 ]
 
@@ -179,6 +180,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if parallel_state.model_parallel_is_initialized():
         model_parallel_cuda_manual_seed(seed, force_reset_rng=True)
+
+
+def host_peak_bytes() -> int:
+    """This process's peak resident host memory so far (Linux `ru_maxrss`, in KiB there)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def release_memory() -> None:

@@ -12,6 +12,7 @@ Scenarios (rank 0 writes the results to OUT as a torch file):
   predicted_update  two updates with the projection's gradients made in its forward pass vs recomputed
   save      like train, saving a checkpoint after SAVE_AT updates into FOLDER/ckpt (and the Megatron logits)
   resume    load the latest checkpoint from FOLDER/ckpt and run the remaining updates
+  stand_in  load the latest checkpoint from FOLDER/ckpt into an optimizer of a stand-in class: the refusal
 """
 
 from __future__ import annotations
@@ -280,10 +281,30 @@ def scenario_resume(args) -> dict:
     return {"metrics": rest, "extra_step": extra["step"], "folder": str(folder)}
 
 
+class StandInAdam(torch.optim.AdamW):
+    """Another optimizer class than the one a checkpoint was saved by (as TE's FusedAdam would be)."""
+
+
+def scenario_stand_in(args) -> dict:
+    from lwz.actor.checkpoint import latest_checkpoint, optimizer_classes
+    from lwz.actor.policy import Policy
+    from lwz.errors import LwzError
+
+    recipe, plan, _ = init(args.tp, args.pp, args.world)
+    policy = Policy(recipe, plan)
+    for part in getattr(policy.optimizer, "chained_optimizers", [policy.optimizer]):
+        part.optimizer.__class__ = StandInAdam
+    try:
+        policy.load(latest_checkpoint(Path(args.folder) / "ckpt"))
+    except LwzError as e:
+        return {"error": str(e), "classes": optimizer_classes(policy.optimizer)}
+    return {"error": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=("logprobs", "train", "on_policy", "masked", "zero_advantage",
-                                             "predicted_update", "projection", "save", "resume"))
+                                             "predicted_update", "projection", "save", "resume", "stand_in"))
     parser.add_argument("out")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
