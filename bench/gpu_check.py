@@ -89,7 +89,7 @@ def write_recipe(work: Path, model: Path, device: str, shape: dict) -> Path:
 
 
 def make_batch(shape: dict, vocab: int, seed: int):
-    """Two sequences of (prompt + response) random tokens, advantages +1 and -1."""
+    """Two sequences of (prompt + response) random tokens, advantages +1 and -0.5."""
     from lwz.batch import RolloutBatch
 
     g = torch.Generator().manual_seed(seed)
@@ -97,7 +97,7 @@ def make_batch(shape: dict, vocab: int, seed: int):
     responses = [torch.randint(0, vocab, (shape["response"],), generator=g).tolist() for _ in range(2)]
     return RolloutBatch(prompt_index=[0, 0], group=[0, 0], samples=[{"prompt": "", "length_range": [0, 0]}] * 2,
                         prompt_ids=prompts, response_ids=responses, texts=["", ""], truncated=[False, False],
-                        rollout_logprobs=[[], []], advantages=[1.0, -1.0])
+                        rollout_logprobs=[[], []], advantages=[1.0, -0.5])
 
 
 class EngineStandIn:
