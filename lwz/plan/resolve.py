@@ -439,7 +439,7 @@ def _check_memory(recipe: Recipe, engines: list[EngineGroup], peaks: dict[str, i
     for group in engines:
         need, budget = group.memory.total, group.memory.budget
         if group.ranks and need > budget:
-            raise LwzError(None, f"{group.key}.gpu_memory_utilization", f"a {group.name} engine needs {_gib(group.memory.weights)} weights + "
+            raise LwzError(None, f"{group.key}.gpu_memory_utilization", f"in the rollout phase a {group.name} engine needs {_gib(group.memory.weights)} weights + "
                            f"{_gib(group.memory.kv_cache)} KV cache = {_gib(need)} per GPU, more than its "
                            f"budget {_gib(budget)} of {_gib(card.usable)} usable; raise the fraction or the "
                            "engine's tp")
