@@ -240,17 +240,20 @@ def _separate_engines(recipe: Recipe) -> int:
     return recipe.rollout.engines
 
 
+def _check_grid(arch: ArchCfg, tp: int, pp: int, whose: str = "", why: str = "") -> None:
+    """actor.tp must divide the heads, KV heads and MLP of `arch` (the actor's, or `whose`), actor.pp its layers."""
+    for key, size, what, value in (("actor.tp", tp, "num_attention_heads", arch.num_attention_heads),
+                                   ("actor.tp", tp, "num_key_value_heads", arch.num_key_value_heads),
+                                   ("actor.tp", tp, "intermediate_size", arch.intermediate_size),
+                                   ("actor.pp", pp, "num_layers", arch.num_layers)):
+        if value % size:
+            raise LwzError(None, key, f"{size} does not divide {whose}{what}={value} "
+                           f"(allowed: {', '.join(map(str, _divisors(value)))}{why})")
+
+
 def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
-    tp, pp = recipe.actor.tp, recipe.actor.pp
-    for what, value in (("num_attention_heads", arch.num_attention_heads),
-                        ("num_key_value_heads", arch.num_key_value_heads),
-                        ("intermediate_size", arch.intermediate_size)):
-        if value % tp:
-            raise LwzError(None, "actor.tp", f"{tp} does not divide {what}={value} "
-                           f"(allowed: {', '.join(map(str, _divisors(value)))})")
-    if arch.num_layers % pp:
-        raise LwzError(None, "actor.pp", f"{pp} does not divide num_layers={arch.num_layers} "
-                       f"(allowed: {', '.join(map(str, _divisors(arch.num_layers)))})")
+    tp = recipe.actor.tp
+    _check_grid(arch, tp, recipe.actor.pp)
     if recipe.actor.sequence_parallel and tp == 1:
         raise LwzError(None, "actor.sequence_parallel", "needs actor.tp > 1")
     rtp = recipe.rollout.tp
@@ -365,15 +368,7 @@ def _reward_model(recipe: Recipe, params: dict, key: str, gpu: bool) -> list[Sco
         return []
     arch = _complete_arch(arch, f"{key}.arch", params["model"])
     tp, pp = recipe.actor.tp, recipe.actor.pp
-    for what, value in (("num_attention_heads", arch.num_attention_heads),
-                        ("num_key_value_heads", arch.num_key_value_heads),
-                        ("intermediate_size", arch.intermediate_size)):
-        if value % tp:
-            raise LwzError(None, "actor.tp", f"{tp} does not divide the reward model's {what}={value} "
-                           f"({key}.model is scored on the actor's tp x pp grid)")
-    if arch.num_layers % pp:
-        raise LwzError(None, "actor.pp", f"{pp} does not divide the reward model's num_layers={arch.num_layers} "
-                       f"({key}.model is scored on the actor's tp x pp grid)")
+    _check_grid(arch, tp, pp, "the reward model's ", f"; {key}.model is scored on the actor's tp x pp grid")
     return scorer_memory(arch, dtype=recipe.model.dtype, tp=tp, pp=pp,
                          sequence_parallel=recipe.actor.sequence_parallel,
                          micro_batch_tokens=recipe.actor.micro_batch_tokens)
