@@ -404,8 +404,8 @@ def _host_memory(recipe: Recipe, coords: dict[int, ActorCoords], stages: list[Ac
     if not gpu:   # a CPU process holds what a GPU would, all at once (nothing sleeps)
         engine_cpu = rollout.memory.weights + CPU_KV_CACHE if rollout else 0
         rm_cpu = [max((memory[s].total for memory in scorers.values() if memory), default=0) for s in range(len(stages))]
-        resident = {r: stages[c.pp].total + rm_cpu[c.pp] + (engine_cpu if rollout.colocated else 0)
-                    for r, c in coords.items()} if rollout else {r: stages[c.pp].total for r, c in coords.items()}
+        beside = engine_cpu if rollout and rollout.colocated else 0
+        resident = {r: stages[c.pp].total + rm_cpu[c.pp] + beside for r, c in coords.items()}
         if rollout and not rollout.colocated:
             resident.update({r: engine_cpu for ranks in rollout.ranks for r in ranks})
     backed_up = rollout is not None and rollout.colocated   # a level-1 sleep for every save

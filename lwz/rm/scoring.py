@@ -76,15 +76,14 @@ def run_schedule(model: torch.nn.Module, micro: list[Micro], loss_fn: Callable, 
         collect_non_loss_data=forward_only)  # fmt: skip
 
 
-def replica_sum(values: torch.Tensor, over_dp: bool = True) -> torch.Tensor:
-    """`values` from the last pipeline stage on every stage, summed over DP ranks (`over_dp`)."""
+def replica_sum(values: torch.Tensor) -> torch.Tensor:
+    """`values` from the last pipeline stage on every stage, summed over DP ranks."""
     from megatron.core import parallel_state
 
     if not parallel_state.is_pipeline_last_stage():
         values = torch.zeros_like(values)
     torch.distributed.all_reduce(values, group=parallel_state.get_pipeline_model_parallel_group())
-    if over_dp:
-        torch.distributed.all_reduce(values, group=parallel_state.get_data_parallel_group())
+    torch.distributed.all_reduce(values, group=parallel_state.get_data_parallel_group())
     return values
 
 

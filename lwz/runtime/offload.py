@@ -33,11 +33,6 @@ class HostOffloaded:
         self._point_at(self._host)
         release_memory()
 
-    @property
-    def host_bytes(self) -> int:
-        """Host memory the weights take."""
-        return sum(t.numel() * t.element_size() for t in self._host)
-
     @contextmanager
     def on_gpu(self, phase: str) -> Iterator[None]:
         """The weights on the model's device for the duration of `phase`, back in host memory after it."""
