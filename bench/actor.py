@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import RolloutBatch
+from lwz.launch.ports import free_port_block
 
 log = logging.getLogger("bench.actor")
 
@@ -129,12 +129,6 @@ def time_hf(recipe, batch: RolloutBatch, args) -> float:
     return (time.perf_counter() - start) / args.steps
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -156,7 +150,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         path = model_path(args.model, Path(workdir), args.dtype)
         recipe = make_recipe(path, args)
-        init_distributed(device=args.device, seed=0, env=DistEnv(master_addr="127.0.0.1", master_port=free_port()))
+        init_distributed(device=args.device, seed=0, env=DistEnv(master_addr="127.0.0.1", master_port=free_port_block()))
         batch = make_batch(args.sequences, args.prompt_len, args.response_len, 151643)
         tokens = args.sequences * (args.prompt_len + args.response_len)
         megatron_s = time_megatron(recipe, batch, args)

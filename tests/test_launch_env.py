@@ -16,7 +16,6 @@ from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
 from lwz.errors import LwzError
 from lwz.launch.env import (
     DEFAULT_MASTER_PORT,
-    SLURM_PORT_BASE,
     DistEnv,
     dist_env_from_environ,
     expand_nodelist,
@@ -24,6 +23,7 @@ from lwz.launch.env import (
     first_host,
     parse_tasks_per_node,
 )
+from lwz.launch.ports import JOB_PORTS, SLURM_PORT_BASE, slurm_job_port
 
 # Task 11 of a 2-node job with 8 tasks per node, as srun sets it up.
 SLURM_TASK = {
@@ -93,7 +93,7 @@ def test_slurm_task() -> None:
         node_rank=1,
         num_nodes=2,
         master_addr="gpu007",
-        master_port=SLURM_PORT_BASE + 4242,
+        master_port=slurm_job_port(4242),
         source="slurm",
     )
 
@@ -120,12 +120,12 @@ def test_slurm_ntasks_per_node_when_no_per_node_list() -> None:
     assert dist_env_from_environ(environ).local_world_size == 8  # 16 tasks over 2 nodes
 
 
-def test_slurm_master_port_differs_between_jobs_and_stays_in_range() -> None:
-    ports = {
-        dist_env_from_environ(SLURM_TASK | {"SLURM_JOB_ID": str(job_id)}).master_port
-        for job_id in range(100_000, 100_050)
-    }
-    assert len(ports) == 50
+def test_slurm_jobs_near_each_other_share_no_port_and_stay_below_the_ephemeral_range() -> None:
+    """Each job takes a block of JOB_PORTS ports (actor world, engine world, bridge): no two blocks overlap."""
+    firsts = [dist_env_from_environ(SLURM_TASK | {"SLURM_JOB_ID": str(job_id)}).master_port
+              for job_id in range(100_000, 100_050)]
+    ports = [first + offset for first in firsts for offset in range(JOB_PORTS)]
+    assert len(set(ports)) == 50 * JOB_PORTS
     assert all(SLURM_PORT_BASE <= port < 32768 for port in ports)
 
 
@@ -190,7 +190,7 @@ def test_export_torch_env_round_trips() -> None:
         "LOCAL_RANK": "3",
         "LOCAL_WORLD_SIZE": "8",
         "MASTER_ADDR": "gpu007",
-        "MASTER_PORT": str(SLURM_PORT_BASE + 4242),
+        "MASTER_PORT": str(slurm_job_port(4242)),
     }
     again = dist_env_from_environ(environ)
     assert (again.rank, again.world_size, again.local_rank, again.node_rank, again.num_nodes) == (

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dist_actor.launch import torchrun
 from fixtures_models import tiny_qwen2  # noqa: F401
 from lwz.rollout.role import EngineRole, share
 from lwz.rollout.sync import buckets, push_weights
@@ -157,13 +158,11 @@ def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):
     """The separate-engine path over two gloo processes: rank 1 gets rank 0's tensors, dtypes kept."""
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     worker = Path(__file__).with_name("dist_sync") / "broadcast_worker.py"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(worker.parents[2]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-           str(tmp_path / "out.pt")]
+    cmd = torchrun(2, worker, tmp_path / "out.pt")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(tmp_path / "out.pt")

@@ -20,7 +20,8 @@ import pytest
 import submitit
 from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
 
-from lwz.launch.env import SLURM_PORT_BASE, SLURM_PORT_SPAN, DistEnv, dist_env_from_environ
+from lwz.launch.env import DistEnv, dist_env_from_environ
+from lwz.launch.ports import slurm_job_port
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -91,7 +92,7 @@ def test_two_tasks_get_ranks_and_rendezvous(
     assert {(env.world_size, env.local_world_size, env.num_nodes, env.source) for env in envs} == {
         (2, 2, 1, "slurm")
     }
-    expected_port = SLURM_PORT_BASE + int(job.job_id) % SLURM_PORT_SPAN
+    expected_port = slurm_job_port(int(job.job_id))
     masters = {(env.master_addr, env.master_port) for env in envs}
     assert masters == {(slurm_cluster.node, expected_port)}
     assert [total for _, _, total in results] == [3.0, 3.0]  # 1 + 2 summed on both ranks

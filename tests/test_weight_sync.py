@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_actor.launch import torchrun
 from fixtures_models import tiny_qwen2  # noqa: F401
 from safetensors.torch import load_file
 
@@ -44,9 +45,8 @@ def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:  # noqa: 
     tp, tied = request.param
     folder = tmp_path_factory.mktemp(f"sync-tp{tp}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LWZ_DEVICE="cpu")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={tp}", str(WORKER),
-           str(folder / "out.pt"), str(folder / "export"), "--tp", str(tp),
-           *(["--model", str(tied_qwen2)] if tied else [])]  # fmt: skip
+    cmd = torchrun(tp, WORKER, folder / "out.pt", folder / "export", "--tp", str(tp),
+                   *(["--model", str(tied_qwen2)] if tied else []))
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     result = torch.load(folder / "out.pt", weights_only=False)

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 from pathlib import Path
 
 from lwz.errors import LwzError
+from lwz.launch.ports import free_port_block
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def export_checkpoint(run: str | Path, step: int, out: str | Path) -> Path:
@@ -44,7 +38,7 @@ def export_checkpoint(run: str | Path, step: int, out: str | Path) -> Path:
         raise LwzError(None, "OUT", f"{out} already exists")
     recipe = load_recipe(recipe_file)
     hf_config = read_hf_config(recipe.model.path)
-    init_distributed(tp=1, pp=1, device="cpu", env=DistEnv(master_addr="127.0.0.1", master_port=_free_port()))
+    init_distributed(tp=1, pp=1, device="cpu", env=DistEnv(master_addr="127.0.0.1", master_port=free_port_block()))
     try:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[recipe.model.dtype]
         model = build_gpt_model(hf_config, dtype=dtype)

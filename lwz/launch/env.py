@@ -16,15 +16,12 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from lwz.errors import LwzError
+from lwz.launch.ports import slurm_job_port
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500
-# SLURM jobs get a port in [SLURM_PORT_BASE, SLURM_PORT_BASE + SLURM_PORT_SPAN), below Linux's
-# ephemeral range (32768+), chosen by job id so that concurrent jobs on one node differ.
-SLURM_PORT_BASE = 15000
-SLURM_PORT_SPAN = 15000
 
 _WHERE = "environment"
 
@@ -102,7 +99,7 @@ def _from_slurm(environ: Mapping[str, str]) -> DistEnv:
     if "MASTER_PORT" in environ:
         master_port = _int(environ, "MASTER_PORT")
     elif "SLURM_JOB_ID" in environ:
-        master_port = SLURM_PORT_BASE + _int(environ, "SLURM_JOB_ID") % SLURM_PORT_SPAN
+        master_port = slurm_job_port(_int(environ, "SLURM_JOB_ID"))
     else:
         master_port = DEFAULT_MASTER_PORT
     return DistEnv(

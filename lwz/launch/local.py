@@ -6,11 +6,12 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lwz.launch.ports import free_port_block
 
 log = logging.getLogger(__name__)
 
@@ -18,16 +19,9 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_local(run_dir: Path, world_size: int) -> int:
     """Run `python -m lwz.worker RUN_DIR` as `world_size` ranks; returns the first failing exit code."""
-    port = free_port()
+    port = free_port_block()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []

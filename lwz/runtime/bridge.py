@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Bridge", "Channel", "BRIDGE_PORT_OFFSET"]
+from lwz.launch.ports import bind_retrying
 
-BRIDGE_PORT_OFFSET = 2  # the store listens on the job's master port + this (the engine world takes + 1)
+__all__ = ["Bridge", "Channel"]
 
 
 class Channel:
@@ -55,7 +55,8 @@ class Bridge:
     def __init__(self, *, rank: int, world: int, host: str, port: int, weight_ranks: Sequence[int],
                  backend: str, device: torch.device, timeout_s: float = 1800):
         timeout = datetime.timedelta(seconds=timeout_s)
-        store = dist.TCPStore(host, port, world, rank == 0, timeout=timeout)
+        store = bind_retrying(lambda: dist.TCPStore(host, port, world, rank == 0, timeout=timeout),
+                              f"the bridge's store on {host}:{port}")
         self._store = store  # rank 0 hosts it: it must live as long as the groups
         self.rank = rank
         objects = dist.ProcessGroupGloo(dist.PrefixStore("objects", store), rank, world, timeout)

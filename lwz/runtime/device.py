@@ -12,6 +12,7 @@ import torch
 
 from lwz.errors import LwzError
 from lwz.launch.env import DistEnv, dist_env_from_environ
+from lwz.launch.ports import bind_retrying
 
 __all__ = [
     "Runtime",
@@ -116,13 +117,7 @@ def init_distributed(
         torch_device = torch.device("cpu")
     backend = backend_for(kind)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(
-            backend=backend,
-            init_method=f"tcp://{env.master_addr}:{env.master_port}",
-            rank=env.rank,
-            world_size=env.world_size,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
+        _join_world(env, backend, timeout_s)
     if parallel_state.model_parallel_is_initialized():
         sizes = (
             parallel_state.get_tensor_model_parallel_world_size(),
@@ -160,10 +155,15 @@ def init_engine_world(env: DistEnv, device: str, timeout_s: float = 1800) -> Non
     if kind == "cuda":
         torch.cuda.set_device(env.local_rank)
     if env.world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend_for(kind),
-                                             init_method=f"tcp://{env.master_addr}:{env.master_port}",
-                                             rank=env.rank, world_size=env.world_size,
-                                             timeout=datetime.timedelta(seconds=timeout_s))
+        _join_world(env, backend_for(kind), timeout_s)
+
+
+def _join_world(env: DistEnv, backend: str, timeout_s: float) -> None:
+    """The default process group over the world's rendezvous port (rank 0 waits out a port in use)."""
+    address = f"{env.master_addr}:{env.master_port}"
+    bind_retrying(lambda: torch.distributed.init_process_group(
+        backend=backend, init_method=f"tcp://{address}", rank=env.rank, world_size=env.world_size,
+        timeout=datetime.timedelta(seconds=timeout_s)), f"the rendezvous on {address}")
 
 
 def seed_everything(seed: int) -> None:

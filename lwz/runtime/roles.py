@@ -2,7 +2,7 @@
 
 Colocated runs have one world, the job's. With `rollout.colocate: false` the actor's ranks (the job's
 first ones) keep the job's rendezvous port and the engine ranks take the next one, each role its own
-torch.distributed world; the bridge (lwz/runtime/bridge.py) joins them.
+torch.distributed world; the bridge (lwz/runtime/bridge.py) joins them on the third (lwz/launch/ports.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 
 from lwz.launch.env import DistEnv, dist_env_from_environ, export_torch_env, rank_host, role_env
 from lwz.plan.resolve import Plan
-from lwz.runtime.bridge import BRIDGE_PORT_OFFSET, Bridge
+from lwz.launch.ports import BRIDGE_PORT, ENGINE_PORT
+from lwz.runtime.bridge import Bridge
 from lwz.runtime.device import backend_for, pick_device
 
 __all__ = ["RoleWorld", "join_role"]
@@ -38,7 +39,7 @@ def join_role(plan: Plan) -> RoleWorld:
         first, size, port = 0, plan.actor_world, job.master_port
     else:
         ranks = plan.separate_engine_ranks(role)
-        first, size, port = ranks[0], len(ranks), job.master_port + 1
+        first, size, port = ranks[0], len(ranks), job.master_port + ENGINE_PORT
     env = role_env(job, first, size, rank_host(job, first), port)
     export_torch_env(env)
     separate = plan.separate_engine_ranks("rollout")
@@ -49,6 +50,6 @@ def join_role(plan: Plan) -> RoleWorld:
         if kind == "cuda":
             torch.cuda.set_device(job.local_rank)
         bridge = Bridge(rank=job.rank, world=job.world_size, host=job.master_addr,
-                        port=job.master_port + BRIDGE_PORT_OFFSET, weight_ranks=[0, *separate],
+                        port=job.master_port + BRIDGE_PORT, weight_ranks=[0, *separate],
                         backend=backend_for(kind), device=device, timeout_s=plan.collective_timeout_s)
     return RoleWorld(role, job, env, bridge)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 import torch
 import torch.multiprocessing as mp
+
+from lwz.launch.ports import free_port_block
 
 WORLD_SIZE = 4
 
@@ -101,14 +102,8 @@ def run_case(
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 if __name__ == "__main__":
     cases_json, out_json = sys.argv[1:3]
     with open(cases_json) as f:
         cases = json.load(f)
-    mp.spawn(worker, args=(free_port(), cases, out_json), nprocs=WORLD_SIZE)
+    mp.spawn(worker, args=(free_port_block(), cases, out_json), nprocs=WORLD_SIZE)

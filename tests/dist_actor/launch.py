@@ -9,14 +9,23 @@ from pathlib import Path
 
 import torch
 
+from lwz.launch.ports import free_port_block
+
 WORKER = Path(__file__).with_name("actor_worker.py")
 REPO = WORKER.parents[2]
+
+
+def torchrun(nproc: int, *argv: str | Path) -> list[str]:
+    """torchrun's command line for `nproc` processes on this machine, on a block of free ports (the job's
+    world, the engine world and the bridge take the first three, as in a run)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1", f"--master_port={free_port_block()}", *map(str, argv)]
 
 
 def run_distributed(nproc: int, out: Path, *argv: str | Path, timeout: float = 240) -> dict:
     """Run the script command line `argv` over `nproc` gloo processes; returns what rank 0 saved to `out`."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LWZ_DEVICE="cpu")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, argv)]
+    cmd = torchrun(nproc, *argv)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, f"{argv[:2]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return torch.load(out, weights_only=False)
