@@ -6,8 +6,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lwz.errors import LwzError
+
+if TYPE_CHECKING:
+    from lwz.plan.resolve import Plan
+    from lwz.recipe.schema import Recipe
+    from lwz.runtime.roles import RoleWorld
 
 
 def run_worker(run_dir: Path) -> None:
@@ -16,13 +22,29 @@ def run_worker(run_dir: Path) -> None:
     pretraining recipes train on every rank."""
     from lwz.plan.resolve import resolve
     from lwz.recipe.load import load_recipe
-    from lwz.rollout.engine_rank import serve_rollout
+    from lwz.runtime.rank_loss import rank_loss
     from lwz.runtime.roles import join_role
-    from lwz.train import train
 
     recipe = load_recipe(run_dir / "recipe.yaml")
     plan = resolve(recipe)
     world = join_role(plan)
+    try:
+        _run_role(recipe, plan, run_dir, world)
+    except RuntimeError as error:
+        lost = rank_loss(error, run_dir, world.job.rank)
+        if lost is None:
+            raise
+        logging.getLogger(__name__).error("%s", lost)
+        raise lost from None
+    if world.bridge is not None:
+        world.bridge.barrier()   # rank 0 hosts the bridge's store: nobody leaves while others use it
+
+
+def _run_role(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
+    """This rank's part: a stage's training, the GRPO actor, or an engine rank's rollout service."""
+    from lwz.rollout.engine_rank import serve_rollout
+    from lwz.train import train
+
     if recipe.stage == "reward_model":
         from lwz.rm.stage import train_reward_model_stage
 
@@ -35,8 +57,6 @@ def run_worker(run_dir: Path) -> None:
         train(recipe, plan, run_dir, world)
     else:
         serve_rollout(recipe, plan, world)
-    if world.bridge is not None:
-        world.bridge.barrier()   # rank 0 hosts the bridge's store: nobody leaves while others use it
 
 
 def configure_logging(run_dir: Path | None = None) -> None:

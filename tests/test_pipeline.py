@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_cli import lwz
-from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
+from fixtures_slurm import SlurmCluster, two_node_cluster, two_nodes  # noqa: F401
 
 from lwz.cli import main
 from lwz.launch.pipeline import check_handoffs, plan_pipeline
@@ -118,9 +118,11 @@ def test_the_tiny_pipeline_pretrains_trains_a_reward_model_and_runs_rl_on_both(t
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(180)
-def test_on_slurm_the_rl_stage_waits_for_both_stages_it_takes_models_from(slurm_cluster: SlurmCluster,  # noqa: F811
+def test_on_slurm_the_rl_stage_waits_for_both_stages_it_takes_models_from(two_nodes: SlurmCluster,  # noqa: F811
                                                                         tmp_path):
-    proc = lwz("pipeline", TINY, f"logging.output_dir={tmp_path}", "cluster.launcher=slurm", "cluster.cpus_per_task=1",
+    """On the two-node cluster: the first two stages (a node's CPUs each) run side by side, one per node."""
+    proc = lwz("pipeline", TINY, f"logging.output_dir={tmp_path}", "cluster.launcher=slurm",
+               f"cluster.cpus_per_task={two_nodes.cpus}",
                "logging.wandb.mode=disabled", "cluster.setup=[sleep 120]", timeout=120)
     jobs = dict(re.findall(r"stage (\w+): submitted job (\d+)", proc.stdout))
     try:
@@ -134,6 +136,17 @@ def test_on_slurm_the_rl_stage_waits_for_both_stages_it_takes_models_from(slurm_
         assert "JobState=PENDING" in shown and "Reason=Dependency" in shown, shown
         manifest = json.loads((tmp_path / "longwriter_zero_tiny" / "pipeline.json").read_text())
         assert [(s["name"], s["job_id"]) for s in manifest["stages"]] == list(jobs.items())
+        running = {}
+        deadline = time.monotonic() + 60
+        while len(running) < 2:
+            assert time.monotonic() < deadline, f"the cpt and rm stages are not both running: {running}"
+            for stage in ("cpt", "rm"):
+                shown = subprocess.run(["squeue", "--noheader", "--jobs", jobs[stage], "--format", "%T %N"],
+                                       capture_output=True, text=True).stdout.split()
+                if shown[:1] == ["RUNNING"]:
+                    running[stage] = shown[1]
+            time.sleep(0.5)
+        assert sorted(running.values()) == ["lwzn1", "lwzn2"], running
     finally:
         subprocess.run(["scancel", *jobs.values()], capture_output=True)
         time.sleep(1)

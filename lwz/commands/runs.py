@@ -73,6 +73,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     starts = [e for e in record["events"] if e["event"] == "start" and e.get("job_id") == job["job_id"]]
     if starts:
         latest = record["events"][-1]
+        if starts[-1].get("nodes"):
+            print(f"nodes     {starts[-1]['nodes']} ({job['tasks']} task(s); `lwz logs RUN --rank N` for each)")
         print(f"requeues  {starts[-1]['restart_count']} of at most {record['max_requeues']} "
               f"(last event: {latest['event']} at {latest['at']})")
     print(f"log       {_log_path(job, 0)}")

@@ -73,11 +73,13 @@ class SlurmRunWorker(submitit.helpers.Checkpointable):
         restarts = restart_count()
         if env.rank == 0:
             signal.signal(signal.SIGTERM, self._on_sigterm)
-            record_event(self.run_dir, self.max_requeues, "start", rank_count=env.world_size)
+            record_event(self.run_dir, self.max_requeues, "start", rank_count=env.world_size,
+                         nodes=os.environ.get("SLURM_JOB_NODELIST"))
         if restarts > self.max_requeues:
             raise LwzError(str(self.run_dir), "cluster.max_requeues", f"the job was restarted {restarts} times, "
                            f"more than the {self.max_requeues} allowed; resume it with `lwz run {self.run_dir}`")
-        log.info("rank %d/%d of %s (restart %d)", env.rank, env.world_size, self.run_dir, restarts)
+        log.info("rank %d/%d of %s on %s (restart %d)", env.rank, env.world_size, self.run_dir,
+                 os.environ.get("SLURMD_NODENAME", "?"), restarts)
         run_worker(self.run_dir)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:

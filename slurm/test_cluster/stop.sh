@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Stop the single-node test SLURM cluster started by start.sh; `--purge` also deletes its
-# state, spool and log folder and the generated slurm.conf.
+# Stop the test SLURM cluster started by start.sh (the same environment names it); a multi-node one
+# (LWZ_SLURM_NODES > 1) also loses its network namespaces, veths and bridge. `--purge` also deletes
+# the state, spool and log folder and the generated slurm.conf. Safe to run when nothing is up.
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/netns.sh"
+nodes="${LWZ_SLURM_NODES:-1}"
 conf="${SLURM_CONF:-/etc/slurm/slurm.conf}"
 state_dir="${LWZ_SLURM_DIR:-/tmp/lwz-slurm}"
+export SLURM_CONF="$conf"
 log() { echo "[lwz-slurm] $*"; }
 
 # Read the pids first: the daemons delete their pid files as they exit.
 declare -A pids=()
-for daemon in slurmctld slurmd; do
-    [[ -f "$state_dir/$daemon.pid" ]] && pids[$daemon]="$(cat "$state_dir/$daemon.pid")"
+for pidfile in "$state_dir/slurmctld.pid" "$state_dir"/slurmd-*.pid; do
+    [[ -f "$pidfile" ]] && pids[$(basename "$pidfile" .pid)]="$(cat "$pidfile")"
 done
 
-if scontrol ping 2>/dev/null | grep -q 'is UP'; then
-    scontrol shutdown
+if [[ -f "$conf" ]] && timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'; then
+    scontrol shutdown || true
     log "asked slurmctld and slurmd to shut down"
 fi
 for daemon in "${!pids[@]}"; do
@@ -22,12 +27,16 @@ for daemon in "${!pids[@]}"; do
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     if kill -0 "$pid" 2>/dev/null; then
         log "$daemon (pid $pid) still running after 10 s; sending SIGKILL"
-        kill -9 "$pid"
+        kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$state_dir/$daemon.pid"
     log "$daemon stopped"
 done
 
+if (( nodes > 1 )); then
+    netns_down
+    log "removed the network namespaces, veths and bridge"
+fi
 if [[ "${1:-}" == "--purge" ]]; then
     rm -rf "$state_dir" "$conf"
     log "removed $state_dir and $conf"
