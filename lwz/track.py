@@ -210,13 +210,17 @@ def _init_wandb(run_dir: Path, recipe: Recipe) -> Any:
                        "(upload later with `wandb sync`)", run_dir / WANDB_DIR)
     elif cfg.mode == "online":
         try:
-            settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, quiet=True)
-            return wandb.init(mode="online", settings=settings, **args)
+            settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, silent=True)
+            run = wandb.init(mode="online", settings=settings, **args)
+            logger.info("W&B run: %s", run.url)
+            return run
         except Exception as e:  # any failure to reach W&B (network, auth, timeout) means: log offline
             logger.warning("W&B online start failed (%s); logging offline to %s (upload later with `wandb sync`)",
                            str(e).splitlines()[0] if str(e) else type(e).__name__, run_dir / WANDB_DIR)
             wandb.teardown()  # frees the run id the failed start still holds
-    return wandb.init(mode="offline", settings=wandb.Settings(quiet=True), **args)
+    run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **args)  # silent: no banners
+    logger.info("W&B offline: upload with `wandb sync %s`", Path(run.dir).parent)
+    return run
 
 
 def _run_id(run_dir: Path) -> str:

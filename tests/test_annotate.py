@@ -48,12 +48,25 @@ def _write_jsonl(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
+def test_rows_without_the_field_fail_before_any_work(tmp_path):
+    """A row that lacks the field altogether means a wrong --field: one error, nothing written."""
+    data = tmp_path / "prompts.jsonl"
+    _write_jsonl(data, [json.dumps({"prompt": "Write 800 words about tea."}), json.dumps({"question": "Write."})])
+    with pytest.raises(LwzError, match=r"prompts.jsonl:2: --field: the row has no field 'prompt' \(its fields: "
+                                       r"'question'\); name the field that holds the request with --field"):
+        annotate_file(data, tmp_path / "out.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+    data.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(LwzError, match=r"prompts.jsonl:1: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        annotate_file(data, tmp_path / "out.jsonl")
+
+
 def test_fast_path_only_reports_bad_rows_and_resumes(tmp_path):
     data = tmp_path / "prompts.jsonl"
     _write_jsonl(data, [
         json.dumps({"prompt": "Write 800 words about tea.", "id": 1}),
         "{not json",
-        json.dumps({"text": "no prompt field"}),
+        json.dumps({"prompt": "  ", "text": "a blank prompt"}),
         json.dumps({"prompt": "Write about the sea."}),  # no stated length, no model
         json.dumps({"prompt": "写一篇两千字的文章"}),
         json.dumps({"prompt": "Write 800 words about tea.", "id": 2}),  # repeated prompt: kept twice

@@ -36,6 +36,8 @@ def test_malformed_run_fails_before_the_queue(case, tmp_path, capfd):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(fill(content) if isinstance(content, str) else json.dumps(content))
+    for name, content in case.get("latin1_files", {}).items():   # a file that is not UTF-8
+        (folder / name).write_text(content, encoding="latin-1")
     args = [fill(a) for a in case["args"]]
     if args[0] == "run" and not case.get("no_output_dir"):
         args.append(f"logging.output_dir={folder}/runs")

@@ -235,3 +235,12 @@ def test_step_line_shows_the_response_length_without_an_answer() -> None:
     assert line == "step 2/6 | reward 0.800 | words 71/60"
     both = {"length/answer_mean": 50.0, "length/response_mean": 71.4, "length/target_mean": 60.0}
     assert format_step_line(2, 6, both) == "step 2/6 | answer 50/60"
+
+
+def test_wandb_prints_no_banner_of_its_own(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """Offline W&B start and finish leave the terminal to lwz (no "wandb: ..." advertising lines)."""
+    with Tracker(tmp_path / "quiet", make_recipe()) as tracker:
+        tracker.log(1, step_metrics(1))
+    captured = capfd.readouterr()
+    assert "wandb:" not in captured.out + captured.err, captured
+    assert (tmp_path / "quiet" / "metrics.jsonl").is_file()

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from lwz.data.length_fast_path import MAX_WIDTH, MAX_WORDS, enforce_rules, fast_range
 from lwz.errors import LwzError
+from lwz.jsonl import text_lines
 
 log = logging.getLogger(__name__)
 
@@ -262,28 +263,30 @@ def _done_hashes(out: Path, field_name: str) -> Counter:
 
 
 def _pending_rows(data: Path, field_name: str, done: Counter) -> Iterator[_Row]:
-    with open(data, encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            row = _Row(line=n, raw=raw.rstrip("\n"))
-            try:
-                row.data = json.loads(raw)
-            except json.JSONDecodeError as e:
-                row.error = f"invalid JSON: {e.msg}"
-                yield row
-                continue
-            if not isinstance(row.data, dict):
-                row.error, row.data = "invalid row: not a JSON object", None
-            elif not isinstance(row.data.get(field_name), str) or not row.data[field_name].strip():
-                row.error = f"missing field: no text in {field_name!r}"
-            else:
-                row.prompt = row.data[field_name]
-                key = prompt_hash(row.prompt)
-                if done[key] > 0:
-                    done[key] -= 1
-                    continue
+    """The rows still to annotate; a row without the field at all fails the whole file (a wrong --field)."""
+    for n, raw in text_lines(data):
+        row = _Row(line=n, raw=raw)
+        try:
+            row.data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            row.error = f"invalid JSON: {e.msg}"
             yield row
+            continue
+        if not isinstance(row.data, dict):
+            row.error, row.data = "invalid row: not a JSON object", None
+        elif field_name not in row.data:
+            fields = ", ".join(map(repr, row.data)) or "none"
+            raise LwzError(f"{data}:{n}", "--field", f"the row has no field {field_name!r} (its fields: {fields}); "
+                           "name the field that holds the request with --field")
+        elif not isinstance(row.data[field_name], str) or not row.data[field_name].strip():
+            row.error = f"missing field: no text in {field_name!r}"
+        else:
+            row.prompt = row.data[field_name]
+            key = prompt_hash(row.prompt)
+            if done[key] > 0:
+                done[key] -= 1
+                continue
+        yield row
 
 
 @dataclass
