@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_longbench_write(tiny_qwen2, tmp_path, capsys):  # noqa: F811
-    """24 of the 120 items (all 120 load: test_eval_longbench); vLLM's own lines stay out of the terminal."""
+    """24 of the 120 items (all 120 load: test_eval_longbench); vLLM's own lines stay out of the terminal, a
+    progress bar of the answers shows."""
     out = tmp_path / "lb"
     assert main(["eval", str(tiny_qwen2), "--bench", "longbench_write", "--max-tokens", "48", "--limit", "24",
                  "--out", str(out), "--device", "cpu"]) == 0
@@ -21,7 +22,9 @@ def test_longbench_write(tiny_qwen2, tmp_path, capsys):  # noqa: F811
     assert 0 <= summary["score"] <= 100 and summary["score"] == pytest.approx(sum(i["score"] for i in items) / 24)
     assert (out / "length_scatter.png").stat().st_size > 1000
     assert "vllm" in (out / "logs" / "libraries.rank0.log").read_text()
-    assert "longbench_write: score" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "longbench_write: score" in shown.out
+    assert "answers: 100%" in shown.err and "24/24" in shown.err   # the progress of the answers
 
 
 def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):  # noqa: F811

@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = args.device or engine_device()
     dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
     settings = GenerationSettings(template=args.template, chat_template=args.chat_template, max_tokens=args.max_tokens,
-                                  temperature=args.temperature, limit=args.limit)
+                                  temperature=args.temperature, limit=args.limit, progress=True)
     if args.tp < 1:
         raise LwzError(None, "--tp", f"{args.tp} must be >= 1")
     engine = VllmEngine(str(model_dir), device=device, dtype=dtype, tp=args.tp, max_model_len=_context(model_dir, args))

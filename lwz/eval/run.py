@@ -35,6 +35,7 @@ class GenerationSettings:
     stop: tuple[str, ...] = ("<|user|>", "<|endoftext|>", "</answer>")
     limit: int | None = None
     seed: int = 0
+    progress: bool = False   # progress bars of answers and critic calls (`lwz eval`; not inside training)
 
 
 def prompt_text(engine: VllmEngine, question: str, settings: GenerationSettings) -> str:
@@ -57,7 +58,7 @@ def write_answers(engine: VllmEngine, questions: Sequence[str], settings: Genera
     """One response per question with the template; `answer` is the text inside <answer> (else all of it)."""
     prompts = [prompt_text(engine, q, settings) for q in questions]
     sampling = SamplingSettings(1, settings.temperature, settings.top_p, settings.max_tokens, settings.stop)
-    groups = engine.generate(prompts, sampling, seed=settings.seed)
+    groups = engine.generate(prompts, sampling, seed=settings.seed, progress="answers" if settings.progress else None)
     out = []
     for group in groups:
         c = group[0]
@@ -98,7 +99,8 @@ def eval_writingbench(engine: VllmEngine, critic: VllmEngine, settings: Generati
     prompts = [tokenizer.apply_chat_template(q.messages, tokenize=False, add_generation_prompt=True)
                for q in requests]
     fits = [critic.prompt_fits(p, critic_max_tokens) for p in prompts]  # a critic call that does not fit fails
-    judged = critic.generate([p for p, f in zip(prompts, fits) if f], SamplingSettings(1, 0.0, 1.0, critic_max_tokens))
+    judged = critic.generate([p for p, f in zip(prompts, fits) if f], SamplingSettings(1, 0.0, 1.0, critic_max_tokens),
+                             progress="critic" if settings.progress else None)
     texts = iter(g[0].text for g in judged)
     scores = score_outputs(requests, [next(texts) if f else "" for f in fits])
     result = aggregate(scores)

@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,9 +129,10 @@ class VllmEngine:
         self._tied = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
         self._stops: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int | None = None
-                 ) -> list[list[Completion]]:
-        """`group_size` completions for each prompt; a `seed` makes the whole call reproducible.
+    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int | None = None,
+                 progress: str | None = None) -> list[list[Completion]]:
+        """`group_size` completions for each prompt; a `seed` makes the whole call reproducible; `progress`
+        names a progress bar of finished prompts (none without it: the training loop shows its own).
 
         The seed is applied to the RNG the in-process sampler draws from, not per request: vLLM's
         per-request generators break on CPU when a prefill is chunked. Stop strings that are special
@@ -150,7 +151,7 @@ class VllmEngine:
                                 max_tokens=sampling.max_tokens, stop=texts, stop_token_ids=token_ids,
                                 include_stop_str_in_output=True, logprobs=0)
         with self.groups.active():
-            outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+            outputs = self.llm.generate(list(prompts), params, use_tqdm=_progress_bar(progress) if progress else False)
         return [[_completion(out.prompt_token_ids, c) for c in out.outputs] for out in outputs]
 
     # -- stepped generation (partial rollouts): one sample per request, driven one engine step at a time
@@ -285,3 +286,10 @@ def _completion(prompt_ids: Sequence[int], output) -> Completion:
     return Completion(prompt_ids=list(prompt_ids), response_ids=list(output.token_ids), logprobs=logprobs,
                       text=output.text, finish_reason=output.finish_reason or "length",
                       stop_reason=output.stop_reason)
+
+
+def _progress_bar(desc: str) -> Callable[..., Any]:
+    """A tqdm factory for vLLM's generate that shows `desc` instead of vLLM's own label."""
+    from tqdm import tqdm
+
+    return lambda *args, **kwargs: tqdm(*args, **(kwargs | {"desc": desc}))
