@@ -9,6 +9,7 @@ the 8 prompts a step the step's reward is mostly which prompts were drawn (their
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,17 @@ def run_to_end(*args: str) -> str:
 
 def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def rewind(run: Path, step: int) -> None:
+    """Leave a finished run as a SIGKILL right after its step-`step` checkpoint would: that checkpoint is the
+    latest and the later ones are gone (metrics beyond it stay; the resumed run drops them). Resume tests
+    use it where a real SIGKILL adds nothing (test_resume_after_sigkill_matches_an_uninterrupted_run keeps
+    one of GRPO's own)."""
+    for later in (run / "ckpt").glob("step-*"):
+        if int(later.name.removeprefix("step-")) > step:
+            shutil.rmtree(later)
+    (run / "ckpt" / "latest").write_text(f"step-{step:08d}\n")
 
 
 def test_length_reward_rises(tmp_path, peaked_qwen2):  # noqa: F811
@@ -134,28 +146,17 @@ def test_the_partial_rollout_learns_with_carried_groups(tmp_path, peaked_qwen2):
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
 
-def test_partial_rollout_resumes_with_its_carried_pool_after_sigkill(tmp_path, peaked_qwen2):  # noqa: F811
-    """5 groups in flight for 4, the fifth carried into the next step (one update stale); a run killed
-    after its step-2 checkpoint resumes with the carried pool and matches the uninterrupted one."""
-    runs = {}
-    for name in ("straight", "killed"):
-        (tmp_path / name).mkdir()
-        recipe = learning_recipe(tmp_path / name, peaked_qwen2, steps=4, save_every=2, run=name)
-        folder = tmp_path / name / "runs" / "learn" / name
-        if name == "straight":
-            run_to_end("run", str(recipe), *PARTIAL)
-        else:
-            proc = lwz("run", str(recipe), *PARTIAL)
-            deadline = time.time() + 600
-            while not (folder / "ckpt" / "latest").exists():
-                assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
-                time.sleep(0.2)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            out = run_to_end("run", str(folder))
-            assert "resumed from" in out and "step-00000002" in out
-        runs[name] = metrics(folder)
-    expected, got = runs["straight"], runs["killed"]
+def test_partial_rollout_resumes_with_its_carried_pool(tmp_path, peaked_qwen2):  # noqa: F811
+    """5 groups in flight for 4, the fifth carried into the next step (one update stale); the run rewound to
+    its step-2 checkpoint resumes with the carried pool and matches its uninterrupted steps."""
+    recipe = learning_recipe(tmp_path, peaked_qwen2, steps=4, save_every=2, run="partial")
+    folder = tmp_path / "runs" / "learn" / "partial"
+    run_to_end("run", str(recipe), *PARTIAL)
+    expected = metrics(folder)
+    rewind(folder, 2)
+    out = run_to_end("run", str(folder))
+    assert "resumed from" in out and "step-00000002" in out
+    got = metrics(folder)
     assert [m["step"] for m in got] == [1, 2, 3, 4]
     assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.25) for m in expected[1:])
     for want, have in zip(expected, got):
