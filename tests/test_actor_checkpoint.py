@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from dist_actor.launch import REPO, run_worker
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 from lwz.actor.checkpoint import LATEST, checkpoint_folder, latest_checkpoint
 
@@ -37,7 +36,7 @@ def _assert_resume_continues(run: Path, uninterrupted: dict, nproc: int, tp: int
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:  # noqa: F811
+def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:
     """Four updates at TP=2 with a checkpoint after the second; returns the run folder and results."""
     return _save(tmp_path_factory.mktemp("ckpt"), "run", 2, tp=2)
 
@@ -54,7 +53,7 @@ def test_resume_continues_the_tp2_run(saved_run, tmp_path, nproc, tp):
 
 
 @pytest.mark.slow
-def test_resume_of_a_dp2_run_at_dp2_and_dp1(tmp_path, tiny_qwen2):  # noqa: F811
+def test_resume_of_a_dp2_run_at_dp2_and_dp1(tmp_path, tiny_qwen2):
     """The distributed optimizer's shards (Adam moments and step) come back at the same DP and at another."""
     run, uninterrupted = _save(tmp_path, "dp2", 2, tp=1)
     _assert_resume_continues(run, uninterrupted, 2, 1, tmp_path / "dp2.pt")

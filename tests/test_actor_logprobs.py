@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from dist_actor.launch import run_worker
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +13,7 @@ def _max_diff(pairs) -> float:
     return max((a.double() - b.double()).abs().max().item() for a, b in pairs)
 
 
-def test_tp2_logprobs_entropy_and_grad_match_log_softmax(tmp_path, tiny_qwen2):  # noqa: F811
+def test_tp2_logprobs_entropy_and_grad_match_log_softmax(tmp_path, tiny_qwen2):
     result = run_worker("logprobs", 2, tmp_path / "out.pt", "--tp", "2")
     logprobs, expected = result["fn_logprobs"]
     assert logprobs.dtype == torch.float32
@@ -25,6 +24,6 @@ def test_tp2_logprobs_entropy_and_grad_match_log_softmax(tmp_path, tiny_qwen2): 
     assert _max_diff(zip(result["policy_logprobs"], result["hf_logprobs"])) < 1e-4
 
 
-def test_pp2_compute_logprobs_match_hf(tmp_path, tiny_qwen2):  # noqa: F811
+def test_pp2_compute_logprobs_match_hf(tmp_path, tiny_qwen2):
     result = run_worker("logprobs", 2, tmp_path / "out.pt", "--pp", "2")
     assert _max_diff(zip(result["policy_logprobs"], result["hf_logprobs"])) < 1e-4

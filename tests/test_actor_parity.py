@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_models import tiny_qwen2  # noqa: F401
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,7 +65,7 @@ def build_llama(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def parity_run(tiny_qwen2, tmp_path_factory):  # noqa: F811
+def parity_run(tiny_qwen2, tmp_path_factory):
     out = tmp_path_factory.mktemp("parity")
     tied = build_qwen2(
         out / "tied",
@@ -134,7 +133,7 @@ def test_hf_megatron_hf_round_trip_is_exact(parity_run, case, tp, pp):
 
 
 @pytest.mark.slow
-def test_exported_folder_equals_the_source(parity_run, tiny_qwen2):  # noqa: F811
+def test_exported_folder_equals_the_source(parity_run, tiny_qwen2):
     export = parity_run[2]
     assert read_hf_config(export) == read_hf_config(tiny_qwen2)
     original, exported = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 from dist_actor.launch import run_worker
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +20,7 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, tiny_qwen2) -> dict:  # noqa: F811
+def single(tmp_path_factory, tiny_qwen2) -> dict:
     return run_worker("train", 1, tmp_path_factory.mktemp("tp1") / "out.pt", "--updates", str(UPDATES))
 
 

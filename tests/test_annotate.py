@@ -9,7 +9,6 @@ from lwz.commands import annotate as annotate_command
 from lwz.data.annotate import (RANGE_KEY, SOURCE_KEY, annotate_file, annotation_prompt, errors_path,
                                parse_range_answer)
 from lwz.errors import LwzError
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 LONGBENCH = Path(__file__).resolve().parents[1] / "lwz" / "assets" / "benchmarks" / "longbench_write.jsonl"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_models import paper_models  # noqa: F401
 from lwz.cli import main
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -99,7 +98,7 @@ def test_count_of_malformed_cases():
     assert len(BAD_OVERRIDES) + len(BAD_FILES) >= 25
 
 
-def test_dry_run_writes_recipe_and_plan_and_starts_nothing(tmp_path, capsys, paper_models):  # noqa: F811
+def test_dry_run_writes_recipe_and_plan_and_starts_nothing(tmp_path, capsys, paper_models):
     code = main(["run", PAPER, "--dry-run", f"logging.output_dir={tmp_path}", "logging.run=r1"])
     assert code == 0
     folder = tmp_path / "longwriter_zero" / "r1"

@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 from fixtures_hub import cached_hub_dataset
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 from lwz.cpt.corpus import MixtureOrder, tokenize_source
 from lwz.cpt.packing import pack_row
@@ -17,7 +16,7 @@ from lwz.errors import LwzError
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_qwen2):  # noqa: F811
+def tokenizer(tiny_qwen2):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_qwen2)

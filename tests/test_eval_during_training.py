@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_models import tiny_qwen2  # noqa: F401
 
 from lwz.errors import LwzError
 from lwz.eval.during_training import (
@@ -25,7 +24,7 @@ def recipe_with(model: Path, *overrides: str):
                                                         "eval.limit=4", *overrides])
 
 
-def test_longbench_write_on_the_live_engine(tiny_qwen2, tmp_path):  # noqa: F811
+def test_longbench_write_on_the_live_engine(tiny_qwen2, tmp_path):
     recipe = recipe_with(tiny_qwen2)
     r = recipe.rollout
     engine = VllmEngine(str(tiny_qwen2), device="cpu", dtype="fp32", seed=0,
@@ -53,7 +52,7 @@ def test_longbench_write_on_the_live_engine(tiny_qwen2, tmp_path):  # noqa: F811
         [item["response"] for item in items]
 
 
-def test_settings_come_from_the_recipe(tiny_qwen2):  # noqa: F811
+def test_settings_come_from_the_recipe(tiny_qwen2):
     settings = eval_settings(recipe_with(tiny_qwen2, "eval.max_tokens=16", "eval.template=nothink"))
     assert (settings.max_tokens, settings.template, settings.limit, settings.seed) == (16, "nothink", 4, 1234)
     assert eval_settings(recipe_with(tiny_qwen2)).template == "think"

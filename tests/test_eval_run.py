@@ -4,13 +4,12 @@ import json
 
 import pytest
 
-from fixtures_models import tiny_qwen2  # noqa: F401
 from lwz.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def test_longbench_write(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+def test_longbench_write(tiny_qwen2, tmp_path, capsys):
     """24 of the 120 items (all 120 load: test_eval_longbench); vLLM's own lines stay out of the terminal, a
     progress bar of the answers shows."""
     out = tmp_path / "lb"
@@ -27,7 +26,7 @@ def test_longbench_write(tiny_qwen2, tmp_path, capsys):  # noqa: F811
     assert "answers: 100%" in shown.err and "24/24" in shown.err   # the progress of the answers
 
 
-def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):  # noqa: F811
+def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):
     out = tmp_path / "wb"
     assert main(["eval", str(tiny_qwen2), "--bench", "writingbench", "--max-tokens", "32", "--limit", "3",
                  "--out", str(out), "--device", "cpu"]) == 0
@@ -39,7 +38,7 @@ def test_writingbench_with_the_tiny_model_as_critic(tiny_qwen2, tmp_path):  # no
     assert all(c["failure"] for c in critic if c["score"] is None)
 
 
-def test_arena_judges_both_orders_and_counts_unparsed_verdicts(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+def test_arena_judges_both_orders_and_counts_unparsed_verdicts(tiny_qwen2, tmp_path, capsys):
     prompts = ["Write a poem.", "Describe rain.", "写一封信。"]
     files = []
     for name, answer in (("short", "Rain falls."), ("long", "Rain falls softly on the old roofs of the town.")):
@@ -58,7 +57,7 @@ def test_arena_judges_both_orders_and_counts_unparsed_verdicts(tiny_qwen2, tmp_p
     assert "verdicts parsed" in capsys.readouterr().out
 
 
-def test_items_too_long_for_the_engine_are_skipped_and_counted(tiny_qwen2, tmp_path, capsys):  # noqa: F811
+def test_items_too_long_for_the_engine_are_skipped_and_counted(tiny_qwen2, tmp_path, capsys):
     """Real WritingBench queries of ~7,000 tokens meet the tiny model's 4,096-token context; a critic
     prompt that does not fit counts as a failed criterion."""
     from lwz.eval import benchmark_file

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
+from fixtures_slurm import SlurmCluster
 
 from lwz.errors import LwzError
 from lwz.launch.env import (
@@ -203,7 +203,7 @@ def test_export_torch_env_round_trips() -> None:
 @pytest.mark.parametrize(
     "nodelist", ["vm", "gpu[001-004,007]", "a[1-2],b3,c[09-10]", "rack[1-2]-n[01-02]", "gpu[8-11]"]
 )
-def test_parser_agrees_with_scontrol(nodelist: str, slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+def test_parser_agrees_with_scontrol(nodelist: str, slurm_cluster: SlurmCluster) -> None:
     scontrol = shutil.which("scontrol")
     assert scontrol, "scontrol not found; install slurm-wlm (slurm/test_cluster/README.md)"
     shown = subprocess.run(
@@ -221,7 +221,7 @@ def test_first_host_without_scontrol_uses_the_parser(
 
 
 @pytest.mark.slurm
-def test_first_host_falls_back_when_scontrol_rejects_the_list(slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+def test_first_host_falls_back_when_scontrol_rejects_the_list(slurm_cluster: SlurmCluster) -> None:
     assert shutil.which("scontrol"), "scontrol not found; install slurm-wlm"
     shown = subprocess.run(
         ["scontrol", "show", "hostnames", "gpu[1-3,5]x"], capture_output=True, text=True

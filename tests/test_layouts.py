@@ -12,7 +12,6 @@ What the plan rejects instead (fp16, context parallelism) is in tests/test_plan_
 from __future__ import annotations
 
 import pytest
-from fixtures_models import peaked_qwen2  # noqa: F401
 from test_train_loop import learning_recipe, metrics, run_to_end
 
 pytestmark = pytest.mark.slow
@@ -27,7 +26,7 @@ LAYOUTS = {  # two runs here, a third in tests/test_split_layout.py (2 cores: ea
 
 
 @pytest.mark.parametrize("overrides", LAYOUTS.values(), ids=LAYOUTS.keys())
-def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_qwen2):  # noqa: F811
+def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_qwen2):
     recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)
     run_to_end("run", str(recipe), "cluster.gpus_per_node=2", "schedule.prompts_per_step=2", *overrides)
     rows = metrics(tmp_path / "runs" / "learn" / "r")

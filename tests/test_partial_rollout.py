@@ -9,7 +9,6 @@ import copy
 import pytest
 import torch
 
-from fixtures_models import tailed_qwen2  # noqa: F401
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.rollout.partial import (Group, PartialRollout, Sample, assign_by_work, generate_round, groups_to_batch,
                                  sync_round_metrics)
@@ -21,7 +20,7 @@ PROMPTS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain
 
 
 @pytest.fixture(scope="module")
-def engine(tailed_qwen2):  # noqa: F811
+def engine(tailed_qwen2):
     return VllmEngine(str(tailed_qwen2), device="cpu", dtype="fp32", seed=0, max_model_len=256)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_cli import lwz
-from fixtures_slurm import SlurmCluster, two_node_cluster, two_nodes  # noqa: F401
+from fixtures_slurm import SlurmCluster
 
 from lwz.cli import main
 from lwz.launch.pipeline import check_handoffs, plan_pipeline
@@ -118,7 +118,7 @@ def test_the_tiny_pipeline_pretrains_trains_a_reward_model_and_runs_rl_on_both(t
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(180)
-def test_on_slurm_the_rl_stage_waits_for_both_stages_it_takes_models_from(two_nodes: SlurmCluster,  # noqa: F811
+def test_on_slurm_the_rl_stage_waits_for_both_stages_it_takes_models_from(two_nodes: SlurmCluster,
                                                                         tmp_path):
     """On the two-node cluster: the first two stages (a node's CPUs each) run side by side, one per node."""
     proc = lwz("pipeline", TINY, f"logging.output_dir={tmp_path}", "cluster.launcher=slurm",

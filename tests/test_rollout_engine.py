@@ -5,7 +5,6 @@ import torch
 from safetensors.torch import load_file
 
 from dist_actor.launch import torchrun
-from fixtures_models import tiny_qwen2  # noqa: F401
 from lwz.rollout.role import EngineRole, share
 from lwz.rollout.sync import buckets, push_weights
 from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine, stop_split
@@ -16,7 +15,7 @@ PROMPTS = ["Write a story about a lighthouse.", "写一首关于秋天的诗。"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_qwen2):  # noqa: F811
+def engine(tiny_qwen2):
     return VllmEngine(str(tiny_qwen2), device="cpu", dtype="fp32", seed=0, max_model_len=512)
 
 
@@ -60,7 +59,7 @@ def test_stop_string_finishes_and_is_kept(engine):
     assert all(c.text.endswith(" ") and not c.truncated for c in stopped)
 
 
-def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, tiny_qwen2):  # noqa: F811
+def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, tiny_qwen2):
     """After a push, every greedy token vLLM picks is transformers' argmax on the same prefix.
 
     A random 152k-vocabulary model has near-ties (top-2 logits within float noise), where vLLM's
@@ -78,7 +77,7 @@ def test_pushed_weights_give_transformers_greedy_output(engine, other_weights, t
     push_weights(load_file(str(tiny_qwen2 / "model.safetensors")).items(), engine, bucket_bytes=1 << 30)
 
 
-def test_small_buckets_give_the_pushed_model(engine, tiny_qwen2):  # noqa: F811
+def test_small_buckets_give_the_pushed_model(engine, tiny_qwen2):
     """Layers split over many small buckets still arrive whole: sampled logprobs equal transformers'.
 
     (vLLM rebuilds a layer from what one reload call gave it; a bucket per call left the fused
@@ -114,7 +113,7 @@ def test_special_token_stops_become_token_ids(engine):
     assert texts == ["</answer>", "<|user|>", "\n\nHuman:"] and ids == [151643, 151645]
 
 
-def test_logprobs_are_of_the_tempered_distribution(engine, tiny_qwen2):  # noqa: F811
+def test_logprobs_are_of_the_tempered_distribution(engine, tiny_qwen2):
     """The engine reports processed logprobs: log softmax(logits / T), the distribution it sampled from."""
     sampled = SamplingSettings(group_size=2, temperature=0.7, top_p=1.0, max_tokens=12)
     for group in engine.generate(PROMPTS[:2], sampled, seed=4):

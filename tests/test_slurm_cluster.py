@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import submitit
-from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
+from fixtures_slurm import SlurmCluster
 
 from lwz.launch.env import DistEnv, dist_env_from_environ
 from lwz.launch.ports import slurm_job_port
@@ -30,7 +30,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 @pytest.fixture
 def executor(
-    slurm_cluster: SlurmCluster,  # noqa: F811
+    slurm_cluster: SlurmCluster,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> submitit.AutoExecutor:
@@ -79,7 +79,7 @@ def rendezvous_and_report() -> tuple[str, DistEnv, float]:
 
 
 def test_two_tasks_get_ranks_and_rendezvous(
-    executor: submitit.AutoExecutor, slurm_cluster: SlurmCluster  # noqa: F811
+    executor: submitit.AutoExecutor, slurm_cluster: SlurmCluster
 ) -> None:
     executor.update_parameters(nodes=1, tasks_per_node=2)
     job = executor.submit(rendezvous_and_report)

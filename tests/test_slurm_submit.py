@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_slurm import SlurmCluster, slurm_cluster  # noqa: F401
+from fixtures_slurm import SlurmCluster
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
 from lwz.errors import LwzError
@@ -151,7 +151,7 @@ def logged_steps(folder: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(120)
-def test_status_logs_and_cancel_on_a_real_job(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_status_logs_and_cancel_on_a_real_job(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", [
         "cluster.cpus_per_task=1", f"logging.output_dir={tmp_path}", "logging.run=held",
         "cluster.setup=[echo lwz-setup-marker, sleep 120]"])
@@ -182,7 +182,7 @@ def test_status_logs_and_cancel_on_a_real_job(slurm_cluster: SlurmCluster, tmp_p
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(120)
-def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", ["cluster.cpus_per_task=1", f"logging.output_dir={tmp_path}",
                                                           "logging.run=broken"])
     plan = resolve(recipe)
@@ -209,7 +209,7 @@ def test_a_failing_run_fails_once_without_requeue(slurm_cluster: SlurmCluster, t
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(900)
-def test_two_task_tiny_run_with_tensor_parallel_two(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_two_task_tiny_run_with_tensor_parallel_two(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     folder, job_id = tiny_run(tmp_path, "tp2", "cluster.gpus_per_node=2", "actor.tp=2", "schedule.steps=2",
                               "schedule.save_every=1")
     assert wait_until_done(job_id, 840) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
@@ -231,7 +231,7 @@ def wait_for_event(folder: Path, event: str, restart_count: int, timeout_s: floa
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(180)
-def test_usr2_requeues_until_max_requeues_is_used_up(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_usr2_requeues_until_max_requeues_is_used_up(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     folder, job_id = tiny_run(tmp_path, "usr2", "schedule.steps=1000", "cluster.max_requeues=1")
     wait_for_event(folder, "start", 0, 60)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
@@ -247,7 +247,7 @@ def test_usr2_requeues_until_max_requeues_is_used_up(slurm_cluster: SlurmCluster
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(180)
-def test_requeue_beyond_max_requeues_fails_at_start(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_requeue_beyond_max_requeues_fails_at_start(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     folder, job_id = tiny_run(tmp_path, "sigterm", "schedule.steps=1000", "cluster.max_requeues=0")
     wait_for_event(folder, "start", 0, 60)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)  # SIGTERM, kill, restart
@@ -261,7 +261,7 @@ def test_requeue_beyond_max_requeues_fails_at_start(slurm_cluster: SlurmCluster,
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(1200)
-def test_requeued_run_resumes_from_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_requeued_run_resumes_from_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     steps = 3
     folder, job_id = tiny_run(tmp_path, "requeued", f"schedule.steps={steps}", "schedule.save_every=1")
     deadline = time.monotonic() + 800

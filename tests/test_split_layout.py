@@ -12,7 +12,6 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 from __future__ import annotations
 
 import pytest
-from fixtures_models import peaked_qwen2  # noqa: F401
 from test_train_loop import learning_recipe, metrics, rewind, run_to_end
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ ONE_STEP_OFF = ("cluster.gpus_per_node=3", "actor.tp=1", "rollout.colocate=false
                 "rollout.stale_tokens=recompute", "algo.rollout_correction=tis")
 
 
-def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):  # noqa: F811
+def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):
     """Data parallelism (2 actor ranks) with the overlong penalty next to the length reward; the colocated
     run is also tests/test_layouts.py's data-parallel layout (the engines stay in sync with the actor)."""
     runs = {}
@@ -50,7 +49,7 @@ def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_
     assert runs["split"][0]["sync/gb_per_s"] > 0   # no sync after the last step: the engines are done
 
 
-def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):  # noqa: F811
+def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):
     (tmp_path / "a").mkdir()
     straight = learning_recipe(tmp_path / "a", peaked_qwen2, prompts_per_step=8, save_every=3, run="straight")
     run_to_end("run", str(straight), *ONE_STEP_OFF)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_models import paper_models  # noqa: F401
-from fixtures_slurm import SlurmCluster, two_node_cluster, two_nodes  # noqa: F401
+from fixtures_slurm import SlurmCluster
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
 from lwz.errors import LwzError
@@ -100,7 +99,7 @@ def test_runs_of_one_array_must_share_resources(tmp_path: Path) -> None:
         check_same_resources(experiment, runs)
 
 
-def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path, paper_models: Path) -> None:  # noqa: F811
+def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path, paper_models: Path) -> None:
     out = lwz("sweep", "--dry-run", "experiments/longwriter_zero_ablations.yaml",
               f"logging.output_dir={tmp_path / 'runs'}")
     assert out.returncode == 0, out.stderr
@@ -119,7 +118,7 @@ def test_dry_run_lists_every_paper_ablation_with_its_plan(tmp_path: Path, paper_
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(1200)
-def test_tiny_grid_runs_as_one_job_array(two_nodes: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_tiny_grid_runs_as_one_job_array(two_nodes: SlurmCluster, tmp_path: Path) -> None:
     """On the two-node cluster; each element asks for a whole node's CPUs, so the two at a time land on both."""
     out = lwz("sweep", "experiments/tiny_grid.yaml", "schedule.steps=1", f"logging.output_dir={tmp_path / 'runs'}",
               "rewards.terms=[{name: length}, {name: format}]",  # the job array is the subject, not the RM

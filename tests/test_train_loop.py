@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_models import peaked_qwen2  # noqa: F401
 from lwz.track import read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -75,7 +74,7 @@ def rewind(run: Path, step: int) -> None:
     (run / "ckpt" / "latest").write_text(f"step-{step:08d}\n")
 
 
-def test_length_reward_rises(tmp_path, peaked_qwen2):  # noqa: F811
+def test_length_reward_rises(tmp_path, peaked_qwen2):
     """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts). The plan's host
     memory of the node (one CPU rank: everything is host memory) against the run's peak RSS."""
     from lwz.plan.resolve import resolve
@@ -97,7 +96,7 @@ KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "acto
 KL = ("algo.kl_coef=0.05", "algo.kl_estimator=k3")
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen2):  # noqa: F811
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen2):
     """With a KL penalty, so the resumed run must also rebuild the frozen reference."""
     (tmp_path / "a").mkdir()
     straight = learning_recipe(tmp_path / "a", peaked_qwen2, steps=3, save_every=2, run="straight", wandb="offline")
@@ -133,7 +132,7 @@ PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_stal
            "rollout.stale_tokens=importance")
 
 
-def test_the_partial_rollout_learns_with_carried_groups(tmp_path, peaked_qwen2):  # noqa: F811
+def test_the_partial_rollout_learns_with_carried_groups(tmp_path, peaked_qwen2):
     """10 groups in flight for 8 (over_sample 1.25): every step trains on 2 groups carried from the step
     before, their stale tokens masked out of the loss (the default). With 4 samples a group instead of 8
     (6 fresh groups of 4 a step) it passed at seed 7 and failed at seeds 99 and 1234: too few samples."""
@@ -146,7 +145,7 @@ def test_the_partial_rollout_learns_with_carried_groups(tmp_path, peaked_qwen2):
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
 
-def test_partial_rollout_resumes_with_its_carried_pool(tmp_path, peaked_qwen2):  # noqa: F811
+def test_partial_rollout_resumes_with_its_carried_pool(tmp_path, peaked_qwen2):
     """5 groups in flight for 4, the fifth carried into the next step (one update stale); the run rewound to
     its step-2 checkpoint resumes with the carried pool and matches its uninterrupted steps."""
     recipe = learning_recipe(tmp_path, peaked_qwen2, steps=4, save_every=2, run="partial")
@@ -164,7 +163,7 @@ def test_partial_rollout_resumes_with_its_carried_pool(tmp_path, peaked_qwen2): 
             assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
 
 
-def test_dynamic_sampling_trains_on_no_zero_variance_group(tmp_path, peaked_qwen2):  # noqa: F811
+def test_dynamic_sampling_trains_on_no_zero_variance_group(tmp_path, peaked_qwen2):
     """The format reward alone: the tiny model never writes the tags, so every group scores 0 with zero
     variance; each step draws 1 + max_sampling_rounds rounds, then fills its batch out of the loss."""
     recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2)

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_models import peaked_qwen2  # noqa: F401
-from fixtures_slurm import SlurmCluster, two_node_cluster, two_nodes  # noqa: F401
+from fixtures_slurm import SlurmCluster
 from test_slurm_submit import logged_steps, wait_for_state, wait_until_done
 from test_split_layout import COMPARED, ONE_STEP_OFF
 from test_train_loop import learning_recipe, metrics, run_to_end
@@ -82,7 +81,7 @@ def task_pids(job_id: str, rank: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def colocated_twin(tmp_path_factory, peaked_qwen2) -> tuple[Path, list[dict]]:  # noqa: F811
+def colocated_twin(tmp_path_factory, peaked_qwen2) -> tuple[Path, list[dict]]:
     """The one-node run: both data-parallel ranks on this machine, a checkpoint every step."""
     folder = tmp_path_factory.mktemp("twin")
     recipe = learning_recipe(folder, peaked_qwen2, steps=STEPS, save_every=1, run="one-node")
@@ -90,7 +89,7 @@ def colocated_twin(tmp_path_factory, peaked_qwen2) -> tuple[Path, list[dict]]:  
     return recipe, metrics(folder / "runs" / "learn" / "one-node")
 
 
-def test_a_task_killed_on_the_second_node_fails_the_job_fast_and_resumes(colocated_twin, two_nodes: SlurmCluster):  # noqa: F811
+def test_a_task_killed_on_the_second_node_fails_the_job_fast_and_resumes(colocated_twin, two_nodes: SlurmCluster):
     recipe, twin = colocated_twin
     folder, job_id = submit(recipe, "logging.run=killed", "cluster.collective_timeout_s=30")
     wait_for_checkpoint(folder, job_id)
@@ -117,7 +116,7 @@ def test_a_task_killed_on_the_second_node_fails_the_job_fast_and_resumes(colocat
     assert "on lwzn2 (restart 0)" in lwz_cli("logs", str(folder), "--rank", "1").stdout
 
 
-def test_a_lost_node_requeues_the_job_which_resumes_by_itself(colocated_twin, two_nodes: SlurmCluster):  # noqa: F811
+def test_a_lost_node_requeues_the_job_which_resumes_by_itself(colocated_twin, two_nodes: SlurmCluster):
     recipe, twin = colocated_twin
     folder, job_id = submit(recipe, "logging.run=lost-node", "cluster.collective_timeout_s=120")
     wait_for_checkpoint(folder, job_id)
@@ -136,7 +135,7 @@ def test_a_lost_node_requeues_the_job_which_resumes_by_itself(colocated_twin, tw
     assert_same_metrics(metrics(folder), twin)
 
 
-def test_engines_on_a_node_of_their_own_match_one_node(tmp_path, peaked_qwen2, two_nodes: SlurmCluster):  # noqa: F811
+def test_engines_on_a_node_of_their_own_match_one_node(tmp_path, peaked_qwen2, two_nodes: SlurmCluster):
     """Actor on lwzn1, the rollout engine on lwzn2: weights and batches cross the bridge between nodes."""
     recipe = learning_recipe(tmp_path, peaked_qwen2, steps=2, run="one-node")
     split = tuple(o for o in ONE_STEP_OFF if not o.startswith("cluster.gpus_per_node"))

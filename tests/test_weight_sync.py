@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 from dist_actor.launch import torchrun
-from fixtures_models import tiny_qwen2  # noqa: F401
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,7 @@ def tied_qwen2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=[(1, False), (2, False), (1, True), (2, True)],
                 ids=["tp1", "tp2", "tp1-tied", "tp2-tied"])
-def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:  # noqa: F811
+def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:
     """Run the worker over `tp` ranks; rank 0's results plus the exported folders."""
     tp, tied = request.param
     folder = tmp_path_factory.mktemp(f"sync-tp{tp}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_models import minilm_path, tiny_qwen2  # noqa: F401
+from fixtures_models import minilm_path
 from lwz.errors import LwzError
 from lwz.rewards.writing_rm import RewardModelError, WritingRMReward, check_reward_model_folder
 from lwz.rm.data import load_pairs, split_pairs, synthetic_pairs
