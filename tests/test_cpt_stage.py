@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_cli import lwz
+from helpers import lwz
 
 from lwz.cli import main
 

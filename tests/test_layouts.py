@@ -12,7 +12,7 @@ What the plan rejects instead (fp16, context parallelism) is in tests/test_plan_
 from __future__ import annotations
 
 import pytest
-from test_train_loop import learning_recipe, metrics, run_to_end
+from helpers import learning_recipe, metrics, run_to_end
 
 pytestmark = pytest.mark.slow
 

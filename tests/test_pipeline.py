@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_cli import lwz
+from helpers import lwz
 from fixtures_slurm import SlurmCluster
 
 from lwz.cli import main

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_cli import lwz
+from helpers import lwz
 
 from lwz.cli import main
 

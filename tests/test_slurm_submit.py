@@ -7,7 +7,6 @@ recipes/tiny.yaml (two tasks with actor.tp=2, and a requeue that resumes from th
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures_slurm import SlurmCluster
+from helpers import logged_steps, lwz, wait_for_state, wait_until_done
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
 from lwz.errors import LwzError
@@ -31,7 +31,6 @@ from lwz.runfolder import create_run_folder
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "longwriter_zero.sbatch"
 PROFILE = ROOT / "slurm" / "profiles" / "example_gpu_cluster.yaml"
-LWZ = [sys.executable, "-m", "lwz.cli"]
 
 
 def normalised(script: str, folder: Path) -> str:
@@ -108,21 +107,7 @@ def test_cpu_recipe_gets_one_task_per_worker_and_no_gpus(tmp_path: Path) -> None
 
 # --- real jobs -------------------------------------------------------------------------------
 
-def wait_for_state(job_id: str, accept, timeout_s: float) -> str:
-    """Poll the job's state until `accept(state)`; fails the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not accept(state := job_state(job_id)):
-        assert time.monotonic() < deadline, f"job {job_id} still {state} after {timeout_s} s"
-        time.sleep(0.5)
-    return state
 
-
-def wait_until_done(job_id: str, timeout_s: float) -> str:
-    return wait_for_state(job_id, lambda s: s not in ACTIVE_STATES and s != "UNKNOWN", timeout_s)
-
-
-def lwz(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*LWZ, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 # SLURM's part is the subject here: the reward-model engine (tested in the loop elsewhere) stays out.
@@ -142,10 +127,6 @@ def tiny_run(tmp_path: Path, run: str, *overrides: str) -> tuple[Path, str]:
     assert read_job_record(folder)["job_id"] == job_id
     return folder, job_id
 
-
-def logged_steps(folder: Path) -> list[int]:
-    path = folder / "metrics.jsonl"
-    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.mark.slow

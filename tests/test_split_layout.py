@@ -12,7 +12,7 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 from __future__ import annotations
 
 import pytest
-from test_train_loop import learning_recipe, metrics, rewind, run_to_end
+from helpers import learning_recipe, metrics, rewind, run_to_end
 
 pytestmark = pytest.mark.slow
 

@@ -7,73 +7,12 @@ the 8 prompts a step the step's reward is mostly which prompts were drawn (their
 0.1 to 0.9): at seed 7 neither the synchronous nor the partial rollout then passed the threshold.
 """
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
+from helpers import kill_after_checkpoint, learning_recipe, lwz_started, metrics, rewind, run_to_end
 
 from lwz.track import read_offline_run
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.",
-             "Write a letter.", "Tell a joke.", "Describe winter."]
-
-
-def learning_recipe(tmp_path: Path, model: Path, **extra) -> Path:
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": q, "length_range": [2, 6]}) + "\n" for q in QUESTIONS))
-    recipe = tmp_path / "learn.yaml"
-    recipe.write_text(f"""
-base: {ROOT / "recipes" / "tiny.yaml"}
-name: learn
-model: {{path: {model}}}
-actor: {{lr: 2.0e-4}}
-rollout: {{template: raw, group_size: 8, max_tokens: 48, max_prompt_tokens: 64, temperature: 1.0}}
-rewards:
-  terms:
-    - {{name: length, weight: 1.0, params: {{measure: response, l_max: 40}}}}
-schedule: {{steps: {extra.get("steps", 6)}, prompts_per_step: {extra.get("prompts_per_step", 4)}, save_every: {extra.get("save_every", 0)}}}
-data: {{prompts: [prompts.jsonl]}}
-logging: {{output_dir: {tmp_path / "runs"}, run: {extra.get("run", "r")}, wandb: {{mode: {extra.get("wandb", "disabled")}}}}}
-""")
-    return recipe
-
-
-def lwz(*args: str, **popen) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "lwz.cli", *args], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def run_to_end(*args: str) -> str:
-    proc = lwz(*args)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def rewind(run: Path, step: int) -> None:
-    """Leave a finished run as a SIGKILL right after its step-`step` checkpoint would: that checkpoint is the
-    latest and the later ones are gone (metrics beyond it stay; the resumed run drops them). Resume tests
-    use it where a real SIGKILL adds nothing (test_resume_after_sigkill_matches_an_uninterrupted_run keeps
-    one of GRPO's own)."""
-    for later in (run / "ckpt").glob("step-*"):
-        if int(later.name.removeprefix("step-")) > step:
-            shutil.rmtree(later)
-    (run / "ckpt" / "latest").write_text(f"step-{step:08d}\n")
-
-
 def test_length_reward_rises(tmp_path, peaked_qwen2):
     """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts). The plan's host
     memory of the node (one CPU rank: everything is host memory) against the run's peak RSS."""
@@ -108,13 +47,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen
     (tmp_path / "b").mkdir()
     recipe = learning_recipe(tmp_path / "b", peaked_qwen2, steps=3, save_every=2, run="killed", wandb="offline")
     folder = tmp_path / "b" / "runs" / "learn" / "killed"
-    proc = lwz("run", str(recipe), *KL)
-    deadline = time.time() + 600
-    while not (folder / "ckpt" / "latest").exists():          # the step-2 checkpoint is complete
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(lwz_started("run", recipe, *KL), folder)   # right after the step-2 checkpoint
     assert len(metrics(folder)) < 3
     out = run_to_end("run", str(folder))
     assert "resumed from" in out and "step-00000002" in out

@@ -12,20 +12,16 @@ both ranks on one machine, started locally):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from fixtures_slurm import SlurmCluster
-from test_slurm_submit import logged_steps, wait_for_state, wait_until_done
+from helpers import learning_recipe, logged_steps, lwz, metrics, run_to_end, wait_for_state, wait_until_done
 from test_split_layout import COMPARED, ONE_STEP_OFF
-from test_train_loop import learning_recipe, metrics, run_to_end
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
 from lwz.launch.requeue import read_requeues
@@ -33,20 +29,14 @@ from lwz.launch.slurm import read_job_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-ROOT = Path(__file__).resolve().parents[1]
 TWO_NODES = ("cluster.launcher=slurm", "cluster.nodes=2", "cluster.gpus_per_node=1", "cluster.cpus_per_task=1")
 ONE_NODE = ("cluster.gpus_per_node=2",)
 STEPS = 2
 
 
-def lwz_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lwz.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-
-
 def submit(recipe: Path, *overrides: str) -> tuple[Path, str]:
     """`lwz run RECIPE` on the two-node cluster; the run folder and job id."""
-    out = lwz_cli("run", str(recipe), *TWO_NODES, *overrides)
+    out = lwz("run", str(recipe), *TWO_NODES, *overrides)
     assert out.returncode == 0, out.stderr
     folder = Path(re.search(r"run folder: (\S+)", out.stdout).group(1))
     return folder, read_job_record(folder)["job_id"]
@@ -100,20 +90,20 @@ def test_a_task_killed_on_the_second_node_fails_the_job_fast_and_resumes(colocat
     killed = time.monotonic()
     assert wait_until_done(job_id, 60) == "FAILED"
     took = time.monotonic() - killed
-    logs = lwz_cli("logs", str(folder)).stdout
+    logs = lwz("logs", str(folder)).stdout
     error = next(line for line in logs.splitlines() if "another rank of the job is gone" in line)
     print(f"\nfailed {took:.1f} s after the kill: {error}")
     assert took < 60 and "rank 0 on lwzn1" in error and f"lwz run {folder}" in error
 
-    resumed = lwz_cli("run", str(folder))
+    resumed = lwz("run", str(folder))
     assert resumed.returncode == 0, resumed.stderr
     job_id = read_job_record(folder)["job_id"]
-    assert wait_until_done(job_id, 300) == "COMPLETED", lwz_cli("logs", str(folder)).stdout[-3000:]
-    assert "resumed from" in lwz_cli("logs", str(folder)).stdout
+    assert wait_until_done(job_id, 300) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
+    assert "resumed from" in lwz("logs", str(folder)).stdout
     assert_same_metrics(metrics(folder), twin)
-    status = lwz_cli("status", str(folder)).stdout
+    status = lwz("status", str(folder)).stdout
     assert "nodes     lwzn[1-2] (2 task(s)" in status and "COMPLETED" in status, status
-    assert "on lwzn2 (restart 0)" in lwz_cli("logs", str(folder), "--rank", "1").stdout
+    assert "on lwzn2 (restart 0)" in lwz("logs", str(folder), "--rank", "1").stdout
 
 
 def test_a_lost_node_requeues_the_job_which_resumes_by_itself(colocated_twin, two_nodes: SlurmCluster):
@@ -127,7 +117,7 @@ def test_a_lost_node_requeues_the_job_which_resumes_by_itself(colocated_twin, tw
     finally:
         restored = two_nodes.script("node.sh", "restore", "2")
         assert restored.returncode == 0, restored.stderr
-    assert wait_until_done(job_id, 300) == "COMPLETED", lwz_cli("logs", str(folder)).stdout[-3000:]
+    assert wait_until_done(job_id, 300) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
     log = Path(two_nodes.env["LWZ_SLURM_DIR"], "slurmctld.log").read_text()
     assert f"requeue job JobId={job_id} due to failure of node lwzn2" in log
     starts = [e["restart_count"] for e in read_requeues(folder)["events"] if e["event"] == "start"]
@@ -142,9 +132,9 @@ def test_engines_on_a_node_of_their_own_match_one_node(tmp_path, peaked_qwen2, t
     run_to_end("run", str(recipe), *ONE_NODE, *split)
     twin = metrics(tmp_path / "runs" / "learn" / "one-node")
     folder, job_id = submit(recipe, "logging.run=two-nodes", *split)
-    assert wait_until_done(job_id, 300) == "COMPLETED", lwz_cli("logs", str(folder)).stdout[-3000:]
+    assert wait_until_done(job_id, 300) == "COMPLETED", lwz("logs", str(folder)).stdout[-3000:]
     plan = (folder / "plan.txt").read_text()
     assert "on GPUs of their own (rank 1), one_step_off" in plan, plan
     assert [row["rollout/staleness"] for row in metrics(folder)] == [0, 1]
     assert_same_metrics(metrics(folder), twin, (*COMPARED, "actor/tis_weight_mean"))
-    assert "on lwzn2" in lwz_cli("logs", str(folder), "--rank", "1").stdout
+    assert "on lwzn2" in lwz("logs", str(folder), "--rank", "1").stdout
