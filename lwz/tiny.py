@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lwz.assets_cache import cache_dir
-from lwz.atomic import fsync_dir
+from lwz.atomic import fsync_dir, new_folder
 
 __all__ = [
     "build_byte_qwen2",
@@ -134,13 +134,8 @@ def build_qwen2(out_dir: str | os.PathLike, **shape: Any) -> Path:
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists")
-    tmp = _fresh_tmp(out)
-    _write_qwen2(tmp, **shape)
-    try:
-        os.rename(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{out} already exists") from None
+    with new_folder(out) as tmp:
+        _write_qwen2(tmp, **shape)
     return out
 
 

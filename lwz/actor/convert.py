@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from lwz.actor.model import Arch, arch_from_hf_config, unwrap_model
-from lwz.atomic import fsync_dir
+from lwz.atomic import new_folder
 
 __all__ = [
     "load_hf_into_megatron",
@@ -366,9 +365,7 @@ def save_hf_folder(
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with new_folder(out) as tmp:
         files: list[str] = []
         shard: dict[str, torch.Tensor] = {}
         shard_bytes = total_bytes = 0
@@ -386,12 +383,6 @@ def save_hf_folder(
         for side in HF_SIDE_FILES if source_dir else ():
             if (Path(source_dir) / side).is_file():
                 shutil.copy2(Path(source_dir) / side, tmp / side)
-        _fsync_files(tmp)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out.parent)
     return out
 
 
@@ -437,10 +428,3 @@ def export_hf_folder(
             pass
     torch.distributed.barrier()
     return Path(out_dir)
-
-
-def _fsync_files(folder: Path) -> None:
-    for file in folder.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-    fsync_dir(folder)

@@ -18,15 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lwz.atomic import fsync_dir
+from lwz.atomic import new_folder
 from lwz.data.rows import read_rows
 from lwz.errors import LwzError
 
@@ -92,9 +90,7 @@ def tokenize_source(source: str, tokenizer, cache: str | os.PathLike, *, text_fi
     folder = Path(cache) / digest
     if (folder / MANIFEST).is_file():
         return TokenShard(folder, json.loads((folder / MANIFEST).read_text()))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=folder.parent))
-    try:
+    with new_folder(folder, if_there="keep") as tmp:   # another process may make it first
         documents = tokens = 0
         with open(tmp / TOKENS, "wb") as out:
             for _, text in _documents(source, text_field, key):
@@ -103,20 +99,10 @@ def tokenize_source(source: str, tokenizer, cache: str | os.PathLike, *, text_fi
                 ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [eod]
                 out.write(np.asarray(ids, dtype="<u4").tobytes())
                 documents, tokens = documents + 1, tokens + len(ids)
-            out.flush()
-            os.fsync(out.fileno())
         if documents == 0:
             raise LwzError(source, key, "holds no text")
         manifest = {**identity, "documents": documents, "tokens": tokens}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process made it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(folder.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return TokenShard(folder, json.loads((folder / MANIFEST).read_text()))
 
 

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lwz.atomic import fsync_dir, write_text
+from lwz.atomic import new_folder, write_text
 from lwz.errors import LwzError
 from lwz.rm.data import PreferencePair, split_pairs
 from lwz.rm.model import encode, forward_scores, load_backbone
@@ -129,23 +128,12 @@ def train_reward_model(base: str | os.PathLike, pairs: Sequence[PreferencePair],
 
 
 def save_reward_model(model, tokenizer, out: Path, settings: dict, metrics: dict) -> None:
-    """Write the HF folder (with metrics.json and lwz_rm.json) to a temporary folder, then rename it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    """Write the HF folder (with metrics.json and lwz_rm.json); it appears whole (lwz.atomic.new_folder)."""
+    with new_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_text(tmp / RM_STAMP, json.dumps(settings, indent=2) + "\n")
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                with open(file, "rb") as f:
-                    os.fsync(f.fileno())
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out.parent)
 
 
 TINY_RM_VERSION = 2  # 1 was a MiniLM encoder: lwz serves decoder RMs only (megatron-core GPT models)
