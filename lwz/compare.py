@@ -19,10 +19,11 @@ from matplotlib.figure import Figure
 
 from lwz import atomic
 from lwz.errors import LwzError
+from lwz.track import METRICS_FILE
+from lwz.track import read_metrics as read_metrics_file
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 REWARD_PREFIX = "reward/"
 TOTAL_REWARD = "reward/total"
 ANSWER_LENGTH = "length/answer_mean"
@@ -51,27 +52,8 @@ class RunMetrics:
 
 
 def read_metrics(folder: Path) -> list[dict[str, float]]:
-    """metrics.jsonl rows sorted by step, the last row of a repeated step winning.
-
-    A cut-off last line (a run killed mid-write) is skipped; any other bad line is an error.
-    """
-    path = Path(folder) / METRICS_FILE
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    by_step: dict[int, dict[str, float]] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            by_step[int(row["step"])] = row
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            if number == len(lines):
-                log.warning("%s: skipping the cut-off last line %d", path, number)
-                continue
-            raise LwzError(str(path), f"line {number}", "not a metrics row ({\"step\": n, ...})") from None
-    return [by_step[step] for step in sorted(by_step)]
+    """The run folder's metrics rows by step (lwz.track.read_metrics)."""
+    return read_metrics_file(Path(folder) / METRICS_FILE)
 
 
 def load_run(folder: Path, name: str | None = None) -> RunMetrics:

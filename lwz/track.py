@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from omegaconf import OmegaConf
 
 from lwz import atomic
+from lwz.errors import LwzError
 from lwz.plots import LENGTH_KEYS, REWARD_PREFIX, THINK_KEYS, TIME_KEYS, TOTAL_REWARD, plot_metrics
 from lwz.recipe.schema import Recipe
 
@@ -113,19 +114,24 @@ class Tracker:
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    """The rows of a metrics.jsonl; a torn last line (a crash mid-write) is left out."""
+    """The rows of a metrics.jsonl by step, the last row of a repeated step winning; a torn last line (a run
+    killed mid-write) is left out, any other bad line is an LwzError naming it. No file: no rows."""
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
+    by_step: dict[int, dict[str, float]] = {}
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise ValueError(f"{path}: line {number} is not JSON") from None
-            logger.warning("%s: ignoring the torn last line %d", path, number)
-    return rows
+            row = json.loads(line)
+            by_step[int(row["step"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if number == len(lines):
+                logger.warning("%s: ignoring the torn last line %d", path, number)
+                continue
+            raise LwzError(str(path), f"line {number}", "not a metrics row ({\"step\": n, ...})") from None
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def truncate_metrics(path: Path, resume_step: int) -> None:

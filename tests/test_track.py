@@ -15,6 +15,7 @@ from wandb.proto import wandb_internal_pb2
 from lwz import track
 from lwz.plots import plot_metrics
 from lwz.recipe.schema import LoggingCfg, ModelCfg, Recipe, WandbCfg
+from lwz.errors import LwzError
 from lwz.track import Tracker, format_step_line, read_metrics, read_offline_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -157,7 +158,7 @@ def test_read_metrics_ignores_a_torn_last_line_only(tmp_path: Path) -> None:
     path.write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a"')
     assert read_metrics(path) == [{"step": 1, "a": 1.0}]
     path.write_text('{"step": 1, "a"\n{"step": 2, "a": 1.0}\n')
-    with pytest.raises(ValueError, match="line 1 is not JSON"):
+    with pytest.raises(LwzError, match="metrics.jsonl: line 1: not a metrics row"):
         read_metrics(path)
 
 

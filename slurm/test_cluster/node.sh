@@ -6,10 +6,7 @@
 #   node.sh restore N   the link comes back and slurmd starts again (ReturnToService=2 returns the node)
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-source "$here/netns.sh"
-export SLURM_CONF="${SLURM_CONF:-/etc/slurm/slurm.conf}"
-state_dir="${LWZ_SLURM_DIR:-/tmp/lwz-slurm}"
+source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 action="${1:?usage: node.sh lose|restore N}" index="${2:?usage: node.sh lose|restore N}"
 name="$(netns_node_name "$index")"
 
@@ -19,10 +16,10 @@ case "$action" in
         pids="$(ip netns pids "$NETNS_PREFIX$index")"
         [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null || true
         rm -f "$state_dir/slurmd-$name.pid"
-        echo "[lwz-slurm] lost $name: link down, slurmd and its tasks killed" ;;
+        log "lost $name: link down, slurmd and its tasks killed" ;;
     restore)
         ip link set "lwzv$index" up
         netns_exec "$index" slurmd -N "$name"
-        echo "[lwz-slurm] restored $name: link up, slurmd started" ;;
+        log "restored $name: link up, slurmd started" ;;
     *) echo "usage: node.sh lose|restore N" >&2; exit 2 ;;
 esac

@@ -15,17 +15,12 @@
 #   LWZ_SLURM_START_TIMEOUT    seconds to wait for idle nodes   (default 60)
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-source "$here/netns.sh"
-nodes="${LWZ_SLURM_NODES:-1}"
-conf="${SLURM_CONF:-/etc/slurm/slurm.conf}"
-state_dir="${LWZ_SLURM_DIR:-/tmp/lwz-slurm}"
+source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 partition="${LWZ_SLURM_PARTITION:-debug}"
 timeout_s="${LWZ_SLURM_START_TIMEOUT:-60}"
 nproc_now="$(nproc)"
 cpus="${LWZ_SLURM_CPUS:-$(( nproc_now > 8 ? nproc_now : 8 ))}"
 mem_mb="$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
-export SLURM_CONF="$conf"
 
 if (( nodes > 1 )); then
     names=(); addrs=()
@@ -36,7 +31,6 @@ else
     ctld_addr=127.0.0.1
 fi
 
-log() { echo "[lwz-slurm] $*"; }
 show_logs=0  # set once the daemons are launched: their logs then explain failures
 fail() {
     echo "[lwz-slurm] ERROR: $*" >&2

@@ -4,13 +4,7 @@
 # the state, spool and log folder and the generated slurm.conf. Safe to run when nothing is up.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-source "$here/netns.sh"
-nodes="${LWZ_SLURM_NODES:-1}"
-conf="${SLURM_CONF:-/etc/slurm/slurm.conf}"
-state_dir="${LWZ_SLURM_DIR:-/tmp/lwz-slurm}"
-export SLURM_CONF="$conf"
-log() { echo "[lwz-slurm] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 
 # Read the pids first: the daemons delete their pid files as they exit.
 declare -A pids=()
