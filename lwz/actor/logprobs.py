@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 __all__ = ["logprobs_and_entropy", "projected_logprobs_and_entropy", "release_projection_buffers",
-           "vocab_parallel_logprobs", "vocab_parallel_entropy"]
+           "vocab_parallel_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -300,10 +300,3 @@ def vocab_parallel_logprobs(logits: torch.Tensor, labels: torch.Tensor, vocab_si
                             temperature: float = 1.0) -> torch.Tensor:
     """log p(label) per position (see `logprobs_and_entropy`)."""
     return logprobs_and_entropy(logits, labels, vocab_size, temperature)[0]
-
-
-def vocab_parallel_entropy(logits: torch.Tensor, vocab_size: int, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) per position (see `logprobs_and_entropy`)."""
-    with torch.no_grad():
-        labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
-        return logprobs_and_entropy(logits, labels, vocab_size, temperature)[1]

@@ -65,7 +65,7 @@ def init(tp: int, pp: int, world: int, sequence_parallel: bool = False):
 def scenario_logprobs(args) -> dict:
     from megatron.core import parallel_state
 
-    from lwz.actor.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+    from lwz.actor.logprobs import vocab_parallel_logprobs
     from lwz.actor.policy import Policy
 
     recipe, plan, _ = init(args.tp, args.pp, args.world)
@@ -80,7 +80,7 @@ def scenario_logprobs(args) -> dict:
         logprobs.sum().backward()
         reference = torch.log_softmax(full[..., :vocab].float(), -1)
         result["fn_logprobs"] = (logprobs.detach(), reference.gather(-1, labels[..., None])[..., 0])
-        result["fn_entropy"] = (vocab_parallel_entropy(local, vocab), -(reference.exp() * reference).sum(-1))
+        result["fn_entropy"] = (entropy_of(local, vocab), -(reference.exp() * reference).sum(-1))
         expected_grad = torch.nn.functional.one_hot(labels, padded).double()
         expected_grad[..., :vocab] -= reference.double().exp() * 1.0
         result["fn_grad"] = (local.grad, expected_grad.chunk(tp, dim=-1)[rank])
@@ -323,5 +323,15 @@ def main() -> None:
     destroy_distributed()
 
 
+def entropy_of(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The entropy of softmax(logits) per position: the second half of `logprobs_and_entropy` (any labels)."""
+    from lwz.actor.logprobs import logprobs_and_entropy
+
+    with torch.no_grad():
+        labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+        return logprobs_and_entropy(logits, labels, vocab_size)[1]
+
+
 if __name__ == "__main__":
     main()
+
