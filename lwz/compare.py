@@ -6,7 +6,6 @@ run-folder contract.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -17,8 +16,8 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from lwz import atomic
 from lwz.errors import LwzError
+from lwz.plots import write_png
 from lwz.track import METRICS_FILE
 from lwz.track import read_metrics as read_metrics_file
 
@@ -162,11 +161,7 @@ def plot_comparison(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
                 axes.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, label=run.name)
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        path = Path(out_dir) / f"{key.replace('/', '_')}.png"
-        atomic.write_bytes(path, buffer.getvalue())
-        written.append(path)
+        written.append(write_png(figure, Path(out_dir) / f"{key.replace('/', '_')}.png"))
     return written
 
 

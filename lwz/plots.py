@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,14 @@ TIME_KEYS = ("time/rollout", "time/reward", "time/update", "time/sync")
 Rows = Sequence[Mapping[str, float]]
 
 
+def write_png(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Render `figure` as PNG and write it to `path` atomically (every PNG lwz writes goes through here)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    atomic.write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
 def plot_metrics(rows: Rows, plots_dir: Path) -> list[Path]:
     """Write rewards.png, length.png, think_length.png and step_time.png; returns the files written."""
     reward_keys = sorted({key for row in rows for key in row if key.startswith(REWARD_PREFIX)})
@@ -41,10 +50,7 @@ def plot_metrics(rows: Rows, plots_dir: Path) -> list[Path]:
     for name, figure in figures.items():
         if figure is None:
             continue
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        atomic.write_bytes(plots_dir / name, buffer.getvalue())
-        written.append(plots_dir / name)
+        written.append(write_png(figure, plots_dir / name))
     logger.debug("wrote plots %s", [path.name for path in written])
     return written
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 
@@ -12,17 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from lwz.atomic import write_bytes  # noqa: E402
+from lwz.plots import write_png  # noqa: E402
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Write `fig` as PNG to `path` atomically and close it."""
-    buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=120)
+        write_png(fig, path, dpi=120)
     finally:
         plt.close(fig)
-    write_bytes(path, buffer.getvalue())
 
 
 def plot_length_scatter(
