@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dry run: wrote {folder}/recipe.yaml and {folder}/plan.txt; nothing started")
         return 0
     build_recipe_assets(recipe)
-    return launch(recipe, plan, folder)
+    return launch(recipe, plan, folder, tell=print)
 
 
 def build_parser() -> argparse.ArgumentParser:

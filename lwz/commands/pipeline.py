@@ -17,7 +17,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         for stage in stages:
             print(f"  {describe_stage(stage)}")
         return 0
-    return run_pipeline(name, stages)
+    return run_pipeline(name, stages, tell=print)
 
 
 def register(subparsers) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from lwz.errors import LwzError
 from lwz.launch.local import launch_local
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
+
+log = logging.getLogger(__name__)
+Tell = Callable[[str], None]  # where a command's messages for the user go
 
 
 def launcher_for(recipe: Recipe) -> str:
@@ -19,17 +24,18 @@ def launcher_for(recipe: Recipe) -> str:
     return choice
 
 
-def launch(recipe: Recipe, plan: Plan, folder: Path) -> int:
-    """Start the run; returns the exit code the CLI should give."""
+def launch(recipe: Recipe, plan: Plan, folder: Path, tell: Tell = log.info) -> int:
+    """Start the run; returns the exit code the CLI should give. What a user should read goes to `tell`
+    (the CLI passes `print`)."""
     kind = launcher_for(recipe)
     if kind == "slurm":
         from lwz.launch.slurm import submit
 
-        return submit(recipe, plan, folder)
+        return submit(recipe, plan, folder, tell)
     if plan.nodes > 1:
         raise LwzError(None, "cluster.nodes", f"{plan.nodes} nodes need SLURM (cluster.launcher=slurm)")
     code = launch_local(folder, plan.world_size)
-    print(f"run folder: {folder}")
+    tell(f"run folder: {folder}")
     if code:
         raise LwzError(str(folder / "logs"), None, f"a rank exited with code {code}; see the logs above and there")
     return 0

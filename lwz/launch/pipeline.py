@@ -23,9 +23,10 @@ checkpoint; on SLURM every stage is one job, started when the jobs it takes inpu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from lwz.plan.resolve import Plan, resolve
 from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import ArchCfg, Recipe
 from lwz.runfolder import run_folder
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Stage", "load_pipeline", "plan_pipeline", "check_handoffs", "check_pipeline_inputs", "run_pipeline", "describe_stage",
            "STAGE_OUTPUTS", "MANIFEST_FILE"]
@@ -212,9 +215,9 @@ def describe_stage(stage: Stage) -> str:
             f"tp {p.tp} pp {p.pp} dp {p.dp}, {stage.recipe.schedule.steps} steps; {fed}{out}")
 
 
-def run_pipeline(name: str, stages: list[Stage]) -> int:
+def run_pipeline(name: str, stages: list[Stage], tell: Callable[[str], None] = log.info) -> int:
     """Create (or reopen) every stage's run folder and run the stages: one after the other here, or as SLURM
-    jobs chained by their inputs; returns the CLI's exit code."""
+    jobs chained by their inputs; returns the CLI's exit code. Progress goes to `tell` (the CLI: print)."""
     from lwz.assets_cache import build_recipe_assets
     from lwz.launch.choose import launch, launcher_for
     from lwz.runfolder import check_same_recipe, create_run_folder
@@ -231,32 +234,32 @@ def run_pipeline(name: str, stages: list[Stage]) -> int:
     folders = {stage.name: create_run_folder(stage.recipe, stage.plan, folder=stage.folder, resume=True)
                for stage in stages}
     if launcher_for(stages[0].recipe) == "slurm":
-        return _submit_chain(name, stages, folders)
+        return _submit_chain(name, stages, folders, tell)
     for stage in stages:
         if stage.done():
-            print(f"stage {stage.name}: done ({stage.output} is complete)")
+            tell(f"stage {stage.name}: done ({stage.output} is complete)")
             continue
-        print(f"stage {stage.name} ({stage.recipe.stage}): {folders[stage.name]}", flush=True)
-        launch(stage.recipe, stage.plan, folders[stage.name])
+        tell(f"stage {stage.name} ({stage.recipe.stage}): {folders[stage.name]}")
+        launch(stage.recipe, stage.plan, folders[stage.name], tell)
     return 0
 
 
-def _submit_chain(name: str, stages: list[Stage], folders: dict[str, Path]) -> int:
+def _submit_chain(name: str, stages: list[Stage], folders: dict[str, Path], tell: Callable[[str], None]) -> int:
     from lwz.launch.slurm import submit_job
 
     jobs: dict[str, str] = {}
     for stage in stages:
         if stage.done():
-            print(f"stage {stage.name}: done ({stage.output} is complete)")
+            tell(f"stage {stage.name}: done ({stage.output} is complete)")
             continue
         after = [jobs[source] for source in stage.inputs.values() if source in jobs]
         jobs[stage.name] = submit_job(stage.recipe, stage.plan, folders[stage.name], after=after)
         wait = f" after job(s) {', '.join(after)}" if after else ""
-        print(f"stage {stage.name}: submitted job {jobs[stage.name]}{wait}; run folder {folders[stage.name]}")
+        tell(f"stage {stage.name}: submitted job {jobs[stage.name]}{wait}; run folder {folders[stage.name]}")
     out = next(iter(folders.values())).parent
     record = {"name": name, "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "stages": [{"name": s.name, "stage": s.recipe.stage, "folder": str(folders[s.name]),
                           "job_id": jobs.get(s.name), "inputs": s.inputs} for s in stages]}
     atomic.write_text(out / MANIFEST_FILE, json.dumps(record, indent=1) + "\n")
-    print(f"manifest: {out / MANIFEST_FILE}")
+    tell(f"manifest: {out / MANIFEST_FILE}")
     return 0

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import submitit
@@ -108,13 +108,13 @@ def submit_job(recipe: Recipe, plan: Plan, folder: Path, after: Sequence[str] = 
     return str(job.job_id)
 
 
-def submit(recipe: Recipe, plan: Plan, folder: Path) -> int:
-    """Submit the run in `folder` as one SLURM job; prints the job id and the run folder."""
+def submit(recipe: Recipe, plan: Plan, folder: Path, tell: Callable[[str], None] = log.info) -> int:
+    """Submit the run in `folder` as one SLURM job; tells the job id, the run folder and how to follow it."""
     folder = Path(folder).resolve()
     job_id = submit_job(recipe, plan, folder)
-    print(f"submitted job {job_id} ({job_name(recipe, folder)}, {plan.nodes} node(s) x {plan.gpus_per_node} tasks)")
-    print(f"run folder: {folder}")
-    print(f"follow it: lwz status {folder}  |  lwz logs {folder} -f  |  lwz cancel {folder}")
+    tell(f"submitted job {job_id} ({job_name(recipe, folder)}, {plan.nodes} node(s) x {plan.gpus_per_node} tasks)")
+    tell(f"run folder: {folder}")
+    tell(f"follow it: lwz status {folder}  |  lwz logs {folder} -f  |  lwz cancel {folder}")
     return 0
 
 
