@@ -20,10 +20,9 @@ from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
 from lwz.actor.logprobs import projected_logprobs_and_entropy, release_projection_buffers
 from lwz.actor.model import build_gpt_model, unwrap_model
-from lwz.actor.optim import LrSchedule, training_wrappers
+from lwz.actor.optim import LrSchedule, trainable_model
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import PaddedTokens, RolloutBatch
-from lwz.errors import LwzError
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.runtime.gpu_rules import gpu_rules
@@ -32,7 +31,6 @@ __all__ = ["Policy"]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Token-weighted metrics of the GRPO loss, averaged over the mini-batch's response tokens.
 _TOKEN_METRICS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "approx_kl_old",
                   "entropy")  # fmt: skip
@@ -46,23 +44,13 @@ class Policy:
     def __init__(self, recipe: Recipe, plan: Plan):
         from megatron.core import parallel_state
 
-        if recipe.model.dtype not in _DTYPES:
-            raise LwzError(None, "model.dtype", f"'{recipe.model.dtype}' is not supported by the actor (allowed: fp32, bf16)")
         self.recipe = recipe
         self.hf_config = read_hf_config(recipe.model.path)
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.dp_size = parallel_state.get_data_parallel_world_size()
         assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
-        dtype = _DTYPES[recipe.model.dtype]
-        overrides: dict[str, Any] = {"sequence_parallel": recipe.actor.sequence_parallel}
-        if recipe.actor.recompute == "full":
-            overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-        model = build_gpt_model(self.hf_config, dtype=dtype, config_overrides=overrides)
-        # Micro-batches differ in shape: pipeline stages exchange shapes first. Set after
-        # construction: TransformerConfig rejects it with its default MoE token dispatcher.
-        model.config.variable_seq_lengths = True
-        load_hf_into_megatron(model, recipe.model.path, self.hf_config)
-        self.model, self.optimizer = training_wrappers(model, recipe.actor, dtype)
+        self.model, self.optimizer, dtype = trainable_model(self.hf_config, recipe.model.path, recipe.model.dtype,
+                                                            recipe.actor)
         algo = recipe.algo
         self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
@@ -78,7 +66,7 @@ class Policy:
         self._token_metrics = _TOKEN_METRICS + (("kl",) if algo.kl_coef > 0 else ())
         self._mismatch_metrics = _MISMATCH_METRICS + (("tis_weight_mean",) if algo.rollout_correction == "tis" else ())
         self._vocab_size = unwrap_model(self.model).hf_vocab_size
-        self._device = next(model.parameters()).device
+        self._device = next(self.model.parameters()).device
 
     def _frozen_model(self, dtype: torch.dtype) -> torch.nn.Module:
         model = build_gpt_model(self.hf_config, dtype=dtype)
