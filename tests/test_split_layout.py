@@ -12,17 +12,13 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 from __future__ import annotations
 
 import pytest
-from helpers import learning_recipe, metrics, rewind, run_to_end
+from helpers import COMPARED, ONE_STEP_OFF, learning_recipe, metrics, rewind, run_to_end
 
 pytestmark = pytest.mark.slow
 
-COMPARED = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/ratio_mean",
-            "rollout/logprob_diff", "response/tokens_mean", "length/response_mean")
 SPLIT = ("rollout.colocate=false", "rollout.engines=2")
 OVERLONG = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
             "{name: overlong, params: {buffer: 16}}]")
-ONE_STEP_OFF = ("cluster.gpus_per_node=3", "actor.tp=1", "rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
-                "rollout.stale_tokens=recompute", "algo.rollout_correction=tis")
 
 
 def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):

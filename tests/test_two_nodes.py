@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 from fixtures_slurm import SlurmCluster
-from helpers import learning_recipe, logged_steps, lwz, metrics, run_to_end, wait_for_state, wait_until_done
-from test_split_layout import COMPARED, ONE_STEP_OFF
+from helpers import (COMPARED, ONE_STEP_OFF, learning_recipe, logged_steps, lwz, metrics, run_to_end, wait_for_state,
+                     wait_until_done)
 
 from lwz.commands.runs import ACTIVE_STATES, job_state
 from lwz.launch.requeue import read_requeues

@@ -13,7 +13,7 @@ import torch
 
 from lwz.launch.env import DistEnv, dist_env_from_environ, export_torch_env, rank_host, role_env
 from lwz.plan.resolve import Plan
-from lwz.launch.ports import BRIDGE_PORT, ENGINE_PORT
+from lwz.launch.ports import ACTOR_PORT, BRIDGE_PORT, ENGINE_PORT
 from lwz.runtime.bridge import Bridge
 from lwz.runtime.device import backend_for, pick_device
 
@@ -36,7 +36,7 @@ def join_role(plan: Plan) -> RoleWorld:
     job = dist_env_from_environ()
     role = plan.role(job.rank)
     if role == "actor":
-        first, size, port = 0, plan.actor_world, job.master_port
+        first, size, port = 0, plan.actor_world, job.master_port + ACTOR_PORT
     else:
         ranks = plan.separate_engine_ranks(role)
         first, size, port = ranks[0], len(ranks), job.master_port + ENGINE_PORT
