@@ -36,9 +36,9 @@ def _assert_resume_continues(run: Path, uninterrupted: dict, nproc: int, tp: int
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory, tiny_qwen2) -> tuple[Path, dict]:
+def saved_run(module_folder, tiny_qwen2) -> tuple[Path, dict]:
     """Four updates at TP=2 with a checkpoint after the second; returns the run folder and results."""
-    return _save(tmp_path_factory.mktemp("ckpt"), "run", 2, tp=2)
+    return _save(module_folder("ckpt"), "run", 2, tp=2)
 
 
 @pytest.mark.slow

@@ -65,8 +65,8 @@ def build_llama(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def parity_run(tiny_qwen2, tmp_path_factory):
-    out = tmp_path_factory.mktemp("parity")
+def parity_run(tiny_qwen2, module_folder):
+    out = module_folder("parity")
     tied = build_qwen2(
         out / "tied",
         hidden_size=64,

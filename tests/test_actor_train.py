@@ -20,8 +20,8 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, tiny_qwen2) -> dict:
-    return run_worker("train", 1, tmp_path_factory.mktemp("tp1") / "out.pt", "--updates", str(UPDATES))
+def single(module_folder, tiny_qwen2) -> dict:
+    return run_worker("train", 1, module_folder("tp1") / "out.pt", "--updates", str(UPDATES))
 
 
 def test_advantage_sign_moves_logprobs_and_metrics(single):

@@ -13,8 +13,8 @@ LAYOUTS = {"tp2": ["--tp", "2"], "tp2_sp": ["--tp", "2", "--sequence-parallel"],
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, dict]:
-    folder = tmp_path_factory.mktemp("cpt")
+def runs(module_folder) -> dict[str, dict]:
+    folder = module_folder("cpt")
     out = {"tp1": run_distributed(1, folder / "tp1.pt", WORKER, folder / "tp1.pt", timeout=300)}
     for name, args in LAYOUTS.items():
         out[name] = run_distributed(2, folder / f"{name}.pt", WORKER, folder / f"{name}.pt", *args, timeout=300)

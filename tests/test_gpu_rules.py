@@ -28,11 +28,11 @@ EXPECTED = {  # move -> (rule, phase)
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory) -> dict:
+def result(module_folder) -> dict:
     from lwz.rm.train import tiny_writing_rm_path
 
     tiny_writing_rm_path()
-    folder = tmp_path_factory.mktemp("rules")
+    folder = module_folder("rules")
     return run_distributed(1, folder / "out.pt", WORKER, folder / "out.pt", folder / "ckpt", timeout=600)
 
 

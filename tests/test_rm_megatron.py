@@ -23,8 +23,8 @@ def run(folder, name: str, nproc: int, *args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, dict]:
-    folder = tmp_path_factory.mktemp("bt")
+def runs(module_folder) -> dict[str, dict]:
+    folder = module_folder("bt")
     result = {"tp1": run(folder, "tp1", 1)}
     result.update({name: run(folder, name, 2, *args, *(["--export", str(folder / "rm")] if name == "tp2" else []))
                    for name, args in LAYOUTS.items()})  # fmt: skip

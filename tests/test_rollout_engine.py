@@ -20,8 +20,8 @@ def engine(tiny_qwen2):
 
 
 @pytest.fixture(scope="module")
-def other_weights(tmp_path_factory):
-    folder = build_qwen2(tmp_path_factory.mktemp("m") / "seed7", seed=7, **TINY_QWEN2_SHAPE)
+def other_weights(module_folder):
+    folder = build_qwen2(module_folder("m") / "seed7", seed=7, **TINY_QWEN2_SHAPE)
     return folder, load_file(str(folder / "model.safetensors"))
 
 

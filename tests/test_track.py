@@ -57,9 +57,9 @@ def run_files(run_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def offline_run(module_folder) -> Path:
     """One offline run of STEPS steps with samples at steps 1 and 2 (numpy values), closed (so plotted)."""
-    run_dir = tmp_path_factory.mktemp("runs") / "track_test" / "run-a"
+    run_dir = module_folder("runs") / "track_test" / "run-a"
     with Tracker(run_dir, make_recipe()) as tracker:
         for step in range(1, STEPS + 1):
             tracker.log(step, step_metrics(step))

@@ -71,9 +71,9 @@ def task_pids(job_id: str, rank: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def colocated_twin(tmp_path_factory, peaked_qwen2) -> tuple[Path, list[dict]]:
+def colocated_twin(module_folder, peaked_qwen2) -> tuple[Path, list[dict]]:
     """The one-node run: both data-parallel ranks on this machine, a checkpoint every step."""
-    folder = tmp_path_factory.mktemp("twin")
+    folder = module_folder("twin")
     recipe = learning_recipe(folder, peaked_qwen2, steps=STEPS, save_every=1, run="one-node")
     run_to_end("run", str(recipe), *ONE_NODE)
     return recipe, metrics(folder / "runs" / "learn" / "one-node")

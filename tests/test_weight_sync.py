@@ -29,19 +29,19 @@ LOGPROB_TOLERANCE = 1e-3  # fp32; measured ~2e-6
 
 
 @pytest.fixture(scope="module")
-def tied_qwen2(tmp_path_factory) -> Path:
+def tied_qwen2(module_folder) -> Path:
     from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
 
-    return build_qwen2(tmp_path_factory.mktemp("tied") / "tied-qwen2", seed=5, tie_word_embeddings=True,
+    return build_qwen2(module_folder("tied") / "tied-qwen2", seed=5, tie_word_embeddings=True,
                        **TINY_QWEN2_SHAPE)
 
 
 @pytest.fixture(scope="module", params=[(1, False), (2, False), (1, True), (2, True)],
                 ids=["tp1", "tp2", "tp1-tied", "tp2-tied"])
-def synced(request, tmp_path_factory, tiny_qwen2, tied_qwen2) -> dict:
+def synced(request, module_folder, tiny_qwen2, tied_qwen2) -> dict:
     """Run the worker over `tp` ranks; rank 0's results plus the exported folders."""
     tp, tied = request.param
-    folder = tmp_path_factory.mktemp(f"sync-tp{tp}")
+    folder = module_folder(f"sync-tp{tp}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LWZ_DEVICE="cpu")
     cmd = torchrun(tp, WORKER, folder / "out.pt", folder / "export", "--tp", str(tp),
                    *(["--model", str(tied_qwen2)] if tied else []))

@@ -19,11 +19,11 @@ LAYOUTS = {"1 rank": (1, []), "dp2": (2, []), "tp2": (2, ["--tp", "2"])}
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory) -> dict[str, dict]:
+def layouts(module_folder) -> dict[str, dict]:
     from lwz.rm.train import tiny_writing_rm_path
 
     tiny_writing_rm_path()  # built once here, not raced by the workers
-    folder = tmp_path_factory.mktemp("rm-serving")
+    folder = module_folder("rm-serving")
     return {name: run_distributed(nproc, folder / f"{i}.pt", WORKER, folder / f"{i}.pt", *args, timeout=600)
             for i, (name, (nproc, args)) in enumerate(LAYOUTS.items())}
 
