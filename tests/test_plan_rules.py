@@ -179,7 +179,7 @@ def test_phases_by_hand():
     assert p.phase_peak["save"] == static + padded_vocab(152064, 8) * 5120 // 8 * DTYPE_BYTES["bf16"] + overhead
     # node 0 holds ranks 0-7: stage 0, data-parallel rank 0: the save gathers their fp32 params and Adam states
     stage0 = p.actor_memory[0].params
-    assert p.host.node == 0 and p.host.save == 8 * 12 * stage0 and p.host.processes == 8 * PROCESS_HOST["gpu"]
+    assert p.host.node == 0 and p.host.save == 8 * (2 * 12 + 2) * stage0 and p.host.processes == 8 * PROCESS_HOST["gpu"]
     assert p.host.offloaded == 8 * p.reward_models["writing_rm"][0].weights
     assert p.host.batches == 8 * 2048 * (1024 + 14000) * 20
     assert p.host.backups == 8 * rollout.weights   # the engine sleeps at level 1 for a save: pinned weight backups
@@ -189,8 +189,8 @@ def test_phases_by_hand():
 def test_a_smaller_card_or_less_host_memory_is_rejected_naming_the_phase():
     rejects("cluster.gpu_memory_gib", "the start-up phase needs", "usable of a 40 GiB card",
             overrides=["cluster.gpu_memory_gib=40"])
-    rejects("cluster.mem_gb", "the save phase needs 440 GB of host memory on node 0", "more than cluster.mem_gb = 256",
-            "save 197", overrides=["cluster.mem_gb=256"])
+    rejects("cluster.mem_gb", "the save phase needs 669 GB of host memory on node 0", "more than cluster.mem_gb = 256",
+            "save 426", overrides=["cluster.mem_gb=256"])
     rejects("cluster.mem_gb", "the save phase needs", overrides=["cluster.mem_gb=256"], recipe=ASYNC_RECIPE)
     assert any("cluster.mem_gb is unset" in w for w in plan("cluster.mem_gb=null").warnings)
 

@@ -23,8 +23,10 @@ Host memory per node: per process PROCESS_HOST (Python, torch, vLLM and megatron
 CUDA, NCCL and cuDNN libraries: a model, per device; on CPU checked against a run's peak RSS), the reward
 model's pinned copy, the colocated engine's pinned weight backup (it sleeps at level 1 for every save,
 and for dynamic sampling's rounds), the step's batch (token ids and three logprobs per token), and during
-a save the distributed optimizer's fp32 parameters and Adam states of every model-parallel shard gathered
-on its data-parallel rank 0.
+a save, on each data-parallel rank 0, (2 x 12 + b) B per parameter of its stage: the distributed
+optimizer's fp32 parameters and Adam states (12 B) gathered once by megatron and staged once more for
+writing, and the weights staged once (b B). Measured on CPU: a save raised a tiny fp32 Qwen2's peak RSS
+by 1.10 GB for 39.2 M parameters, 28.1 B each (tests/test_train_loop.py checks the plan against it).
 On CPU every figure is host memory of a process: the engine's KV cache is VLLM_CPU_KVCACHE_SPACE
 (1 GiB, set by lwz) and there is no context or NCCL.
 """
@@ -46,6 +48,7 @@ NCCL_COMMUNICATOR = 2 * 16 * 4 * (1 << 20)
 PROCESS_HOST = {"gpu": 4 * GIB, "cpu": 2 * GIB}   # by cluster.device
 CPU_KV_CACHE = GIB   # VLLM_CPU_KVCACHE_SPACE=1 (lwz.rollout.vllm_engine.prepare_vllm)
 SYNC_BUCKET = 256 << 20
+OPTIMIZER_STATE_BYTES = 12   # fp32 parameter, Adam m and v, gathered on the host for a save
 BATCH_BYTES_PER_TOKEN = 8 + 3 * 4  # token id (int64) and the engine's, old and reference logprobs (fp32)
 
 
@@ -129,11 +132,12 @@ class HostMemory:
 
 
 def host_memory(*, ranks_per_node: list[list[int]], stage_of: dict[int, int], dp_of: dict[int, int],
-                stage_params: list[int], offloaded: list[int], engine_backup: int, batch_tokens: int,
+                stage_params: list[int], weight_bytes: int, offloaded: list[int], engine_backup: int, batch_tokens: int,
                 distributed_optimizer: bool, resident: dict[int, int], process: int) -> HostMemory:
     """The node whose host memory peaks (a save on a node of data-parallel rank 0 ranks), by component.
     `offloaded[s]`: the reward model's host copy on a rank of stage s; `resident[rank]`: what a CPU rank
-    holds that a GPU would (0 on GPUs); `process`: PROCESS_HOST of the device."""
+    holds that a GPU would (0 on GPUs); `process`: PROCESS_HOST of the device; `weight_bytes`: the model
+    dtype's bytes."""
     best: HostMemory | None = None
     for node, ranks in enumerate(ranks_per_node):
         actors = [r for r in ranks if r in stage_of]
@@ -141,7 +145,8 @@ def host_memory(*, ranks_per_node: list[list[int]], stage_of: dict[int, int], dp
             node=node, processes=len(ranks) * process, models=sum(resident.get(r, 0) for r in ranks),
             offloaded=sum(offloaded[stage_of[r]] for r in actors), backups=len(actors) * engine_backup,
             batches=len(actors) * batch_tokens * BATCH_BYTES_PER_TOKEN,
-            save=sum(12 * stage_params[stage_of[r]] for r in actors if distributed_optimizer and dp_of[r] == 0))
+            save=sum((2 * OPTIMIZER_STATE_BYTES + weight_bytes) * stage_params[stage_of[r]]
+                     for r in actors if distributed_optimizer and dp_of[r] == 0))
         if best is None or memory.total > best.total:
             best = memory
     assert best is not None

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from lwz.errors import LwzError
-from lwz.plan.memory import GIB, ActorMemory, EngineMemory, ScorerMemory, actor_memory, engine_memory, scorer_memory
+from lwz.plan.memory import (DTYPE_BYTES, GIB, ActorMemory, EngineMemory, ScorerMemory, actor_memory, engine_memory,
+                             scorer_memory)
 from lwz.plan.phases import (CPU_KV_CACHE, CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, GpuCard, HostMemory,
                              actor_communicators, gpu_phases, host_memory)
 from lwz.plan.stages import check_stage_settings, pretrain_batches, reward_model_batches
@@ -417,6 +418,7 @@ def _host_memory(recipe: Recipe, coords: dict[int, ActorCoords], stages: list[Ac
         tokens = recipe.cpt.tokens_per_step
     return host_memory(ranks_per_node=ranks_per_node, stage_of={r: c.pp for r, c in coords.items()},
                        dp_of={r: c.dp for r, c in coords.items()}, stage_params=[s.params for s in stages],
+                       weight_bytes=DTYPE_BYTES[recipe.model.dtype],
                        offloaded=rm if gpu else [0] * len(stages),
                        engine_backup=rollout.memory.weights if gpu and backed_up else 0, batch_tokens=tokens,
                        distributed_optimizer=recipe.actor.distributed_optimizer, resident=resident,
