@@ -20,6 +20,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = ["fixtures_models", "fixtures_slurm"]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `-n 2 --dist loadgroup` (CI) the SLURM tests share one worker: its clusters are one set of
+    daemons, ports and /etc/slurm (one worker at a time, in order); the rest spread over both workers."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(scope="module")
 def module_folder(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Callable[[str], Path]]:
     """`make(name)`: a new folder for runs a module's tests share; all of them are removed after the module
