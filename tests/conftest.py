@@ -20,13 +20,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = ["fixtures_models", "fixtures_slurm"]
 
 
-@pytest.hookimpl(tryfirst=True)
+SLURM_TESTS = "tests/slurm/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under `-n 2` (CI) the SLURM tests run on one worker, in order: their clusters are one set of daemons,
+    ports and /etc/slurm. The rest spread over both workers test by test. (xdist's own `xdist_group`
+    marker does nothing under pytest 9.2, whose node ids it can no longer rename.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SlurmTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SLURM_TESTS if nodeid.startswith(SLURM_TESTS) else nodeid
+
+    return SlurmTestsTogether(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `-n 2 --dist loadgroup` (CI) the SLURM tests share one worker: its clusters are one set of
-    daemons, ports and /etc/slurm (one worker at a time, in order); the rest spread over both workers."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+    """A test that needs a SLURM cluster lives in tests/slurm/ (the scheduler above keys on the folder)."""
+    strays = [item.nodeid for item in items if item.get_closest_marker("slurm") and not item.nodeid.startswith(SLURM_TESTS)]
+    if strays:
+        raise pytest.UsageError(f"SLURM tests outside {SLURM_TESTS}: {', '.join(strays)}")
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,11 @@
-"""DistEnv from hand-written torchrun and SLURM environments; node lists and task counts.
-
-`scontrol` reads the SLURM config even to expand a host list, so the tests that call it start (or
-use) the single-node test cluster first, as on a fresh machine where no test has written one.
-"""
+"""DistEnv from hand-written torchrun and SLURM environments; node lists and task counts (against SLURM's
+own `scontrol`: tests/slurm/test_scontrol.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_slurm import SlurmCluster
 
 from lwz.errors import LwzError
 from lwz.launch.env import (
@@ -199,32 +193,8 @@ def test_export_torch_env_round_trips() -> None:
     assert (again.master_addr, again.master_port) == (slurm_env.master_addr, slurm_env.master_port)
 
 
-@pytest.mark.slurm
-@pytest.mark.parametrize(
-    "nodelist", ["vm", "gpu[001-004,007]", "a[1-2],b3,c[09-10]", "rack[1-2]-n[01-02]", "gpu[8-11]"]
-)
-def test_parser_agrees_with_scontrol(nodelist: str, slurm_cluster: SlurmCluster) -> None:
-    scontrol = shutil.which("scontrol")
-    assert scontrol, "scontrol not found; install slurm-wlm (slurm/test_cluster/README.md)"
-    shown = subprocess.run(
-        [scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-    )
-    assert expand_nodelist(nodelist) == shown.stdout.split()
-    assert first_host(nodelist) == shown.stdout.split()[0]
-
-
 def test_first_host_without_scontrol_uses_the_parser(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol here
     assert first_host("gpu[003-004],cpu1") == "gpu003"
-
-
-@pytest.mark.slurm
-def test_first_host_falls_back_when_scontrol_rejects_the_list(slurm_cluster: SlurmCluster) -> None:
-    assert shutil.which("scontrol"), "scontrol not found; install slurm-wlm"
-    shown = subprocess.run(
-        ["scontrol", "show", "hostnames", "gpu[1-3,5]x"], capture_output=True, text=True
-    )
-    assert shown.stdout == "" and "Invalid hostlist" in shown.stderr  # and exit status 0
-    assert first_host("gpu[1-3,5]x") == "gpu1x"

@@ -28,7 +28,7 @@ from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 from lwz.runfolder import create_run_folder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "longwriter_zero.sbatch"
 PROFILE = ROOT / "slurm" / "profiles" / "example_gpu_cluster.yaml"
 
