@@ -31,7 +31,7 @@ QWEN25_05B = dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, 
 
 
 def model_path(name: str, workdir: Path, dtype: str) -> Path:
-    from lwz.tiny import build_qwen2, tiny_qwen2_path
+    from lwz.models_local.tiny import build_qwen2, tiny_qwen2_path
 
     if name == "tiny":
         return tiny_qwen2_path()

@@ -2,7 +2,7 @@
 
 Both layouts run the same GRPO workload with the same number of processes, back to back in one
 invocation (`lwz run`, the real loop): the tiny Qwen2 with long-tailed response lengths
-(`lwz.tiny.build_peaked_qwen2(eos_scale=3)`: mean ~49 tokens, the longest of 64 ~260), `--prompts`
+(`lwz.models_local.tiny.build_peaked_qwen2(eos_scale=3)`: mean ~49 tokens, the longest of 64 ~260), `--prompts`
 prompts x `--group` samples of at most `--max-tokens` tokens a step, a length reward, fp32.
 
 - colocated sync: `--ranks` ranks, each an actor shard (data-parallel) and an engine; generation and
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lwz.tiny import build_peaked_qwen2
+from lwz.models_local.tiny import build_peaked_qwen2
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.",

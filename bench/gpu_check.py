@@ -237,7 +237,7 @@ def check_actor_memory(policy, plan, batch, device: torch.device) -> str:
 
 def check_phase_order(policy, plan, engine: EngineStandIn, batch, work: Path, device: torch.device) -> str:
     from lwz.actor.checkpoint import checkpoint_folder, prune_checkpoints
-    from lwz.rollout.sync import sync_sleeping_engine
+    from lwz.rollout.weight_sync import sync_sleeping_engine
 
     peaks: dict[str, list[int | None]] = {"sync": [], "save": []}
     sync_sleeping_engine(policy.hf_weights, engine)   # the first sync fills the engine (dummy weights)

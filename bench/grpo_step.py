@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lwz.tiny import build_qwen2
+from lwz.models_local.tiny import build_qwen2
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1,

@@ -1,7 +1,7 @@
 """Long-tailed rollouts: the synchronous rollout vs the partial rollout, side by side on one engine.
 
 The workload is long-writing RL's length distribution at toy scale: the tiny Qwen2 over a byte
-vocabulary whose end-of-text row makes response lengths long-tailed (`lwz.tiny.build_byte_qwen2`:
+vocabulary whose end-of-text row makes response lengths long-tailed (`lwz.models_local.tiny.build_byte_qwen2`:
 sampled at temperature 1, median ~50 tokens, mean ~80, the longest of 64 often past 300; max_tokens
 600). Its 320-row output layer keeps a decode iteration's cost mostly fixed, as on a GPU; the 152k
 vocabulary would make a CPU pay per running sample and hide what waiting for the tail costs. Every step trains
@@ -28,8 +28,8 @@ from pathlib import Path
 from lwz.batch import RolloutBatch
 from lwz.rollout.partial import PartialRollout, sync_round_metrics
 from lwz.rollout.role import EngineRole
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
-from lwz.tiny import build_byte_qwen2
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
+from lwz.models_local.tiny import build_byte_qwen2
 
 QUESTIONS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.",
              "Write a letter.", "Tell a joke.", "Describe winter."]

@@ -22,7 +22,7 @@ PROMPTS = ["Write a story about a lighthouse keeper.", "写一篇关于秋天的
 
 
 def bench_lwz(model: str, prompts: list[str], group: int, max_tokens: int, device: str, dtype: str) -> float:
-    from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+    from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
     engine = VllmEngine(model, device=device, dtype=dtype, max_model_len=1024 + max_tokens)
     engine.llm.llm_engine.model_config.hf_config.eos_token_id = None  # equal work: no early EOS
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     if args.model is None:
-        from lwz.tiny import tiny_qwen2_path
+        from lwz.models_local.tiny import tiny_qwen2_path
 
         args.model = str(tiny_qwen2_path())
     prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]

@@ -25,14 +25,14 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 import torch
 
-from lwz.rollout.sync import SyncStats, push_weights
+from lwz.rollout.weight_sync import SyncStats, push_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def model_folder(name: str) -> Path:
     """The tiny test model, or the random 0.5B Qwen2 (built into the cache on first use)."""
-    from lwz.tiny import QWEN25_0_5B_SHAPE, build_qwen2, cache_dir, tiny_qwen2_path
+    from lwz.models_local.tiny import QWEN25_0_5B_SHAPE, build_qwen2, cache_dir, tiny_qwen2_path
 
     if name == "tiny":
         return tiny_qwen2_path()
@@ -64,7 +64,7 @@ def bare_vllm_sync(engine, state: dict[str, torch.Tensor]) -> float:
 
 def bench_model(name: str, bucket_mib: list[int], reps: int, device: str, dtype: str) -> list[tuple]:
     """Rows (model, params, bucket MiB, seconds/sync, GB/s, buckets, bare vLLM seconds) for one engine."""
-    from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.engines.vllm_engine import VllmEngine
 
     folder = model_folder(name)
     engine = VllmEngine(str(folder), device=device, dtype=dtype, max_model_len=256, gpu_memory_utilization=0.5)

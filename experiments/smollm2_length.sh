@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out="$(realpath -m "${1:-runs}")"
 exp="$out/smollm2_length"
 bench=(--bench longbench_write --data experiments/data/short_length_bench.jsonl --chat-template --max-tokens 192 --limit 20)
-model="$(python -c "from lwz.smollm2 import smollm2_path; print(smollm2_path())")"   # built on first use
+model="$(python -c "from lwz.models_local.smollm2 import smollm2_path; print(smollm2_path())")"   # built on first use
 
 for template in nothink think; do
     lwz eval "$model" "${bench[@]}" --template "$template" --out "$exp/before/$template"

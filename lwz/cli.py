@@ -38,9 +38,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Create (or reopen) the run folder and start the run, locally or on SLURM; --dry-run stops there.
     `lwz train-rm` and `lwz pretrain` are the same for recipes of their stage (`args.stage`)."""
-    from lwz.assets_cache import build_recipe_assets
+    from lwz.models_local.assets import build_recipe_assets
     from lwz.launch.choose import launch
-    from lwz.preflight import check_inputs
+    from lwz.launch.preflight import check_inputs
     from lwz.runfolder import create_run_folder, open_run
 
     resuming = Path(args.recipe).is_dir()

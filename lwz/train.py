@@ -6,15 +6,16 @@ paper's layout), its part of a rollout engine; the engines spread the step's wor
 on every rank, rewards and advantages are computed identically everywhere, and each data-parallel rank
 updates on its share of each mini-batch. The phases take turns with the GPU's memory as the GPU's rules
 say (lwz/runtime/gpu_rules.py, kept on CPU too): the rollout engine sleeps before the reward model moves
-onto the GPU, which leaves it before the update; the engine sleeps again for a checkpoint. The rollout side (lwz/rollout/colocated.py, or remote.py for engines on GPUs of their own,
-`rollout.colocate: false`) gives each step's batch: one blocking generate, the partial rollout, or one
-step ahead (`rollout.mode`); dynamic sampling (`algo.dynamic_sampling`) adds rounds of it until the batch
-has groups with signal.
+onto the GPU, which leaves it before the update; the engine sleeps again for a checkpoint.
+
+The rollout side (lwz.rollout.rollouts.Rollouts) hands each step its scored batch whatever the mode and
+layout: one blocking generate, the partial rollout or one step ahead (`rollout.mode`), on the actor's
+ranks or on engines of their own (`rollout.colocate`), with dynamic sampling's rounds when the recipe
+asks (`algo.dynamic_sampling`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -25,17 +26,16 @@ from tqdm import tqdm
 
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
-from lwz.algo.dynamic_sampling import fill_with_signal
-from lwz.batch import RolloutBatch
+from lwz.algo.scoring import BatchScorer
+from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
-from lwz.rollout.colocated import ColocatedRollouts
-from lwz.rollout.remote import RemoteRollouts
-from lwz.runtime.device import host_peak_bytes, init_distributed, release_memory
+from lwz.rollout.rollouts import build_rollouts
+from lwz.runtime.device import host_peak_bytes, init_distributed
 from lwz.runtime.roles import RoleWorld
-from lwz.step_report import sample_rows, step_metrics
 from lwz.track import Tracker, format_step_line
+from lwz.track.step_report import sample_rows, step_metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,60 +48,34 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
     rank0 = runtime.rank == 0
     policy = Policy(recipe, plan)
     rewards = RewardMix.from_recipe(recipe, plan)  # this rank's shard of the reward model, in host memory
-    rollouts = RemoteRollouts(recipe, plan, world.bridge) if world.bridge is not None else \
-        ColocatedRollouts(recipe, plan, distributed=runtime.world_size > 1)  # built last: the most memory free
+    score = BatchScorer(rewards, recipe.algo.mask_truncated)
+    rollouts = build_rollouts(recipe, plan, world.bridge, distributed=runtime.world_size > 1)  # last: the most memory free
     start, extra = 0, None
     if (checkpoint := latest_checkpoint(run_dir / "ckpt")) is not None:
         extra = policy.load(checkpoint)
         start = extra["step"]
         log.info("resumed from %s at step %d", checkpoint, start)
-    rollouts.begin(start, extra, policy.hf_weights)
-    dp_rank, dp = policy.dp_rank, plan.dp
-    dynamic = recipe.algo.dynamic_sampling
-
-    def score(batch: RolloutBatch) -> RolloutBatch:
-        batch.rewards = rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
-        batch.advantages = rewards.advantages(batch.rewards, batch.group)
-        if recipe.algo.mask_truncated:
-            batch.loss_mask = [not cut for cut in batch.truncated]
-        return batch
+    rollouts.resume(start, extra, policy.hf_weights)
 
     with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
         steps = tqdm(range(start, recipe.schedule.steps), initial=start, total=recipe.schedule.steps,
                      disable=not rank0, desc="grpo", unit="step", dynamic_ncols=True)
         for step in steps:
             times: dict[str, float] = {}
-            with _timed(times, "rollout"):
-                batch, rollout_metrics = rollouts.collect(step)
-            with _timed(times, "reward"):
-                score(batch)
-            if dynamic:
-                with _timed(times, "resample"):
-                    rounds = itertools.count(1)
-
-                    def more(groups: int) -> RolloutBatch:
-                        return score(rollouts.more(step, groups, next(rounds)))
-
-                    batch, resampled = fill_with_signal(batch, more, recipe.schedule.prompts_per_step,
-                                                        recipe.algo.max_sampling_rounds)
-                    rollout_metrics.update(resampled.metrics())
+            with _timed(times, "rollout"):   # scoring included, taken out below
+                batch, rollout_metrics = rollouts.next_batch(step, score)
+            times["reward"] = score.lap()
+            times["rollout"] -= times["reward"]
             with _timed(times, "update"):
-                shards = [mb.shard(dp_rank, dp) for mb in batch.chunks(recipe.algo.mini_batches)]
-                for shard in shards:
-                    if policy.needs_old_logprobs:
-                        shard.old_logprobs = policy.compute_logprobs(shard)
-                    if recipe.algo.kl_coef > 0:
-                        shard.ref_logprobs = policy.compute_logprobs(shard, reference=True)
-                updates = [policy.update(shard) for _ in range(recipe.algo.epochs) for shard in shards]
-                release_memory()
+                updates = policy.train_on(batch)
             done = step + 1
             with _timed(times, "sync"):
-                sync = rollouts.push(policy.hf_weights, done)
+                sync = rollouts.sync_weights(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
             metrics.update(rollout_metrics)
             metrics["memory/host_peak_gb"] = host_peak_bytes() / 1e9   # against the plan's host memory
-            if _should_eval(done, recipe):  # every rank generates; rank 0 writes RUN/eval/
-                metrics.update(rollouts.evaluate(done, run_dir))
+            if _should_eval(done, recipe):  # every rank generates (colocated engines only: the plan says so)
+                metrics.update(evaluate_during_training(rollouts.engine, recipe, done, run_dir))
             tracker.log(done, metrics)
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lwz.tiny import build_peaked_qwen2, tiny_qwen2_path
+from lwz.models_local.tiny import build_peaked_qwen2, tiny_qwen2_path
 
 
 @pytest.fixture(scope="session")
@@ -17,13 +17,13 @@ def tiny_qwen2() -> Path:
 
 @pytest.fixture(scope="session")
 def peaked_qwen2(tmp_path_factory) -> Path:
-    """The tiny Qwen2 shape whose output layer only scores 32 tokens (lwz.tiny.build_peaked_qwen2)."""
+    """The tiny Qwen2 shape whose output layer only scores 32 tokens (lwz.models_local.tiny.build_peaked_qwen2)."""
     return build_peaked_qwen2(tmp_path_factory.mktemp("peaked") / "peaked-qwen2")
 
 
 @pytest.fixture(scope="session")
 def tailed_qwen2(tmp_path_factory) -> Path:
-    """`peaked_qwen2` that also ends its responses (lwz.tiny.build_peaked_qwen2, eos_scale 3): long-tailed lengths."""
+    """`peaked_qwen2` that also ends its responses (lwz.models_local.tiny.build_peaked_qwen2, eos_scale 3): long-tailed lengths."""
     return build_peaked_qwen2(tmp_path_factory.mktemp("tailed") / "tailed-qwen2", eos_scale=3.0)
 
 

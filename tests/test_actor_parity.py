@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lwz.actor.convert import hf_weight_shapes, read_hf_config
 from lwz.actor.model import arch_from_hf_config, padded_vocab_size
 from lwz.errors import LwzError
-from lwz.tiny import build_qwen2
+from lwz.models_local.tiny import build_qwen2
 
 SCRIPT = Path(__file__).parent / "dist" / "actor_parity.py"
 ALL_LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]

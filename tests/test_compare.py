@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lwz.compare import comparison_table, load_run, metric_keys, plot_comparison, read_metrics
+from lwz.track.compare import comparison_table, load_run, metric_keys, plot_comparison, read_metrics
 from lwz.errors import LwzError
 
 ROOT = Path(__file__).resolve().parent.parent

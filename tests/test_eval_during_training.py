@@ -13,7 +13,7 @@ from lwz.eval.during_training import (
 )
 from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
-from lwz.rollout.vllm_engine import VllmEngine
+from lwz.engines.vllm_engine import VllmEngine
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lwz.launch.sweep import expand, load_experiment
-from lwz.smollm2 import smollm2_path
+from lwz.models_local.smollm2 import smollm2_path
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 WORKER = REPO / "tests" / "dist_rules" / "rules_worker.py"
 
 EXPECTED = {  # move -> (rule, phase)
-    "save after push": (PHASE_ALONE, "save"),
+    "save after the weight sync": (PHASE_ALONE, "save"),
     "second sleep-capable engine": (ONE_ENGINE, "start-up"),
     "update with the engine awake": (PHASE_ALONE, "update"),
     "reward with the engine awake": (PHASE_ALONE, "reward"),
@@ -46,7 +46,7 @@ def test_every_broken_rule_is_refused_naming_rule_and_phase(result):
     for move, message in sorted((m, r[2]) for m, r in refused.items()):
         print(f"\n{move}: {message}", end="")
     assert {move: (rule, phase) for move, (rule, phase, _) in refused.items()} == EXPECTED
-    assert "while the rollout engine is awake" in refused["save after push"][2]
+    assert "while the rollout engine is awake" in refused["save after the weight sync"][2]
     assert "the writing_rm engine is built while the rollout engine exists" in \
         refused["second sleep-capable engine"][2]
     assert "CuMemAllocator" in refused["second sleep-capable engine"][2]

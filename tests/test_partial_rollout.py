@@ -13,7 +13,7 @@ from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.rollout.partial import (Group, PartialRollout, Sample, assign_by_work, generate_round, groups_to_batch,
                                  sync_round_metrics)
 from lwz.rollout.role import EngineRole
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
 SAMPLING = SamplingSettings(group_size=2, temperature=1.0, top_p=1.0, max_tokens=128)
 PROMPTS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.", "Tell a joke."]

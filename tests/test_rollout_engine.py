@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 
 from dist_actor.launch import torchrun
 from lwz.rollout.role import EngineRole, share
-from lwz.rollout.sync import buckets, push_weights
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine, stop_split
-from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
+from lwz.rollout.weight_sync import buckets, push_weights
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine, stop_split
+from lwz.models_local.tiny import TINY_QWEN2_SHAPE, build_qwen2
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Write a story about a lighthouse.", "写一首关于秋天的诗。", "Describe Paris in spring.", "Hello"]

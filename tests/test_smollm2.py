@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lwz.assets_cache import asset_path
+from lwz.models_local.assets import asset_path
 from lwz.recipe.load import arch_from_hf_config, load_recipe
-from lwz.smollm2 import smollm2_path
+from lwz.models_local.smollm2 import smollm2_path
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

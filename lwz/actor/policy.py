@@ -25,6 +25,7 @@ from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import PaddedTokens, RolloutBatch
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
+from lwz.runtime.device import release_memory
 from lwz.runtime.gpu_rules import gpu_rules
 
 __all__ = ["Policy"]
@@ -161,17 +162,11 @@ class Policy:
         from megatron.core import parallel_state
 
         kept = [i for i in range(len(batch)) if batch.in_loss(i)]
-        masked = self.loss_settings.stale_tokens == "mask"  # stale tokens out of the loss: not in the mean
-        tokens = sum(len(batch.response_ids[i]) - (batch.stale(i) if masked else 0) for i in kept)
+        tokens = sum(self.loss_settings.loss_tokens(len(batch.response_ids[i]), batch.stale(i)) for i in kept)
         counts = torch.tensor([tokens, len(kept)], dtype=torch.float64,
                               device=self._device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return counts[0].item(), counts[1].item()
-
-    @property
-    def _recompute(self) -> bool:
-        """Stale tokens are trained like fresh ones (their old logprobs the current actor's)."""
-        return self.loss_settings.stale_tokens == "recompute"
 
     def _without_zero_gradient(self, batch: RolloutBatch) -> tuple[RolloutBatch, float]:
         """This rank's batch without the sequences whose gradient is zero by construction (out of the loss, or
@@ -188,6 +183,22 @@ class Policy:
         counts = torch.tensor([len(batch) - len(keep), len(batch)], dtype=torch.float64, device=self._device)
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return (batch if len(keep) == len(batch) else batch.select(keep)), counts[0].item() / max(counts[1].item(), 1)
+
+    def train_on(self, batch: RolloutBatch) -> list[dict[str, float]]:
+        """A step's updates on the whole (scored) batch, one metrics dict per optimizer step: `algo.mini_batches`
+        mini-batches, this DP rank's share of each, their old logprobs (when the loss needs a pass of its
+        own) and reference logprobs (KL) under the weights before the first update, then `algo.epochs`
+        passes over them."""
+        algo = self.recipe.algo
+        shards = [mini.shard(self.dp_rank, self.dp_size) for mini in batch.chunks(algo.mini_batches)]
+        for shard in shards:
+            if self.needs_old_logprobs:
+                shard.old_logprobs = self.compute_logprobs(shard)
+            if self.reference is not None:
+                shard.ref_logprobs = self.compute_logprobs(shard, reference=True)
+        updates = [self.update(shard) for _ in range(algo.epochs) for shard in shards]
+        release_memory()
+        return updates
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer step on this DP rank's share of a mini-batch; metrics are the same on every rank.
@@ -212,7 +223,7 @@ class Policy:
         adv = [torch.tensor([batch.advantages[i] for i in idx], dtype=torch.float32) for idx in groups]
         keep = [torch.tensor([float(batch.in_loss(i)) for i in idx])[:, None] for idx in groups]
         fresh = [padded.scatter([torch.arange(len(batch.response_ids[i])) >= batch.stale(i) for i in idx])
-                 for padded, idx in zip(micro, groups)] if batch.stale_tokens and not self._recompute else None
+                 for padded, idx in zip(micro, groups)] if batch.stale_tokens and self.loss_settings.marks_stale else None
         ref = [padded.scatter([batch.ref_logprobs[i] for i in idx]) for padded, idx in zip(micro, groups)] \
             if self.reference is not None else None
         # The schedule divides each micro-batch loss by their count and DDP averages gradients over
@@ -235,7 +246,7 @@ class Policy:
                                                            lambda values: loss_of(values)[0])  # fmt: skip
             loss, metrics = loss_of(logprobs)
             fresh_k = mask if fresh is None else mask * fresh[k].to(device)
-            in_loss = fresh_k if fresh is not None and self.loss_settings.stale_tokens == "mask" else mask
+            in_loss = mask if fresh is None else self.loss_settings.in_loss(mask, fresh_k)
             metrics["entropy"] = (entropy * in_loss).sum() / in_loss.sum().clamp(min=1)
             n, n_fresh = in_loss.sum(), fresh_k.sum()
             sums = torch.stack([loss.detach(), n, n_fresh,

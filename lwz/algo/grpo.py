@@ -32,6 +32,22 @@ class LossSettings:
     stale_tokens: str = "mask"
     clip_ratio_c: float = 3.0
 
+    # Stale tokens (sampled under older weights: a partial rollout's carried ones, one_step_off's batch) are
+    # decided here only: "mask" leaves them out of the loss and its mean, "importance" weighs them against
+    # the engine's logprobs, "recompute" trains them like fresh ones (their old logprobs the actor's own).
+    @property
+    def marks_stale(self) -> bool:
+        """Whether the loss tells stale tokens from fresh ones."""
+        return self.stale_tokens != "recompute"
+
+    def loss_tokens(self, response_tokens: int, stale: int) -> int:
+        """A response's tokens in the loss's mean."""
+        return response_tokens - (stale if self.stale_tokens == "mask" else 0)
+
+    def in_loss(self, mask: torch.Tensor, fresh_mask: torch.Tensor) -> torch.Tensor:
+        """The tokens the loss (and the entropy metric) average over, given the fresh ones among `mask`."""
+        return fresh_mask if self.stale_tokens == "mask" else mask
+
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
     """Per-token KL(pi || pi_ref) estimate from sampled tokens."""
@@ -66,7 +82,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     mask = mask.to(logprobs.dtype)
     fresh_mask = mask if fresh is None else mask * fresh.to(mask.dtype)
     if fresh is not None and settings.stale_tokens == "mask":
-        mask = fresh_mask
+        mask = settings.in_loss(mask, fresh_mask)
     elif fresh is not None:
         assert settings.stale_tokens == "importance", f"unknown stale_tokens {settings.stale_tokens!r}"
         assert engine_logprobs is not None, "importance-weighted stale tokens need the engine's logprobs"

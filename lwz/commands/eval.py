@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lwz.eval.run import GenerationSettings, run_benchmark
-    from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.engines.vllm_engine import VllmEngine
     from lwz.runtime.device import engine_device
-    from lwz.worker import configure_logging
+    from lwz.launch.worker import configure_logging
 
     model_dir, out_dir = _resolve_target(args)
     configure_logging(out_dir)  # vLLM's lines go to OUT/logs/libraries.rank0.log, not the terminal
@@ -72,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_arena(args: argparse.Namespace) -> int:
     from lwz.eval.arena import load_answers, run_arena
-    from lwz.rollout.vllm_engine import VllmEngine
+    from lwz.engines.vllm_engine import VllmEngine
     from lwz.runtime.device import engine_device
 
     results = {}

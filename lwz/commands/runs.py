@@ -55,7 +55,7 @@ def _run_dir(path: str) -> Path:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """The run's SLURM job and state, its last logged step and its requeues."""
-    from lwz.compare import load_run
+    from lwz.track.compare import load_run
     from lwz.launch.requeue import read_requeues
     from lwz.launch.slurm import read_job_record
 
@@ -138,7 +138,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand an experiment file, validate every run, then list it (--dry-run) or submit one job array."""
-    from lwz.assets_cache import build_recipe_assets
+    from lwz.models_local.assets import build_recipe_assets
     from lwz.launch.sweep import (check_same_resources, check_sweep_inputs, describe, load_experiment, plan_sweep,
                                   submit_sweep)
 
@@ -166,7 +166,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print a metrics table of the runs (one run: its summary) and write one PNG per metric into the
     compare folder."""
-    from lwz.compare import comparison_table, load_run, plot_comparison, run_summary
+    from lwz.track.compare import comparison_table, load_run, plot_comparison, run_summary
 
     runs, default_out = _compare_targets(args.targets)
     loaded = [load_run(folder, name) for name, folder in runs]

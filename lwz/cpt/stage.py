@@ -17,7 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lwz.assets_cache import cache_dir
+from lwz.models_local.assets import cache_dir
 from lwz.atomic import write_text
 from lwz.cpt.corpus import MixtureOrder, TokenShard, tokenize_source
 from lwz.cpt.learner import PretrainLearner
@@ -26,7 +26,7 @@ from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.runtime.device import init_distributed
 from lwz.runtime.roles import RoleWorld
-from lwz.stage_run import due, export_once, resume, save_step
+from lwz.actor.stage_run import due, export_once, resume, save_step
 from lwz.track import Tracker
 
 __all__ = ["pretrain_stage", "recipe_shards", "EXPORT_FOLDER"]

@@ -301,7 +301,7 @@ class LlmAnnotator:
     """Asks an LLM (vLLM, greedy) for each prompt's range."""
 
     def __init__(self, model: str, *, max_tokens: int = 512, max_model_len: int | None = None):
-        from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+        from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
         from lwz.runtime.device import engine_device
 
         path = Path(model)

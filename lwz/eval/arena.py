@@ -19,7 +19,7 @@ from lwz.errors import LwzError
 from lwz.eval.critic_parse import parse_verdict
 from lwz.eval.ratings import Judgment, leaderboard, pairwise_judge_messages, render_leaderboard
 from lwz.jsonl import read_objects
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
 
 def load_answers(results: Mapping[str, str | Path]) -> dict[str, dict[str, str]]:

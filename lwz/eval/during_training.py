@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from lwz.eval.run import GenerationSettings, run_benchmark
 from lwz.recipe.schema import Recipe
-from lwz.rollout.vllm_engine import VllmEngine
+from lwz.engines.vllm_engine import VllmEngine
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from lwz.plots import write_png  # noqa: E402
+from lwz.track.plots import write_png  # noqa: E402
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ from lwz.eval import benchmark_file
 from lwz.eval.longbench_write import average_score, load_longbench, plot_scored, score_results
 from lwz.eval.writingbench import aggregate, critic_requests, load_critic_prompts, load_writingbench, score_outputs
 from lwz.rewards.answer import extract_answer
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
 log = logging.getLogger(__name__)
 BENCHES = ("longbench_write", "writingbench")

@@ -20,7 +20,7 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def launch_local(run_dir: Path, world_size: int) -> int:
-    """Run `python -m lwz.worker RUN_DIR` as `world_size` ranks; returns the first failing exit code."""
+    """Run `python -m lwz.launch.worker RUN_DIR` as `world_size` ranks; returns the first failing exit code."""
     port = free_port_block()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def launch_local(run_dir: Path, world_size: int) -> int:
         if rank > 0:
             out = open(logs / f"rank{rank}.log", "ab")
             files.append(out)
-        procs.append(subprocess.Popen([sys.executable, "-m", "lwz.worker", str(run_dir)], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "lwz.launch.worker", str(run_dir)], env=env,
                                       stdout=out, stderr=subprocess.STDOUT if out else None,
                                       start_new_session=True, preexec_fn=_die_with_parent))
     try:

@@ -196,7 +196,7 @@ def check_handoffs(path: str | Path, stages: list[Stage]) -> None:
 def check_pipeline_inputs(path: str | Path, stages: list[Stage]) -> None:
     """Every stage's files, before anything is written or submitted; keys fed by an earlier stage are not
     looked for on disk (check_handoffs checks them against that stage's recipe)."""
-    from lwz.preflight import check_inputs
+    from lwz.launch.preflight import check_inputs
 
     check_handoffs(path, stages)
     for stage in stages:
@@ -218,7 +218,7 @@ def describe_stage(stage: Stage) -> str:
 def run_pipeline(name: str, stages: list[Stage], tell: Callable[[str], None] = log.info) -> int:
     """Create (or reopen) every stage's run folder and run the stages: one after the other here, or as SLURM
     jobs chained by their inputs; returns the CLI's exit code. Progress goes to `tell` (the CLI: print)."""
-    from lwz.assets_cache import build_recipe_assets
+    from lwz.models_local.assets import build_recipe_assets
     from lwz.launch.choose import launch, launcher_for
     from lwz.runfolder import check_same_recipe, create_run_folder
 

@@ -64,7 +64,7 @@ class SlurmRunWorker(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> None:
-        from lwz.worker import configure_logging, run_worker
+        from lwz.launch.worker import configure_logging, run_worker
 
         configure_logging(self.run_dir)
         env = dist_env_from_environ()

@@ -3,7 +3,7 @@
 The sbatch options come from the recipe's `cluster` section (`slurm_parameters`); `render_sbatch`
 gives the exact script `submit` would send, without sending it. Each task runs
 `SlurmRunWorker(run_dir)` (lwz.launch.requeue), which sets torch's variables from SLURM's and
-calls `lwz.worker.run_worker`. RUN/slurm/job.json records the job for `lwz status/logs/cancel`.
+calls `lwz.launch.worker.run_worker`. RUN/slurm/job.json records the job for `lwz status/logs/cancel`.
 """
 
 from __future__ import annotations

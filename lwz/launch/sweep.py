@@ -140,7 +140,7 @@ def plan_sweep(experiment: Experiment, cli_overrides: Sequence[str] = ()) -> lis
 
 def check_sweep_inputs(experiment: Experiment, runs: list[SweepRun]) -> None:
     """Every run's files (prompts, models, output folder), before anything is written or submitted."""
-    from lwz.preflight import check_inputs
+    from lwz.launch.preflight import check_inputs
 
     for run in runs:
         try:

@@ -28,7 +28,7 @@ _FILE_LISTS = ("data.prompts", "rm.pairs", "rm.eval_pairs")  # lists of files re
 
 
 def _asset_path(name: str) -> str:
-    from lwz.assets_cache import asset_path  # local: keeps recipe loading free of heavy imports
+    from lwz.models_local.assets import asset_path  # local: keeps recipe loading free of heavy imports
     return str(asset_path(name))
 
 

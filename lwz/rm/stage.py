@@ -25,7 +25,7 @@ from lwz.rm.model import encode
 from lwz.rm.train import RM_STAMP
 from lwz.runtime.device import init_distributed
 from lwz.runtime.roles import RoleWorld
-from lwz.stage_run import due, export_once, resume, save_step
+from lwz.actor.stage_run import due, export_once, resume, save_step
 from lwz.track import Tracker
 
 __all__ = ["train_reward_model_stage", "recipe_pairs", "EXPORT_FOLDER"]

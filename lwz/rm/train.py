@@ -146,9 +146,9 @@ def tiny_writing_rm_path() -> Path:
 
     Safe when several processes race: each trains into its own folder; the first rename wins.
     """
-    from lwz.assets_cache import cache_dir
+    from lwz.models_local.assets import cache_dir
     from lwz.rm.data import load_pairs
-    from lwz.tiny import tiny_qwen2_path
+    from lwz.models_local.tiny import tiny_qwen2_path
 
     path = cache_dir() / "models" / f"tiny-writing-rm-v{TINY_RM_VERSION}"
     if (path / RM_STAMP).is_file():

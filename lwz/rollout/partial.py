@@ -25,7 +25,7 @@ import torch
 
 from lwz.batch import RolloutBatch
 from lwz.rollout.role import EngineRole, share
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
 __all__ = ["Group", "PartialRollout", "RoundStats", "Sample", "assign_by_work", "expected_tokens", "generate_round",
            "groups_to_batch", "round_metrics", "sync_round_metrics"]

@@ -1,8 +1,9 @@
-"""A step's rollout in the recipe's mode: one blocking generate (sync) or the partial rollout's pool.
+"""A step's rollout in the recipe's mode, two sources of groups: one blocking generate (`BlockingStepRollout`)
+or the partial rollout's pool (`PartialStepRollout`).
 
-`collect(step)` gives the step's prompt groups as a batch with the rollout metrics; `more(step, n, round)`
-another n groups of the same step (dynamic sampling's extra rounds, partial mode); `state()` is what a
-checkpoint keeps (the partial rollout's pool and prompt-stream position) and `load` restores it.
+`collect(step)` gives the step's prompt groups as a batch with the rollout metrics; the partial rollout's
+`more(step, n, round)` another n groups of the same step (dynamic sampling's extra rounds); `state()` is
+what a checkpoint keeps (the partial rollout's pool and prompt-stream position) and `load` restores it.
 """
 
 from __future__ import annotations
@@ -15,75 +16,106 @@ from lwz.data.templates import render_prompt
 from lwz.recipe.schema import Recipe
 from lwz.rollout.partial import PartialRollout, expected_tokens, groups_to_batch, sync_round_metrics
 from lwz.rollout.role import EngineRole
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 
-__all__ = ["StepRollout", "rollout_engine"]
+__all__ = ["BlockingStepRollout", "PartialStepRollout", "StepRollout", "rollout_engine"]
 
 
 class StepRollout:
-    """The rollout engines' side of each step, identical on every rank."""
+    """The rollout engines' side of each step, identical on every rank; `build` picks the recipe's mode."""
 
     def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict]):
         r = recipe.rollout
         self.engine, self.role, self.prompts = engine, role, prompts
         self.template, self.chat = r.template, engine.tokenizer if r.chat_template else None
-        self.max_tokens, self.seed = r.max_tokens, recipe.schedule.seed
+        self.seed = recipe.schedule.seed
         self.sampling = SamplingSettings(r.group_size, r.temperature, r.top_p, r.max_tokens, tuple(r.stop))
         self.order = PromptOrder(len(prompts), recipe.schedule.prompts_per_step, recipe.schedule.seed,
                                  recipe.data.shuffle)
-        self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample,
-                                      r.max_staleness) if r.mode == "partial" else None
 
-    @classmethod
-    def build(cls, recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
-        """This rank's rollout engine (built with dummy weights: the first sync fills it) and the recipe's
-        prompts that fit it."""
+    @staticmethod
+    def build(recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
+        """This rank's rollout engine (built with dummy weights: the first sync fills it), the recipe's
+        prompts that fit it, and the rollout of the recipe's mode over them."""
         r = recipe.rollout
         engine = rollout_engine(recipe, device, distributed)
         prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
                                   chat=r.chat_template)
-        return cls(recipe, engine, role, prompts)
+        kind = PartialStepRollout if r.mode == "partial" else BlockingStepRollout
+        return kind(recipe, engine, role, prompts)
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's groups (unscored) and the rollout metrics; the engine holds the weights after
         `step` updates, which is the policy version of the tokens sampled now."""
-        seed = self._seed(step, 0)
-        if self.partial is None:
-            indices = self.order.indices(step)
-            rows = [self.prompts[i] for i in indices]
-            texts = [render_prompt(row["prompt"], self.template, self.chat) for row in rows]
-            groups = self.role.run(texts, lambda part, e: self.engine.generate(part, self.sampling, seed + e))
-            batch = _to_batch(indices, rows, groups)
-            return batch, sync_round_metrics(batch, len(self.role.engine_ranks))
-        done, metrics = self.partial.step(self.engine, self.role, self.sampling, step, seed, self._new_prompt)
+        raise NotImplementedError
+
+    def epoch(self, step: int) -> int:
+        """The data epoch the step's (last) prompts came from."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, str]:
+        """What a checkpoint keeps (`load` restores it)."""
+        return {}
+
+    def load(self, extra: dict) -> None:
+        """Restore `state()` from a checkpoint's extra."""
+
+    def _seed(self, step: int, round_: int) -> int:
+        return self.seed * 1_000_003 + step * 1_009 + round_ * 7_919
+
+    def _render(self, index: int) -> str:
+        return render_prompt(self.prompts[index]["prompt"], self.template, self.chat)
+
+
+class BlockingStepRollout(StepRollout):
+    """`rollout.mode: sync` (and the engines' side of `one_step_off`): the step's prompts, one blocking
+    generate; the step ends with its slowest sample."""
+
+    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        seed, indices = self._seed(step, 0), self.order.indices(step)
+        rows = [self.prompts[i] for i in indices]
+        texts = [self._render(i) for i in indices]
+        groups = self.role.run(texts, lambda part, e: self.engine.generate(part, self.sampling, seed + e))
+        batch = _to_batch(indices, rows, groups)
+        return batch, sync_round_metrics(batch, len(self.role.engine_ranks))
+
+    def epoch(self, step: int) -> int:
+        return self.order.epoch(step)
+
+
+class PartialStepRollout(StepRollout):
+    """`rollout.mode: partial`: the step ends when enough groups are complete (lwz.rollout.partial); its pool
+    and prompt-stream position go into the checkpoint."""
+
+    def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict]):
+        super().__init__(recipe, engine, role, prompts)
+        r = recipe.rollout
+        self.max_tokens = r.max_tokens
+        self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample, r.max_staleness)
+
+    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        done, metrics = self.partial.step(self.engine, self.role, self.sampling, step, self._seed(step, 0),
+                                          self._new_prompt)
         return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step), metrics
 
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
-        """`groups` more complete groups of the same step (partial mode: the pool goes on)."""
-        assert self.partial is not None, "more rounds need the partial rollout"
+        """`groups` more complete groups of the same step (dynamic sampling's extra rounds): the pool goes on."""
         done, _ = self.partial.step(self.engine, self.role, self.sampling, step, self._seed(step, round_),
                                     self._new_prompt, keep=groups)
         return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step)
 
     def epoch(self, step: int) -> int:
-        """The data epoch the step's (last) prompts came from."""
-        if self.partial is None:
-            return self.order.epoch(step)
         return max(self.partial.position - 1, 0) // len(self.prompts)
 
     def state(self) -> dict[str, str]:
-        return {} if self.partial is None else {"rollout_pool": self.partial.state()}
+        return {"rollout_pool": self.partial.state()}
 
     def load(self, extra: dict) -> None:
-        if self.partial is not None:
-            self.partial.load(extra["rollout_pool"])
-
-    def _seed(self, step: int, round_: int) -> int:
-        return self.seed * 1_000_003 + step * 1_009 + round_ * 7_919
+        self.partial.load(extra["rollout_pool"])
 
     def _new_prompt(self, position: int) -> tuple[int, list[int], int]:
         index = self.order.at(position)
-        ids = self.engine.tokenizer.encode(render_prompt(self.prompts[index]["prompt"], self.template, self.chat))
+        ids = self.engine.tokenizer.encode(self._render(index))
         return index, ids, expected_tokens(self.prompts[index], self.max_tokens)
 
 

@@ -16,7 +16,7 @@ def main() -> None:
     from lwz.actor.model import build_gpt_model
     from lwz.cpt.packing import pack_row, packed_batch
     from lwz.runtime import destroy_distributed, init_distributed
-    from lwz.tiny import tiny_qwen2_path
+    from lwz.models_local.tiny import tiny_qwen2_path
 
     init_distributed(seed=0)
     path = tiny_qwen2_path()

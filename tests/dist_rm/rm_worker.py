@@ -27,8 +27,8 @@ from lwz.rm.data import load_pairs, split_pairs
 from lwz.rm.model import encode
 from lwz.rm.scoring import score_sequences
 from lwz.rollout.step_rollout import rollout_engine
-from lwz.rollout.sync import sync_sleeping_engine
-from lwz.rollout.vllm_engine import SamplingSettings
+from lwz.rollout.weight_sync import sync_sleeping_engine
+from lwz.engines.vllm_engine import SamplingSettings
 from lwz.runtime import init_distributed
 
 REPO = Path(__file__).resolve().parents[2]

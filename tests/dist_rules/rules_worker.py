@@ -18,9 +18,10 @@ from lwz.actor.policy import Policy
 from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 from lwz.rewards.compute import RewardMix
+from lwz.algo.scoring import BatchScorer
 from lwz.rollout.colocated import ColocatedRollouts
-from lwz.rollout.sync import SYNC_BUCKET_BYTES, push_weights
-from lwz.rollout.vllm_engine import VllmEngine
+from lwz.rollout.weight_sync import SYNC_BUCKET_BYTES, push_weights
+from lwz.engines.vllm_engine import VllmEngine
 from lwz.rm.train import tiny_writing_rm_path
 from lwz.runtime import init_distributed
 from lwz.runtime.gpu_rules import GpuRuleError
@@ -56,27 +57,28 @@ def main() -> None:
     def score(batch):
         return rewards.score(batch.texts, batch.samples)
 
+    def unscored(batch):
+        return batch
+
     # before the first sync: the engine is asleep and holds dummy weights
-    refuses("generate asleep", lambda: rollouts.collect(0))
+    refuses("generate asleep", lambda: rollouts.next_batch(0, unscored))
     refuses("KV cache before weights", lambda: engine.wake_kv_cache())
     engine.wake("rollout")
-    refuses("generate with dummy weights", lambda: rollouts.collect(0))
+    refuses("generate with dummy weights", lambda: rollouts.next_batch(0, unscored))
     engine.sleep(level=2)
 
     # the loop's order: sync, rollout (the engine sleeps), reward, update, sync, checkpoint (the engine asleep)
-    rollouts.begin(0, None, policy.hf_weights)
+    rollouts.resume(0, None, policy.hf_weights)
     refuses("weight load with the KV cache awake",
             lambda: push_weights(policy.hf_weights(), engine, SYNC_BUCKET_BYTES))
-    batch, _ = rollouts.collect(0)
-    batch.rewards = score(batch)
-    batch.advantages = rewards.advantages(batch.rewards, batch.group)
+    batch, _ = rollouts.next_batch(0, BatchScorer(rewards, mask_truncated=False))   # scored asleep
     update = policy.update(batch)
-    sync = rollouts.push(policy.hf_weights, 1)
+    sync = rollouts.sync_weights(policy.hf_weights, 1)
     with rollouts.asleep():
         policy.save(checkpoint_folder(args.ckpt, 1), {"step": 1})
 
     # the order lwz had before put back: the checkpoint with the engine the sync woke
-    refuses("save after push", lambda: policy.save(checkpoint_folder(args.ckpt, 2), {"step": 2}))
+    refuses("save after the weight sync", lambda: policy.save(checkpoint_folder(args.ckpt, 2), {"step": 2}))
     refuses("update with the engine awake", lambda: policy.update(batch))
     refuses("reward with the engine awake", lambda: score(batch))
     engine.sleep(level=1)

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from lwz.rollout.sync import broadcast_buckets, push_weights
+from lwz.rollout.weight_sync import broadcast_buckets, push_weights
 from lwz.runtime.bridge import Bridge
 
 

@@ -36,8 +36,8 @@ from lwz.recipe.load import load_recipe
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
 from lwz.rollout.step_rollout import _to_batch, rollout_engine
-from lwz.rollout.sync import sync_sleeping_engine
-from lwz.rollout.vllm_engine import SamplingSettings, VllmEngine
+from lwz.rollout.weight_sync import sync_sleeping_engine
+from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
 from lwz.runtime import init_distributed
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from lwz import atomic
 from lwz.errors import LwzError
-from lwz.plots import LENGTH_KEYS, REWARD_PREFIX, THINK_KEYS, TIME_KEYS, TOTAL_REWARD, plot_metrics
+from lwz.track.plots import LENGTH_KEYS, REWARD_PREFIX, THINK_KEYS, TIME_KEYS, TOTAL_REWARD, plot_metrics
 from lwz.recipe.schema import Recipe
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lwz.assets_cache import ASSETS, asset_path
+from lwz.models_local.assets import ASSETS, asset_path
 from lwz.data.prompts import recipe_prompts
 from lwz.errors import LwzError
 from lwz.recipe.load import arch_from_hf_config

@@ -17,7 +17,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from lwz.errors import LwzError
-from lwz.plots import write_png
+from lwz.track.plots import write_png
 from lwz.track import METRICS_FILE
 from lwz.track import read_metrics as read_metrics_file
 

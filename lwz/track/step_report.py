@@ -10,7 +10,7 @@ from lwz.batch import RolloutBatch
 from lwz.rewards.answer import split_think_answer
 from lwz.rewards.compute import RewardMix
 from lwz.rewards.metrics import reward_hacking_metrics
-from lwz.rollout.sync import SyncStats
+from lwz.rollout.weight_sync import SyncStats
 from lwz.text import count_length
 
 

@@ -16,10 +16,10 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from lwz.assets_cache import cache_dir
+from lwz.models_local.assets import cache_dir
 from lwz.atomic import new_folder
 from lwz.errors import LwzError
-from lwz.tiny import quiet_transformers
+from lwz.models_local.tiny import quiet_transformers
 
 __all__ = ["SMOLLM2_FOLDER", "gguf_file", "smollm2_path"]
 

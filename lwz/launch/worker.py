@@ -1,4 +1,4 @@
-"""One rank of a run: `python -m lwz.worker RUN_DIR` (started by the local launcher, srun or submitit)."""
+"""One rank of a run: `python -m lwz.launch.worker RUN_DIR` (started by the local launcher, srun or submitit)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lwz.rollout.vllm_groups import build_with_own_groups
+from lwz.engines.vllm_groups import build_with_own_groups
 from lwz.runtime.gpu_rules import gpu_rules
 
 log = logging.getLogger(__name__)

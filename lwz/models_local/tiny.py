@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lwz.assets_cache import cache_dir
+from lwz.models_local.assets import cache_dir
 from lwz.atomic import fsync_dir, new_folder
 
 __all__ = [
