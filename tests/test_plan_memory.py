@@ -2,7 +2,8 @@
 
 import pytest
 
-from lwz.plan.memory import actor_memory, engine_memory, hf_param_count, padded_vocab
+from lwz.actor.vocab import padded_vocab_size
+from lwz.plan.memory import actor_memory, engine_memory, hf_param_count
 from lwz.recipe.schema import ArchCfg
 
 QWEN25_7B = ArchCfg(family="qwen2", num_layers=28, hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
@@ -28,9 +29,11 @@ def test_hf_param_counts_match_published_sizes():
 
 
 def test_vocab_padding():
-    assert padded_vocab(152064, 4) == 152064          # 152064 = 297 x 512
-    assert padded_vocab(152064, 8) == 149 * 1024      # 152576
-    assert padded_vocab(151936, 1) == 151936
+    # the actor's rule (lwz.actor.vocab): a multiple of TP, the rows the actor's checkpoints hold
+    assert padded_vocab_size(152064, 4) == 152064
+    assert padded_vocab_size(152064, 8) == 152064          # 152064 = 19008 x 8
+    assert padded_vocab_size(151936, 1) == 151936
+    assert padded_vocab_size(1001, 2) == 1002
 
 
 def test_7b_tp4_pp1_dp2_no_recompute():
@@ -59,9 +62,9 @@ def test_7b_tp2_pp2_dp2_full_recompute_with_reference():
 def test_32b_tp8_pp2_dp4_sequence_parallel_full_recompute():
     stages = actor_memory(QWEN25_32B, dtype="bf16", tp=8, pp=2, dp=4, recompute="full", sequence_parallel=True,
                           micro_batch_tokens=16384, vocab_chunk_tokens=1024)
-    vocab = 152576
+    vocab = 152064   # a multiple of TP 8 already
     first = 32 * (LAYER_32B // 8 + 2 * 5120) + vocab * 5120 // 8
-    assert stages[0].params == first == 2_048_356_352
+    assert stages[0].params == first == 2_048_028_672
     assert stages[0].optimizer == 12 * first // 4
     one_layer = 16384 * 2 * (4 * 5120 // 8 + (2 * 5120 + 2 * 1024 + 3 * 27648) // 8)
     assert stages[0].activations == 2 * 32 * 16384 * 2 * 5120 // 8 + one_layer

@@ -162,7 +162,8 @@ def test_the_paper_recipes_fit_every_phase_and_their_nodes(recipe):
 
 def test_phases_by_hand():
     """The paper's colocated plan, each phase from its parts (lwz.plan.phases' module doc)."""
-    from lwz.plan.memory import DTYPE_BYTES, padded_vocab
+    from lwz.actor.vocab import padded_vocab_size
+    from lwz.plan.memory import DTYPE_BYTES
     from lwz.plan.phases import PROCESS_HOST
 
     recipe = load_recipe(PAPER)
@@ -176,7 +177,7 @@ def test_phases_by_hand():
     assert p.phase_peak["update"] == max(s.total for s in p.actor_memory) + overhead
     embedding = 152064 * 5120 * 2   # the largest item the sync gathers whole, then its tp-4 shard in vLLM
     assert p.phase_peak["sync"] == static + rollout.weights + embedding + embedding // 4 + overhead
-    assert p.phase_peak["save"] == static + padded_vocab(152064, 8) * 5120 // 8 * DTYPE_BYTES["bf16"] + overhead
+    assert p.phase_peak["save"] == static + padded_vocab_size(152064, 8) * 5120 // 8 * DTYPE_BYTES["bf16"] + overhead
     # node 0 holds ranks 0-7: stage 0, data-parallel rank 0: the save gathers their fp32 params and Adam states
     stage0 = p.actor_memory[0].params
     assert p.host.node == 0 and p.host.save == 8 * (2 * 12 + 2) * stage0 and p.host.processes == 8 * PROCESS_HOST["gpu"]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lwz.actor.vocab import padded_vocab_size
 from lwz.errors import LwzError
 from lwz.rm.scalar_head import ScalarHead, has_scalar_head
 from lwz.runtime.device import on_gpu
@@ -121,14 +122,6 @@ def _rope(config: dict[str, Any]) -> tuple[float, float | None]:
         return float(theta), float(params["factor"])
     allowed = "none, llama3 with low_freq_factor 1, high_freq_factor 4, original max 8192"
     raise LwzError(_WHERE, "rope_parameters", f"{params} is not supported (allowed: {allowed})")
-
-
-def padded_vocab_size(vocab_size: int, tp: int) -> int:
-    """The embedding rows megatron holds: the HF vocabulary rounded up to a multiple of `tp`.
-
-    Padded rows are zero; their logits are sliced off by `forward_logits`.
-    """
-    return -(-vocab_size // tp) * tp
 
 
 def uses_transformer_engine() -> bool:

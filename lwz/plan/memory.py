@@ -2,8 +2,8 @@
 
 All counts are bytes and follow documented formulas, so tests can check them by hand:
 
-Parameters held by one actor rank of pipeline stage s (Megatron pads the vocabulary to a multiple
-of 128 x TP and splits it over TP):
+Parameters held by one actor rank of pipeline stage s (the vocabulary padded to a multiple of TP,
+lwz.actor.vocab, and split over TP):
   per layer: sharded = h(q + 2kv) + q h + [q + 2kv if qkv_bias] + 3 h f   (split over TP),
              replicated = 2h (the two RMSNorms),   with q = heads x head_dim, kv = kv_heads x head_dim
   stage s:   L/PP x (sharded/TP + replicated) + [s = 0: V_pad h / TP]
@@ -29,17 +29,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lwz.actor.vocab import padded_vocab_size
 from lwz.recipe.schema import ArchCfg
 
 GIB = 1 << 30
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
-VOCAB_MULTIPLE = 128
-
-
-def padded_vocab(vocab_size: int, tp: int) -> int:
-    """Megatron's vocabulary size padded to a multiple of 128 x TP."""
-    multiple = VOCAB_MULTIPLE * tp
-    return math.ceil(vocab_size / multiple) * multiple
 
 
 def head_dim(arch: ArchCfg) -> int:
@@ -66,7 +60,7 @@ def stage_param_count(arch: ArchCfg, tp: int, pp: int, stage: int, scalar_head: 
     """Parameters held by one actor rank of pipeline stage `stage` (`scalar_head`: a reward model's, whose
     last stage holds a [1, hidden] head instead of the vocabulary projection)."""
     sharded, replicated = layer_params(arch)
-    h, vocab = arch.hidden_size, padded_vocab(arch.vocab_size, tp)
+    h, vocab = arch.hidden_size, padded_vocab_size(arch.vocab_size, tp)
     count = arch.num_layers // pp * (sharded // tp + replicated)
     if stage == 0:
         count += vocab * h // tp
@@ -129,7 +123,7 @@ def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: in
         else:
             activations = in_flight * layers * tokens * b * h // replicated_div + full_layer
         if stage == pp - 1 and not scalar_head:
-            activations += 2 * 4 * min(tokens, vocab_chunk_tokens) * padded_vocab(arch.vocab_size, tp) // tp
+            activations += 2 * 4 * min(tokens, vocab_chunk_tokens) * padded_vocab_size(arch.vocab_size, tp) // tp
         stages.append(ActorMemory(
             stage=stage, params=params, weights=params * b, grads=params * 4,
             optimizer=math.ceil(params * optimizer_bytes / (dp if distributed_optimizer else 1)),

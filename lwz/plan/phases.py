@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lwz.plan.memory import DTYPE_BYTES, GIB, ActorMemory, ScorerMemory, layer_params, padded_vocab
+from lwz.actor.vocab import padded_vocab_size
+from lwz.plan.memory import DTYPE_BYTES, GIB, ActorMemory, ScorerMemory, layer_params
 from lwz.recipe.schema import ArchCfg
 
 __all__ = ["USABLE_FRACTION", "CUDA_CONTEXT", "NCCL_COMMUNICATOR", "PROCESS_HOST", "GpuCard", "gpu_phases",
@@ -103,7 +104,7 @@ def gpu_phases(stages: list[ActorMemory], *, arch: ArchCfg, dtype: str, tp: int,
             phases["sync"] = static + item + SYNC_BUCKET
     if rm:
         phases["reward"] = static + rm
-    phases["save"] = static + padded_vocab(arch.vocab_size, tp) * arch.hidden_size // tp * DTYPE_BYTES[dtype]
+    phases["save"] = static + padded_vocab_size(arch.vocab_size, tp) * arch.hidden_size // tp * DTYPE_BYTES[dtype]
     order = ("start-up", "rollout", "reward", "update", "sync", "save")
     return {phase: phases[phase] + overhead for phase in order if phase in phases}
 
