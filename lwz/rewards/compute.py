@@ -13,7 +13,7 @@ from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.format import FormatReward
 from lwz.rewards.mix import combine_advantages
-from lwz.rewards.registry import build_reward
+from lwz.rewards.registry import build_reward, recipe_params
 from lwz.rewards.term import RewardTerm
 from lwz.rewards.writing_rm import RewardModelError
 
@@ -36,12 +36,7 @@ class RewardMix:
         same order)."""
         terms: dict[str, RewardTerm] = {}
         for term in recipe.rewards.terms:
-            params = dict(term.params)
-            if term.name == "format" and params.get("expect_think") is None:
-                params["expect_think"] = recipe.rollout.template == "think"
-            if term.name == "overlong" and params.get("max_length") is None:
-                params["max_length"] = recipe.rollout.max_tokens
-            terms[term.name] = built = build_reward(term.name, **params)
+            terms[term.name] = built = build_reward(term.name, **recipe_params(term.name, term.params, recipe))
             if plan is not None and hasattr(built, "serve"):
                 try:
                     built.serve(dtype=recipe.model.dtype, micro_batch_tokens=recipe.actor.micro_batch_tokens,

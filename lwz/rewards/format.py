@@ -68,6 +68,11 @@ class FormatReward(PerSampleTerm):
     min_paragraph_units: int = DEFAULT_MIN_PARAGRAPH_UNITS
     max_duplicate_paragraphs: float = 0.2
 
+    @staticmethod
+    def recipe_defaults(recipe: Any) -> dict[str, Any]:
+        """What a recipe's term leaves null: the structure of the rollout's template."""
+        return {"expect_think": recipe.rollout.template == "think"}
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

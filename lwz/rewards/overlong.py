@@ -45,6 +45,11 @@ class OverlongPenalty:
     penalty_factor: float = 1.0
     uses_token_counts = True  # RewardMix passes each response's token count
 
+    @staticmethod
+    def recipe_defaults(recipe: Any) -> dict[str, Any]:
+        """What a recipe's term leaves null: the rollout's longest response."""
+        return {"max_length": recipe.rollout.max_tokens}
+
     def __post_init__(self) -> None:
         for name in ("buffer", "max_length"):
             value = getattr(self, name)

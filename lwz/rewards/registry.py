@@ -27,6 +27,16 @@ def _term_class(name: str) -> type:
     return REWARDS[name]
 
 
+def recipe_params(name: str, params: dict[str, Any], recipe: Any) -> dict[str, Any]:
+    """A recipe term's `params` with the nulls its reward fills from the recipe (`recipe_defaults`)."""
+    filled = dict(params)
+    defaults = getattr(_term_class(name), "recipe_defaults", None)
+    for key, value in (defaults(recipe) if defaults else {}).items():
+        if filled.get(key) is None:
+            filled[key] = value
+    return filled
+
+
 def reward_params(name: str) -> dict[str, Any]:
     """The parameters of reward `name` and their defaults."""
     return {f.name: f.default for f in dataclasses.fields(_term_class(name))}
