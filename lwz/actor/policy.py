@@ -20,7 +20,7 @@ from lwz.actor.checkpoint import load_checkpoint, save_checkpoint
 from lwz.actor.convert import iter_hf_weights, load_hf_into_megatron, read_hf_config
 from lwz.actor.logprobs import projected_logprobs_and_entropy, release_projection_buffers
 from lwz.actor.model import build_gpt_model, unwrap_model
-from lwz.actor.optim import LrSchedule, trainable_model
+from lwz.actor.learner import Learner
 from lwz.algo.grpo import LossSettings, policy_loss
 from lwz.batch import PaddedTokens, RolloutBatch
 from lwz.plan.resolve import Plan
@@ -39,21 +39,15 @@ _TOKEN_METRICS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "r
 _MISMATCH_METRICS = ("rollout_logprob_diff", "rollout_kl")  # over fresh tokens; the others over the loss's
 
 
-class Policy:
+class Policy(Learner):
     """The actor model with megatron DDP, its optimizer and LR schedule (build after `lwz.runtime` init)."""
 
     def __init__(self, recipe: Recipe, plan: Plan):
-        from megatron.core import parallel_state
-
-        self.recipe = recipe
-        self.hf_config = read_hf_config(recipe.model.path)
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
-        assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
-        self.model, self.optimizer, dtype = trainable_model(self.hf_config, recipe.model.path, recipe.model.dtype,
-                                                            recipe.actor)
         algo = recipe.algo
-        self.schedule = LrSchedule.from_actor(recipe.actor, recipe.schedule.steps * algo.mini_batches * algo.epochs)
+        super().__init__(read_hf_config(recipe.model.path), recipe.model, recipe.actor,
+                         recipe.schedule.steps * algo.mini_batches * algo.epochs)
+        assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
+        self.recipe = recipe
         self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
                                           algo.rollout_correction, algo.tis_cap, recipe.rollout.stale_tokens,
                                           algo.clip_ratio_c)
@@ -61,13 +55,11 @@ class Policy:
         self.temperature = recipe.rollout.temperature
         # Sequence parallelism splits positions over the TP ranks: sequences are padded to a multiple of TP.
         self._length_multiple = plan.tp if recipe.actor.sequence_parallel else 1
-        self.optimizer_steps = 0
         # The frozen initial policy, for the KL penalty (algo.kl_coef > 0); sharded like the actor.
-        self.reference = self._frozen_model(dtype) if algo.kl_coef > 0 else None
+        self.reference = self._frozen_model(self.dtype) if algo.kl_coef > 0 else None
         self._token_metrics = _TOKEN_METRICS + (("kl",) if algo.kl_coef > 0 else ())
         self._mismatch_metrics = _MISMATCH_METRICS + (("tis_weight_mean",) if algo.rollout_correction == "tis" else ())
         self._vocab_size = unwrap_model(self.model).hf_vocab_size
-        self._device = next(self.model.parameters()).device
 
     def _frozen_model(self, dtype: torch.dtype) -> torch.nn.Module:
         model = build_gpt_model(self.hf_config, dtype=dtype)
@@ -207,8 +199,6 @@ class Policy:
         step: the ratio is 1 and only its gradient counts), which saves a whole forward pass. Sequences whose
         gradient is zero are not run (`_without_zero_gradient`; metric `skipped_fraction`).
         """
-        from megatron.core import parallel_state
-
         assert len(batch.advantages) == len(batch) and len(batch.old_logprobs) in (0, len(batch)), \
             "update needs advantages for every sequence, and old_logprobs for all or none"
         tokens_total, seqs_total = self._global_counts(batch)
@@ -253,22 +243,12 @@ class Policy:
                                 *(metrics[name] * (n_fresh if name in _MISMATCH_METRICS else n) for name in names)])
             return loss * scale, sums
 
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        self.zero_grad()
         outputs = self._run(micro, loss_fn, forward_only=False)
-        lr = self.schedule.apply(self.optimizer, self.optimizer_steps, self.recipe.actor.weight_decay)
-        success, grad_norm, _ = self.optimizer.step()  # megatron's ChainedOptimizer: the norm before clipping
-        assert success, "the optimizer step failed (non-finite gradients)"
-        self.optimizer_steps += 1
-
-        sums = torch.zeros(3 + len(names), dtype=torch.float64, device=self._device)
-        if parallel_state.is_pipeline_last_stage():
-            sums += torch.stack(outputs).double().sum(0)
-        torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
-        torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+        stepped = self.optimizer_step()
+        sums = self.replica_sums(outputs, 3 + len(names))
         tokens, fresh_tokens = sums[1].item(), sums[2].item()
-        result = {"loss": sums[0].item(), "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens,
-                  "skipped_fraction": skipped}
+        result = {"loss": sums[0].item(), **stepped, "tokens": tokens, "skipped_fraction": skipped}
         result.update({name: sums[3 + j].item() / max(fresh_tokens if name in _MISMATCH_METRICS else tokens, 1.0)
                        for j, name in enumerate(names)})
         return result

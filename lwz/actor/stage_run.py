@@ -1,5 +1,6 @@
-"""What the training stages without engines (`lwz train-rm`, `lwz pretrain`) share: resuming from the
-newest checkpoint, step checkpoints, interval tests, and the model folder that appears atomically."""
+"""What the training stages without engines (`lwz train-rm`, `lwz pretrain`) share: their step loop
+(`train_stage`: resume from the newest checkpoint, step, evaluate, log, save), interval tests, and the model
+folder that appears atomically. Each stage is its data preparation plus one call of `train_stage`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,48 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from lwz.recipe.schema import Recipe
+from lwz.track import Tracker
 
-__all__ = ["due", "resume", "save_step", "export_once"]
+__all__ = ["due", "export_once", "resume", "save_step", "train_stage"]
 
 log = logging.getLogger(__name__)
+
+
+def train_stage(recipe: Recipe, run_dir: Path, learner: Any, *, batch_of: Callable[[int], Any],
+                evaluate: Callable[[], dict[str, float]], shown: tuple[str, str], desc: str, rank0: bool
+                ) -> dict[str, float]:
+    """The stage's steps from the newest checkpoint on: `learner.step(batch_of(step))` (a learner with
+    `model`, `optimizer`, `optimizer_steps` and `step`), `evaluate()` before the first step and every
+    `schedule.eval_every`, metrics logged, checkpoints every `schedule.save_every` and at the end, a progress
+    bar showing the loss and the `shown` = (metric, label) evaluation. Returns the final evaluation."""
+    schedule = recipe.schedule
+    start = resume(run_dir, learner.model, learner.optimizer)
+    learner.optimizer_steps = start
+    key, label = shown
+    with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
+        if start == 0:
+            tracker.log(0, evaluate())
+        steps = tqdm(range(start, schedule.steps), initial=start, total=schedule.steps, disable=not rank0,
+                     desc=desc, unit="step", dynamic_ncols=True)
+        for step in steps:
+            metrics = learner.step(batch_of(step))
+            done = step + 1
+            if due(done, schedule.eval_every, schedule.steps):
+                metrics.update(evaluate())
+            tracker.log(done, metrics)
+            if rank0:
+                steps.set_postfix_str(f"loss {metrics['loss']:.3f}" + (f" {label} {metrics[key]:.3f}" if key in metrics else ""))
+            if due(done, schedule.save_every, schedule.steps):
+                save_step(run_dir, done, learner.model, learner.optimizer, schedule.keep_checkpoints, rank0)
+    return evaluate()
 
 
 def due(done: int, every: int, total: int) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from lwz.actor.convert import export_hf_folder, read_hf_config
-from lwz.actor.optim import LrSchedule, trainable_model
+from lwz.actor.learner import Learner
 from lwz.cpt.packing import PackedRow, packed_batch
 from lwz.errors import LwzError
 from lwz.recipe.schema import ActorCfg, ModelCfg
@@ -24,24 +24,15 @@ __all__ = ["PretrainLearner"]
 
 
 
-class PretrainLearner:
+class PretrainLearner(Learner):
     """The model with megatron DDP, its optimizer and LR schedule (build after `lwz.runtime` init)."""
 
     def __init__(self, model: ModelCfg, actor: ActorCfg, total_steps: int):
-        from megatron.core import parallel_state
-
-        self.source, self.actor = model.path, actor
-        self.hf_config = read_hf_config(model.path)
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
-        self.model, self.optimizer, _ = trainable_model(self.hf_config, model.path, model.dtype, actor)
-        self.schedule = LrSchedule.from_actor(actor, total_steps)
-        self.optimizer_steps = 0
-        self._device = next(self.model.parameters()).device
+        super().__init__(read_hf_config(model.path), model, actor, total_steps)
+        self.source = model.path
 
     def _run(self, rows: Sequence[PackedRow], normalizer: float, forward_only: bool) -> torch.Tensor:
         """Megatron's schedule over this rank's rows; the summed (loss, loss tokens) of the replica."""
-        from megatron.core import parallel_state
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         per_micro = max(1, self.actor.micro_batch_tokens // len(rows[0].tokens))
@@ -65,13 +56,7 @@ class PretrainLearner:
         outputs = get_forward_backward_func()(
             forward_step_func=step, data_iterator=iter(micro), model=[self.model], num_microbatches=len(micro),
             seq_length=micro[0][0].shape[1], micro_batch_size=1, forward_only=forward_only)  # fmt: skip
-        sums = torch.stack(outputs).double().sum(0) if outputs else torch.zeros(2, dtype=torch.float64)
-        sums = sums.to(device)
-        if not parallel_state.is_pipeline_last_stage():
-            sums.zero_()
-        torch.distributed.all_reduce(sums, group=parallel_state.get_pipeline_model_parallel_group())
-        torch.distributed.all_reduce(sums, group=parallel_state.get_data_parallel_group())
-        return sums
+        return self.replica_sums(outputs, 2)
 
     def _share(self, rows: Sequence[PackedRow]) -> tuple[list[PackedRow], float]:
         if len(rows) < self.dp_size:
@@ -81,14 +66,9 @@ class PretrainLearner:
     def step(self, rows: Sequence[PackedRow]) -> dict[str, float]:
         """One optimizer step on a global batch of rows (the same on every rank); metrics on every rank."""
         mine, normalizer = self._share(rows)
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        self.zero_grad()
         sums = self._run(mine, normalizer, forward_only=False)
-        lr = self.schedule.apply(self.optimizer, self.optimizer_steps, self.actor.weight_decay)
-        success, grad_norm, _ = self.optimizer.step()
-        assert success, "the optimizer step failed (non-finite gradients)"
-        self.optimizer_steps += 1
-        return {"loss": sums[0].item(), "tokens": sums[1].item(), "grad_norm": float(grad_norm), "lr": lr}
+        return {"loss": sums[0].item(), "tokens": sums[1].item(), **self.optimizer_step()}
 
     @torch.no_grad()
     def loss(self, rows: Sequence[PackedRow]) -> float:

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import torch.distributed as dist
-from tqdm import tqdm
 
 from lwz.models_local.assets import cache_dir
 from lwz.atomic import write_text
@@ -26,8 +25,7 @@ from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.runtime.device import init_distributed
 from lwz.runtime.roles import RoleWorld
-from lwz.actor.stage_run import due, export_once, resume, save_step
-from lwz.track import Tracker
+from lwz.actor.stage_run import export_once, train_stage
 
 __all__ = ["pretrain_stage", "recipe_shards", "EXPORT_FOLDER"]
 
@@ -80,25 +78,8 @@ def pretrain_stage(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) 
     rows = _Rows(recipe, recipe_shards(recipe, tokenizer), tokenizer.eos_token_id)
     held = rows.held_out()
     learner = PretrainLearner(recipe.model, recipe.actor, schedule.steps)
-    start = resume(run_dir, learner.model, learner.optimizer)
-    learner.optimizer_steps = start
-    with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
-        if start == 0:
-            tracker.log(0, {"eval/loss": learner.loss(held)})
-        steps = tqdm(range(start, schedule.steps), initial=start, total=schedule.steps, disable=not rank0,
-                     desc="pretrain", unit="step", dynamic_ncols=True)
-        for step in steps:
-            metrics = learner.step(rows.step(step))
-            done = step + 1
-            if due(done, schedule.eval_every, schedule.steps):
-                metrics["eval/loss"] = learner.loss(held)
-            tracker.log(done, metrics)
-            if rank0:
-                steps.set_postfix_str(f"loss {metrics['loss']:.3f}" + (f" held-out {metrics['eval/loss']:.3f}"
-                                      if "eval/loss" in metrics else ""))  # fmt: skip
-            if due(done, schedule.save_every, schedule.steps):
-                save_step(run_dir, done, learner.model, learner.optimizer, schedule.keep_checkpoints, rank0)
-    final = learner.loss(held)
+    final = train_stage(recipe, run_dir, learner, batch_of=rows.step, evaluate=lambda: {"eval/loss": learner.loss(held)},
+                        shown=("eval/loss", "held-out"), desc="pretrain", rank0=rank0)["eval/loss"]
     out = run_dir / EXPORT_FOLDER
     stamp = {"base": recipe.model.path, "steps": schedule.steps, "eval/loss": final}
     export_once(out, "lwz_pretrain.json", learner.export,

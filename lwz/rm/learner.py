@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from lwz.actor.convert import export_hf_folder, read_hf_config
-from lwz.actor.optim import LrSchedule, trainable_model
+from lwz.actor.learner import Learner
 from lwz.errors import LwzError
 from lwz.recipe.schema import ActorCfg, ModelCfg
 from lwz.rm.scalar_head import reward_model_config
-from lwz.rm.scoring import Micro, pad_rows, replica_sum, run_schedule, score_sequences, token_groups
+from lwz.rm.scoring import Micro, pad_rows, run_schedule, score_sequences, token_groups
 
 __all__ = ["RewardLearner", "Pair"]
 
@@ -31,22 +31,15 @@ log = logging.getLogger(__name__)
 Pair = tuple[Sequence[int], Sequence[int]]  # (chosen, rejected) token ids, prompt included
 
 
-class RewardLearner:
+class RewardLearner(Learner):
     """The reward model with megatron DDP, its optimizer and LR schedule (build after `lwz.runtime` init)."""
 
     def __init__(self, model: ModelCfg, actor: ActorCfg, total_steps: int, pad_token_id: int | None):
         from megatron.core import parallel_state
 
+        super().__init__(reward_model_config(read_hf_config(model.path), pad_token_id), model, actor, total_steps)
         self.source = Path(model.path)
-        self.hf_config = reward_model_config(read_hf_config(model.path), pad_token_id)
-        self.actor = actor
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
-        self.model, self.optimizer, _ = trainable_model(self.hf_config, model.path, model.dtype, actor)
-        self.schedule = LrSchedule.from_actor(actor, total_steps)
-        self.optimizer_steps = 0
         self._multiple = parallel_state.get_tensor_model_parallel_world_size() if actor.sequence_parallel else 1
-        self._device = next(self.model.parameters()).device
 
     def step(self, pairs: Sequence[Pair]) -> dict[str, float]:
         """One optimizer step on a global batch of pairs (the same on every rank); metrics on every rank."""
@@ -62,17 +55,12 @@ class RewardLearner:
             loss = -F.logsigmoid(margin).sum() / len(pairs)
             return loss * scale, torch.stack([loss.detach(), (margin > 0).sum().float(), margin.detach().sum()])
 
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        self.zero_grad()
         outputs = run_schedule(self.model, micro, loss_fn, forward_only=False)
-        lr = self.schedule.apply(self.optimizer, self.optimizer_steps, self.actor.weight_decay)
-        success, grad_norm, _ = self.optimizer.step()
-        assert success, "the optimizer step failed (non-finite gradients)"
-        self.optimizer_steps += 1
-        sums = torch.stack(outputs).double().sum(0) if outputs else torch.zeros(3, dtype=torch.float64)
-        sums = replica_sum(sums.to(self._device))
+        stepped = self.optimizer_step()
+        sums = self.replica_sums(outputs, 3)
         return {"loss": sums[0].item(), "accuracy": sums[1].item() / len(pairs), "margin": sums[2].item() / len(pairs),
-                "grad_norm": float(grad_norm), "lr": lr}  # fmt: skip
+                **stepped}
 
     def scores(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """The score of each sequence (its last token's), on every rank; the DP ranks share the work."""

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Micro", "pad_rows", "token_groups", "run_schedule", "replica_sum", "score_sequences",
-           "RewardModelScorer"]
+from lwz.actor.learner import replica_sum
+
+__all__ = ["Micro", "pad_rows", "token_groups", "run_schedule", "score_sequences", "RewardModelScorer"]
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,6 @@ def run_schedule(model: torch.nn.Module, micro: list[Micro], loss_fn: Callable, 
         forward_step_func=step, data_iterator=iter(micro), model=[model], num_microbatches=len(micro),
         seq_length=first[1], micro_batch_size=first[0], forward_only=forward_only,
         collect_non_loss_data=forward_only)  # fmt: skip
-
-
-def replica_sum(values: torch.Tensor) -> torch.Tensor:
-    """`values` from the last pipeline stage on every stage, summed over DP ranks."""
-    from megatron.core import parallel_state
-
-    if not parallel_state.is_pipeline_last_stage():
-        values = torch.zeros_like(values)
-    torch.distributed.all_reduce(values, group=parallel_state.get_pipeline_model_parallel_group())
-    torch.distributed.all_reduce(values, group=parallel_state.get_data_parallel_group())
-    return values
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
 
 from lwz.atomic import write_text
 from lwz.plan.resolve import Plan
@@ -25,8 +24,7 @@ from lwz.rm.model import encode
 from lwz.rm.train import RM_STAMP
 from lwz.runtime.device import init_distributed
 from lwz.runtime.roles import RoleWorld
-from lwz.actor.stage_run import due, export_once, resume, save_step
-from lwz.track import Tracker
+from lwz.actor.stage_run import export_once, train_stage
 
 __all__ = ["train_reward_model_stage", "recipe_pairs", "EXPORT_FOLDER"]
 
@@ -86,27 +84,12 @@ def train_reward_model_stage(recipe: Recipe, plan: Plan, run_dir: Path, world: R
                  encode(tokenizer, p.prompt, p.rejected, rm.max_length)) for p in held]  # fmt: skip
     kinds = [p.kind for p in held]
     learner = RewardLearner(recipe.model, recipe.actor, schedule.steps, tokenizer.pad_token_id)
-    start = resume(run_dir, learner.model, learner.optimizer)
-    learner.optimizer_steps = start
-    if rank0 and start == 0:
+    if rank0:
         log.info("%d training pairs, %d held out", len(train), len(held))
-    with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
-        if start == 0:
-            tracker.log(0, held_out_accuracy(learner, held_ids, kinds))
-        steps = tqdm(range(start, schedule.steps), initial=start, total=schedule.steps, disable=not rank0,
-                     desc="reward model", unit="step", dynamic_ncols=True)
-        for step in steps:
-            metrics = learner.step(_step_pairs(train_ids, rm.pairs_per_step, step, schedule.seed))
-            done = step + 1
-            if due(done, schedule.eval_every, schedule.steps):
-                metrics.update(held_out_accuracy(learner, held_ids, kinds))
-            tracker.log(done, metrics)
-            if rank0:
-                steps.set_postfix_str(f"loss {metrics['loss']:.3f}" + (f" eval acc {metrics['eval/accuracy']:.3f}"
-                                      if "eval/accuracy" in metrics else ""))  # fmt: skip
-            if due(done, schedule.save_every, schedule.steps):
-                save_step(run_dir, done, learner.model, learner.optimizer, schedule.keep_checkpoints, rank0)
-    final = held_out_accuracy(learner, held_ids, kinds)
+    final = train_stage(recipe, run_dir, learner,
+                        batch_of=lambda step: _step_pairs(train_ids, rm.pairs_per_step, step, schedule.seed),
+                        evaluate=lambda: held_out_accuracy(learner, held_ids, kinds), shown=("eval/accuracy", "eval acc"),
+                        desc="reward model", rank0=rank0)
     stamp = {"base": recipe.model.path, "max_length": recipe.rm.max_length, "stage": "reward_model"}
 
     def finish(folder: Path) -> None:
