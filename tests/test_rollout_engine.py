@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dist_actor.launch import torchrun
+from dist_actor.launch import run_torchrun
 from lwz.rollout.role import EngineRole, share
 from lwz.rollout.weight_sync import buckets, push_weights
 from lwz.engines.vllm_engine import SamplingSettings, VllmEngine, stop_split
@@ -156,13 +156,11 @@ def test_tied_output_layer_follows_a_push(tmp_path):
 def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):
     """The separate-engine path over two gloo processes: rank 1 gets rank 0's tensors, dtypes kept."""
     import os
-    import subprocess
     from pathlib import Path
 
     worker = Path(__file__).with_name("dist_sync") / "broadcast_worker.py"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(worker.parents[2]))
-    cmd = torchrun(2, worker, tmp_path / "out.pt")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_torchrun(2, worker, tmp_path / "out.pt", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(tmp_path / "out.pt")
     source = got["source"]

@@ -13,12 +13,11 @@ weight is perturbed and pushed, the engines' logprobs equal transformers' on the
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from dist_actor.launch import torchrun
+from dist_actor.launch import run_torchrun
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -43,9 +42,8 @@ def synced(request, module_folder, tiny_qwen2, tied_qwen2) -> dict:
     tp, tied = request.param
     folder = module_folder(f"sync-tp{tp}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LWZ_DEVICE="cpu")
-    cmd = torchrun(tp, WORKER, folder / "out.pt", folder / "export", "--tp", str(tp),
-                   *(["--model", str(tied_qwen2)] if tied else []))
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = run_torchrun(tp, WORKER, folder / "out.pt", folder / "export", "--tp", str(tp),
+                        *(["--model", str(tied_qwen2)] if tied else []), env=env, timeout=300)
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     result = torch.load(folder / "out.pt", weights_only=False)
     result.update(tp=tp, tied=tied, export=folder / "export", perturbed_folder=folder / "perturbed",

@@ -25,7 +25,7 @@ from lwz.launch.ports import slurm_job_port
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(180)]
 
-HERE = Path(__file__).resolve().parent   # the jobs unpickle functions of this module
+HERE = Path(__file__).resolve().parent   # the jobs unpickle functions of this module, which imports tests/ modules
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def executor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> submitit.AutoExecutor:
     """A SLURM executor on the test partition whose jobs can import this test module."""
-    paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
+    paths = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     ex = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
     ex.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=10, cpus_per_task=1)
