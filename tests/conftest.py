@@ -25,23 +25,32 @@ SLURM_TESTS = "tests/slurm/"
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Under `-n 2` (CI) the SLURM tests run on one worker, in order: their clusters are one set of daemons,
-    ports and /etc/slurm. The rest spread over both workers test by test. (xdist's own `xdist_group`
-    marker does nothing under pytest 9.2, whose node ids it can no longer rename.)"""
+    """Under `-n 2` (CI) a worker takes a whole module at a time (its module fixtures, often a run or a
+    torchrun world, are built once), and the SLURM tests as one unit, in order: their clusters are one set
+    of daemons, ports and /etc/slurm. Units go out in collection order, which puts the slowest first (below).
+    (xdist's own `xdist_group` marker does nothing under pytest 9.2, whose node ids it cannot rename.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class SlurmTestsTogether(LoadScopeScheduling):
+    class ModulesAndSlurmTests(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return SLURM_TESTS if nodeid.startswith(SLURM_TESTS) else nodeid
+            return SLURM_TESTS if nodeid.startswith(SLURM_TESTS) else nodeid.split("::")[0]
 
-    return SlurmTestsTogether(config, log)
+    config.option.loadscopereorder = False
+    return ModulesAndSlurmTests(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs a SLURM cluster lives in tests/slurm/ (the scheduler above keys on the folder)."""
+    """A test that needs a SLURM cluster lives in tests/slurm/ (the scheduler above keys on the folder). The
+    SLURM tests run first, then the modules with the most slow tests: the long units start early and the
+    quick ones fill the end of both workers."""
     strays = [item.nodeid for item in items if item.get_closest_marker("slurm") and not item.nodeid.startswith(SLURM_TESTS)]
     if strays:
         raise pytest.UsageError(f"SLURM tests outside {SLURM_TESTS}: {', '.join(strays)}")
+    slow: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: (not item.nodeid.startswith(SLURM_TESTS), -slow[item.nodeid.split("::")[0]]))
 
 
 @pytest.fixture(scope="module")
