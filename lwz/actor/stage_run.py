@@ -29,11 +29,13 @@ def train_stage(recipe: Recipe, run_dir: Path, learner: Any, *, batch_of: Callab
     """The stage's steps from the newest checkpoint on: `learner.step(batch_of(step))` (a learner with
     `model`, `optimizer`, `optimizer_steps` and `step`), `evaluate()` before the first step and every
     `schedule.eval_every`, metrics logged, checkpoints every `schedule.save_every` and at the end, a progress
-    bar showing the loss and the `shown` = (metric, label) evaluation. Returns the final evaluation."""
+    bar showing the loss and the `shown` = (metric, label) evaluation. Returns the final evaluation (the last
+    step's, not run twice)."""
     schedule = recipe.schedule
     start = resume(run_dir, learner.model, learner.optimizer)
     learner.optimizer_steps = start
     key, label = shown
+    last: dict[str, float] | None = None   # the evaluation after the last step (`due` always holds there)
     with Tracker(run_dir, recipe, enabled=rank0, resume_step=start + 1) as tracker:
         if start == 0:
             tracker.log(0, evaluate())
@@ -43,13 +45,14 @@ def train_stage(recipe: Recipe, run_dir: Path, learner: Any, *, batch_of: Callab
             metrics = learner.step(batch_of(step))
             done = step + 1
             if due(done, schedule.eval_every, schedule.steps):
-                metrics.update(evaluate())
+                last = evaluate()
+                metrics.update(last)
             tracker.log(done, metrics)
             if rank0:
                 steps.set_postfix_str(f"loss {metrics['loss']:.3f}" + (f" {label} {metrics[key]:.3f}" if key in metrics else ""))
             if due(done, schedule.save_every, schedule.steps):
                 save_step(run_dir, done, learner.model, learner.optimizer, schedule.keep_checkpoints, rank0)
-    return evaluate()
+    return last if last is not None else evaluate()   # a run resumed at its end evaluates here
 
 
 def due(done: int, every: int, total: int) -> bool:

@@ -23,8 +23,8 @@ from lwz.batch import RolloutBatch
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rollout.role import EngineRole
-from lwz.rollout.step_rollout import StepRollout
 from lwz.rollout.rollouts import Scorer
+from lwz.rollout.step_rollout import StepRollout
 from lwz.rollout.weight_sync import SyncStats, Weights, sync_sleeping_engine
 from lwz.runtime.device import release_memory
 
