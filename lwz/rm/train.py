@@ -136,7 +136,7 @@ def save_reward_model(model, tokenizer, out: Path, settings: dict, metrics: dict
         write_text(tmp / RM_STAMP, json.dumps(settings, indent=2) + "\n")
 
 
-TINY_RM_VERSION = 2  # 1 was a MiniLM encoder: lwz serves decoder RMs only (megatron-core GPT models)
+TINY_RM_VERSION = 3  # 1 was a MiniLM encoder (lwz serves decoder RMs only), 2 the 152k-vocabulary tiny Qwen2
 TINY_RM_SETTINGS = TrainSettings(epochs=3, lr=1e-3, batch_size=16, eval_fraction=0.2, seed=0, max_length=256)
 
 

@@ -24,9 +24,9 @@ def main() -> None:
     model = build_gpt_model(config)
     load_hf_into_megatron(model, path, config)
     model.eval()
-    eod = 151643
+    eod = 16320   # <|endoftext|> of the tiny model
     g = torch.Generator().manual_seed(0)
-    docs = [torch.randint(0, 151000, (n,), generator=g).tolist() for n in (5, 9, 4)]
+    docs = [torch.randint(0, 16000, (n,), generator=g).tolist() for n in (5, 9, 4)]
     stream = [t for d in docs for t in d + [eod]]  # 21 tokens: one row of 20
     row = pack_row(np.array(stream), eod)
     tokens, _, loss_mask, params = packed_batch([row, row])

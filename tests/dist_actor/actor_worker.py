@@ -29,7 +29,7 @@ from lwz.recipe.load import load_recipe, recipe_to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ADVANTAGES = [1.0, -1.0, 1.0, -1.0]
-LOGIT_PROBE = [[151644, 872, 198, 9707, 11, 1879, 0, 151645, 198, 77091]]
+LOGIT_PROBE = [[16321, 872, 198, 9707, 11, 1879, 0, 16322, 198, 395, 11202]]   # <|im_start|>user\nHello, world!<|im_end|>\nassistant
 
 
 def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4, sequence_parallel: bool = False):
@@ -45,8 +45,8 @@ def make_recipe(tp: int, pp: int, world: int, lr: float = 1e-4, sequence_paralle
 def make_batch() -> RolloutBatch:
     """Four sequences of 10-16 tokens with fixed random ids (the same on every rank)."""
     g = torch.Generator().manual_seed(7)
-    prompts = [torch.randint(0, 151000, (n,), generator=g).tolist() for n in (5, 8, 6, 7)]
-    responses = [torch.randint(0, 151000, (n,), generator=g).tolist() for n in (7, 6, 9, 5)]
+    prompts = [torch.randint(0, 16000, (n,), generator=g).tolist() for n in (5, 8, 6, 7)]
+    responses = [torch.randint(0, 16000, (n,), generator=g).tolist() for n in (7, 6, 9, 5)]
     n = len(prompts)
     return RolloutBatch(prompt_index=list(range(n)), group=[0] * n, samples=[{}] * n, prompt_ids=prompts,
                         response_ids=responses, texts=[""] * n, truncated=[False] * n,
