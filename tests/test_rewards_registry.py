@@ -12,7 +12,7 @@ def test_names_and_param_defaults():
     assert {"length", "format"} <= set(REWARDS)
     assert reward_params("length") == {"l_max": 20000, "zero_range_reward": 1.0, "measure": "answer"}
     assert reward_params("format") == {
-        "expect_think": True, "ngram": 4, "ngram_cjk": 8, "max_ngram_repeat": 0.4,
+        "expect_think": None, "ngram": 4, "ngram_cjk": 8, "max_ngram_repeat": 0.4,
         "paragraph_similarity": 0.5, "min_paragraph_units": 10, "max_duplicate_paragraphs": 0.2}
 
 

@@ -10,7 +10,7 @@ from lwz.errors import LwzError
 # name -> "module:function" that builds the asset (once) and returns its folder
 ASSETS = {"tiny-qwen2": "lwz.models_local.tiny:tiny_qwen2_path", "tiny-writing-rm": "lwz.rm.train:tiny_writing_rm_path",
           "smollm2-135m": "lwz.models_local.smollm2:smollm2_path"}
-FOLDERS = {"tiny-qwen2": "tiny-qwen2", "tiny-writing-rm": "tiny-writing-rm-v3",
+FOLDERS = {"tiny-qwen2": "tiny-qwen2", "tiny-writing-rm": "tiny-writing-rm-v2",
            "smollm2-135m": "smollm2-135m-instruct-v1"}
 
 

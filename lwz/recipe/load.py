@@ -19,7 +19,9 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, Interpolatio
 
 from lwz.data.rows import HUB_PREFIX
 from lwz.errors import LwzError, did_you_mean
-from lwz.recipe.schema import REWARD_PARAMS, ArchCfg, Recipe
+from lwz.recipe.schema import ArchCfg, Recipe
+from lwz.recipe.settings import check_setting
+from lwz.rewards.registry import REWARDS
 
 COMMAND_LINE = "command line"
 # Paths that are resolved against the folder of the file that sets them.
@@ -267,34 +269,22 @@ def _validate(obj: Any, where: str, prefix: str = "") -> None:
             for i, item in enumerate(value):
                 _validate(item, where, f"{key}.{i}.")
             continue
-        _check_field(f.metadata, value, where, key)
+        check_setting(f.metadata, value, where, key)
     if isinstance(obj, Recipe) and obj.stage == "grpo":
         _validate_reward_terms(obj, where)
-
-
-def _check_field(meta: Any, value: Any, where: str, key: str) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise LwzError(where, key, f"{value!r} is not allowed (allowed: {', '.join(choices)}){did_you_mean(value, choices)}")
-    for bound, test, text in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                              ("le", lambda v, b: v <= b, "<=")):
-        limit = meta.get(bound)
-        if limit is not None and isinstance(value, (int, float)) and not test(value, limit):
-            raise LwzError(where, key, f"{value} is out of range (must be {text} {limit:g})")
 
 
 def _validate_reward_terms(recipe: Recipe, where: str) -> None:
     if not recipe.rewards.terms:
         raise LwzError(where, "rewards.terms", "at least one reward term is required (allowed names: "
-                       f"{', '.join(REWARD_PARAMS)})")
+                       f"{', '.join(REWARDS)})")
     seen: set[str] = set()
     for i, term in enumerate(recipe.rewards.terms):
         if term.name in seen:
             raise LwzError(where, f"rewards.terms.{i}.name", f"reward {term.name!r} appears twice")
         seen.add(term.name)
-        schema = OmegaConf.structured(REWARD_PARAMS[term.name])
+        schema = OmegaConf.structured(REWARDS[term.name])
+        OmegaConf.set_readonly(schema, False)   # a frozen term class: its recipe values still merge in
         OmegaConf.set_struct(schema, True)
         prefix = f"rewards.terms.{i}.params"
         try:
@@ -302,9 +292,13 @@ def _validate_reward_terms(recipe: Recipe, where: str) -> None:
             missing = sorted(OmegaConf.missing_keys(schema))
             if missing:
                 raise LwzError(where, f"{prefix}.{missing[0]}", f"is required by the {term.name!r} reward")
-            params = OmegaConf.to_object(schema)
+            params = OmegaConf.to_object(schema)   # the term itself: its own checks run
+        except LwzError as e:
+            if e.where:   # already placed (a required parameter)
+                raise
+            raise LwzError(where, f"{prefix}.{e.key}", e.message) from None
         except (ConfigKeyError, ConfigAttributeError) as e:
-            allowed = [f.name for f in dataclasses.fields(REWARD_PARAMS[term.name])]
+            allowed = [f.name for f in dataclasses.fields(REWARDS[term.name])]
             bad = str(getattr(e, "full_key", None) or getattr(e, "key", "")).split(".")[-1]
             raise LwzError(where, f"{prefix}.{bad}", f"unknown parameter of the {term.name!r} reward "
                            f"(allowed: {', '.join(allowed)}){did_you_mean(bad, allowed)}") from None

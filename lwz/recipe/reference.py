@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 from lwz import atomic
 from lwz.recipe import schema
+from lwz.rewards.registry import REWARDS
 
 START, END = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
 
@@ -29,7 +30,7 @@ def _default(f: dataclasses.Field) -> str:
 
 def _section(title: str, cls: type) -> list[str]:
     hints = typing.get_type_hints(cls)
-    lines = [f"### `{title}`", "", cls.__doc__.strip(), "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines = [f"### `{title}`", "", cls.__doc__.strip().split("\n\n")[0], "", "| key | type | default | meaning |", "|---|---|---|---|"]
     nested = []
     for f in dataclasses.fields(cls):
         ftype = hints[f.name]
@@ -60,7 +61,7 @@ def render_reference() -> str:
             top.append(f"`{f.name}` ({cls.__name__}, default {_default(f)}): {f.metadata['doc'].rstrip('.')}")
     lines = ["Top level: " + "; ".join(top) + ". `base:` names a recipe to inherit (relative to this file)", "",
              *lines]
-    for name, cls in schema.REWARD_PARAMS.items():
+    for name, cls in REWARDS.items():
         lines += _section(f"rewards.terms[name={name}].params", cls)
     return "\n".join(lines).rstrip() + "\n"
 

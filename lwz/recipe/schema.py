@@ -1,44 +1,19 @@
 """The recipe schema: every setting of a run, its type, default and meaning, in one place.
 
-Each field carries its documentation and allowed values in `metadata` (see `setting`); the loader
-validates against it and `lwz.recipe.reference` renders the README's recipe reference from it.
+Each field carries its documentation and allowed values in `metadata` (`lwz.recipe.settings.setting`); the
+loader validates against it and `lwz.recipe.reference` renders the README's recipe reference from it. A
+reward term's parameters are the fields of its class in `lwz.rewards` (the registry names them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from omegaconf import MISSING
 
-
-def setting(default: Any = MISSING, doc: str = "", *, choices: tuple[str, ...] | None = None,
-            ge: float | None = None, gt: float | None = None, le: float | None = None,
-            factory: Any = None) -> Any:
-    """A dataclass field with its documentation and allowed values."""
-    metadata = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class ArchCfg:
-    """Architecture facts; unset (null) fields are read from `model.path`/config.json."""
-
-    family: Optional[str] = setting(None, "Model family.", choices=("qwen2", "llama"))
-    num_layers: Optional[int] = setting(None, "Transformer layers (HF num_hidden_layers).", ge=1)
-    hidden_size: Optional[int] = setting(None, "Hidden size.", ge=1)
-    num_attention_heads: Optional[int] = setting(None, "Query heads.", ge=1)
-    num_key_value_heads: Optional[int] = setting(None, "KV heads (grouped-query attention).", ge=1)
-    head_dim: Optional[int] = setting(None, "Head dimension; null: hidden_size / num_attention_heads.", ge=1)
-    intermediate_size: Optional[int] = setting(None, "SwiGLU MLP inner size.", ge=1)
-    vocab_size: Optional[int] = setting(None, "Vocabulary size of the embedding (HF config).", ge=1)
-    max_position_embeddings: Optional[int] = setting(None, "Longest context the model supports.", ge=1)
-    qkv_bias: Optional[bool] = setting(None, "Bias on the Q/K/V projections (Qwen2: true).")
-    tie_word_embeddings: Optional[bool] = setting(None, "Output layer shares the input embedding.")
-    rope_theta: Optional[float] = setting(None, "RoPE base.", gt=0)
-    rms_norm_eps: Optional[float] = setting(None, "RMSNorm epsilon.", gt=0)
+from lwz.recipe.settings import ArchCfg, setting
+from lwz.rewards.registry import REWARDS
 
 
 @dataclass
@@ -127,9 +102,9 @@ class RolloutCfg:
 
 @dataclass
 class RewardTermCfg:
-    """One reward term; `params` are checked against the term's own schema (REWARD_PARAMS)."""
+    """One reward term; `params` are checked against the fields of the term's class (lwz.rewards.registry)."""
 
-    name: str = setting(MISSING, "Registered reward name.", choices=("length", "format", "writing_rm", "overlong"))
+    name: str = setting(MISSING, "Registered reward name.", choices=tuple(REWARDS))
     weight: float = setting(1.0, "Weight in the combination.", ge=0)
     params: dict[str, Any] = setting(factory=dict, doc="The term's parameters (see its params table).")
 
@@ -143,61 +118,6 @@ class RewardsCfg:
                            "weighted sum of rewards.", choices=("mean_of_normalized", "weighted_sum"))
     terms: list[RewardTermCfg] = setting(factory=list, doc="Reward terms (at least one).")
     eps: float = setting(1.0e-6, "Added to the group std before dividing.", gt=0)
-
-
-@dataclass
-class LengthParams:
-    """Parameters of the `length` reward (PAPER.md)."""
-
-    l_max: int = setting(20000, "Length (words) at which the reward above the range reaches 0.", ge=1)
-    zero_range_reward: float = setting(1.0, "Reward for prompts annotated [0, 0] (constant: no length signal).",
-                                       ge=0, le=1)
-    measure: str = setting("answer", "What is counted: the text inside <answer> (none: reward 0), or the whole "
-                           "response.", choices=("answer", "response"))
-
-
-@dataclass
-class FormatParams:
-    """Parameters of the `format` reward: think/answer structure, zero when the answer repeats itself."""
-
-    expect_think: Optional[bool] = setting(None, "Expect <think>...</think><answer>...</answer> (true) or one "
-                                           "<answer> only (false); null: from rollout.template.")
-    ngram: int = setting(4, "n of the n-gram repetition rate and paragraph shingles, in words.", ge=1)
-    ngram_cjk: int = setting(8, "The same n in CJK characters (natural Chinese repeats many short n-grams).", ge=1)
-    max_ngram_repeat: float = setting(0.4, "Repetition rate above which the reward is 0 (1 disables).", ge=0, le=1)
-    paragraph_similarity: float = setting(0.5, "Shingle Jaccard similarity from which two paragraphs are duplicates.",
-                                          gt=0, le=1)
-    min_paragraph_units: int = setting(10, "Shorter paragraphs (headings, list items) are not compared.", ge=1)
-    max_duplicate_paragraphs: float = setting(0.2, "Duplicate-paragraph ratio above which the reward is 0 "
-                                              "(1 disables).", ge=0, le=1)
-
-
-@dataclass
-class WritingRMParams:
-    """Parameters of the `writing_rm` reward (a Bradley-Terry scalar reward model)."""
-
-    model: str = setting(MISSING, "Local HF folder of the reward model (a qwen2/llama sequence classifier, as "
-                         "lwz train-rm exports it). It is served on the actor's ranks with the actor's megatron "
-                         "grid (tp, pp; the DP ranks share the responses), its weights in host memory outside the "
-                         "reward phase; micro-batches of actor.micro_batch_tokens.")
-    arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts of the reward model (for the plan).")
-    max_length: int = setting(16384, "Longest prompt + answer scored, in tokens (longer: truncated from the left).",
-                              ge=1)
-    on_failure: str = setting("error", "error: stop the run; skip_term: drop this term for the step and log it.",
-                              choices=("error", "skip_term"))
-
-
-@dataclass
-class OverlongParams:
-    """Parameters of the `overlong` reward: DAPO's soft overlong punishment (0 down to -penalty_factor)."""
-
-    buffer: int = setting(1024, "Tokens before max_length over which the punishment grows from 0 to -1.", ge=1)
-    max_length: Optional[int] = setting(None, "Longest response in tokens; null: rollout.max_tokens.", ge=1)
-    penalty_factor: float = setting(1.0, "Scale of the punishment.", ge=0)
-
-
-REWARD_PARAMS: dict[str, type] = {"length": LengthParams, "format": FormatParams, "writing_rm": WritingRMParams,
-                                  "overlong": OverlongParams}
 
 
 @dataclass

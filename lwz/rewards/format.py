@@ -15,11 +15,10 @@ second half copies its first measures about 0.5 and 0.5.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from numbers import Integral, Real
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
-from lwz.errors import LwzError
+from lwz.recipe.settings import check_settings, setting
 from lwz.rewards.answer import (ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN, restore_stop,
                                 split_think_answer)
 from lwz.rewards.repetition import (DEFAULT_MIN_PARAGRAPH_UNITS, DEFAULT_NGRAM, DEFAULT_NGRAM_CJK,
@@ -50,23 +49,23 @@ def is_well_formed(response: str, *, closed_by_stop: bool = False, expect_think:
 
 @dataclass(frozen=True)
 class FormatReward(PerSampleTerm):
-    """The `format` term (see the module docstring).
+    """Parameters of the `format` reward: think/answer structure, zero when the answer repeats itself.
 
-    expect_think: the think template's structure (True) or the no-think one's, answer only (False).
-    ngram, ngram_cjk: n of the n-grams and paragraph shingles, in words / in CJK characters.
-    max_ngram_repeat: highest n-gram repetition rate that still earns the reward.
-    paragraph_similarity: shingle Jaccard similarity from which two paragraphs are duplicates.
-    min_paragraph_units: shorter paragraphs (headings, list items) are not compared.
-    max_duplicate_paragraphs: highest near-duplicate paragraph ratio that still earns the reward.
+    The term scores each response as the module docstring says.
     """
 
-    expect_think: bool = True
-    ngram: int = DEFAULT_NGRAM
-    ngram_cjk: int = DEFAULT_NGRAM_CJK
-    max_ngram_repeat: float = 0.4
-    paragraph_similarity: float = DEFAULT_PARAGRAPH_SIMILARITY
-    min_paragraph_units: int = DEFAULT_MIN_PARAGRAPH_UNITS
-    max_duplicate_paragraphs: float = 0.2
+    expect_think: Optional[bool] = setting(None, "Expect <think>...</think><answer>...</answer> (true) or one "
+                                           "<answer> only (false); null: from rollout.template.")
+    ngram: int = setting(DEFAULT_NGRAM, "n of the n-gram repetition rate and paragraph shingles, in words.", ge=1)
+    ngram_cjk: int = setting(DEFAULT_NGRAM_CJK, "The same n in CJK characters (natural Chinese repeats many short "
+                             "n-grams).", ge=1)
+    max_ngram_repeat: float = setting(0.4, "Repetition rate above which the reward is 0 (1 disables).", ge=0, le=1)
+    paragraph_similarity: float = setting(DEFAULT_PARAGRAPH_SIMILARITY, "Shingle Jaccard similarity from which two "
+                                          "paragraphs are duplicates.", gt=0, le=1)
+    min_paragraph_units: int = setting(DEFAULT_MIN_PARAGRAPH_UNITS, "Shorter paragraphs (headings, list items) are "
+                                       "not compared.", ge=1)
+    max_duplicate_paragraphs: float = setting(0.2, "Duplicate-paragraph ratio above which the reward is 0 "
+                                              "(1 disables).", ge=0, le=1)
 
     @staticmethod
     def recipe_defaults(recipe: Any) -> dict[str, Any]:
@@ -74,16 +73,13 @@ class FormatReward(PerSampleTerm):
         return {"expect_think": recipe.rollout.template == "think"}
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(value, bool):
-                raise LwzError(None, f.name, f"{value!r} is invalid: need true or false")
-            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
-                raise LwzError(None, f.name, f"{value!r} is invalid: need an integer >= 1")
-            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1):
-                raise LwzError(None, f.name, f"{value!r} is invalid: need a number in [0, 1]")
-        if self.paragraph_similarity == 0:
-            raise LwzError(None, "paragraph_similarity", "0 is invalid: need a number in (0, 1]")
+        check_settings(self)
+
+    @property
+    def think_first(self) -> bool:
+        """Whether a think segment must precede the answer: unless `expect_think` is false (null, left by a term
+        built in code rather than from a recipe, means the think template's structure)."""
+        return self.expect_think is not False
 
     def repetition(self, answer: str) -> tuple[float, float]:
         """(n-gram repetition rate, near-duplicate paragraph ratio) of an answer, with these settings."""
@@ -95,7 +91,7 @@ class FormatReward(PerSampleTerm):
 
     def score(self, response: str, sample: Mapping[str, Any], closed_by_stop: bool = False) -> float:
         """1.0 for a well-formed response whose answer passes the repetition checks, else 0.0."""
-        if not is_well_formed(response, closed_by_stop=closed_by_stop, expect_think=self.expect_think):
+        if not is_well_formed(response, closed_by_stop=closed_by_stop, expect_think=self.think_first):
             return 0.0
         _, answer = split_think_answer(response, closed_by_stop=closed_by_stop)
         assert answer is not None, "a well-formed response has an answer"

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 from lwz.errors import LwzError
+from lwz.recipe.settings import check_settings, setting
 from lwz.rewards.answer import extract_answer
 from lwz.rewards.term import PerSampleTerm
 from lwz.text import count_length
@@ -63,25 +64,19 @@ def length_reward(answer: str, length_range: Sequence[int], *, l_max: int = DEFA
 
 @dataclass(frozen=True)
 class LengthReward(PerSampleTerm):
-    """The `length` term: `length_reward` of each response's answer against `sample["length_range"]`.
+    """Parameters of the `length` reward (PAPER.md).
 
-    l_max: answer length (words / CJK characters) at which the reward above the range reaches 0.
-    zero_range_reward: the constant reward of prompts annotated [0, 0].
-    measure: "answer" (the text inside <answer>; none: reward 0) or "response" (all the text).
+    The term scores `length_reward` of each response's answer against `sample["length_range"]`.
     """
 
-    l_max: int = DEFAULT_L_MAX
-    zero_range_reward: float = 1.0
-    measure: str = "answer"
+    l_max: int = setting(DEFAULT_L_MAX, "Length (words) at which the reward above the range reaches 0.", ge=1)
+    zero_range_reward: float = setting(1.0, "Reward for prompts annotated [0, 0] (constant: no length signal).",
+                                       ge=0, le=1)
+    measure: str = setting("answer", "What is counted: the text inside <answer> (none: reward 0), or the whole "
+                           "response.", choices=("answer", "response"))
 
     def __post_init__(self) -> None:
-        if isinstance(self.l_max, bool) or not isinstance(self.l_max, Integral) or self.l_max < 1:
-            raise LwzError(None, "l_max", f"{self.l_max!r} is invalid: need an integer >= 1")
-        if isinstance(self.zero_range_reward, bool) or not isinstance(self.zero_range_reward, Real) \
-                or not 0.0 <= self.zero_range_reward <= 1.0:
-            raise LwzError(None, "zero_range_reward", f"{self.zero_range_reward!r} is invalid: need a number in [0, 1]")
-        if self.measure not in ("answer", "response"):
-            raise LwzError(None, "measure", f"{self.measure!r} is invalid; allowed: answer, response")
+        check_settings(self)
 
     def score(self, response: str, sample: Mapping[str, Any], closed_by_stop: bool = False) -> float:
         """The length reward of one response to the prompt `sample`."""

@@ -35,7 +35,7 @@ def reward_hacking_metrics(responses: Sequence[str], samples: Sequence[Mapping[s
         "format_failure_rate", "answer_missing_rate", "ngram_repetition_rate", "duplicate_paragraph_ratio",
         "answer_length_mean", "answer_length_to_target", "answer_in_range_rate", "think_length_mean")}
     for response, sample, stop in zip(responses, samples, stops):
-        well_formed = is_well_formed(response, closed_by_stop=stop, expect_think=settings.expect_think)
+        well_formed = is_well_formed(response, closed_by_stop=stop, expect_think=settings.think_first)
         columns["format_failure_rate"].append(float(not well_formed))
         think, answer = split_think_answer(response, closed_by_stop=stop)
         columns["answer_missing_rate"].append(float(answer is None))

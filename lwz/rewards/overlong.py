@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
-from typing import Any
+from typing import Any, Optional
 
 from lwz.errors import LwzError
+from lwz.recipe.settings import check_settings, setting
 
 
 def overlong_penalty(tokens: int, max_length: int, buffer: int, penalty_factor: float = 1.0) -> float:
@@ -33,16 +33,14 @@ def overlong_penalty(tokens: int, max_length: int, buffer: int, penalty_factor: 
 
 @dataclass(frozen=True)
 class OverlongPenalty:
-    """The `overlong` term: `overlong_penalty` of each response's token count.
+    """Parameters of the `overlong` reward: DAPO's soft overlong punishment (0 down to -penalty_factor).
 
-    buffer: L_cache, the tokens before the limit over which the punishment grows to -1.
-    max_length: L_max in tokens; null: the rollout's max_tokens (set when the recipe builds the term).
-    penalty_factor: scales the punishment.
+    The term scores `overlong_penalty` of each response's token count.
     """
 
-    buffer: int = 1024
-    max_length: int | None = None
-    penalty_factor: float = 1.0
+    buffer: int = setting(1024, "Tokens before max_length over which the punishment grows from 0 to -1.", ge=1)
+    max_length: Optional[int] = setting(None, "Longest response in tokens; null: rollout.max_tokens.", ge=1)
+    penalty_factor: float = setting(1.0, "Scale of the punishment.", ge=0)
     uses_token_counts = True  # RewardMix passes each response's token count
 
     @staticmethod
@@ -51,14 +49,9 @@ class OverlongPenalty:
         return {"max_length": recipe.rollout.max_tokens}
 
     def __post_init__(self) -> None:
-        for name in ("buffer", "max_length"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
-                raise LwzError(None, name, f"{value!r} is invalid: need an integer >= 1")
+        check_settings(self)
         if self.max_length is not None and self.buffer > self.max_length:
             raise LwzError(None, "buffer", f"{self.buffer} exceeds max_length {self.max_length}")
-        if isinstance(self.penalty_factor, bool) or not isinstance(self.penalty_factor, Real) or self.penalty_factor < 0:
-            raise LwzError(None, "penalty_factor", f"{self.penalty_factor!r} is invalid: need a number >= 0")
 
     def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
                  closed_by_stop: Sequence[bool] | None = None, *,

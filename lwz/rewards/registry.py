@@ -1,7 +1,9 @@
 """Reward terms by short name, as recipes choose them (`rewards.terms[].name`).
 
-Each entry is a frozen dataclass whose fields are the term's parameters (with defaults) and whose
-instances are `RewardTerm`s: `build_reward("length", l_max=15000)(responses, samples)`.
+Each entry is a dataclass whose fields are the term's parameters, declared once with their documentation,
+choices and bounds (`lwz.recipe.settings.setting`: the recipe loader checks a term's `params` against them and
+the README's reference lists them), and whose instances are `RewardTerm`s:
+`build_reward("length", l_max=15000)(responses, samples)`.
 """
 
 from __future__ import annotations

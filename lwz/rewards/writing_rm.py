@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import MISSING
+
 from lwz.errors import LwzError
+from lwz.recipe.settings import ArchCfg, check_settings, setting
 from lwz.rewards.answer import extract_answer
 
 log = logging.getLogger(__name__)
@@ -55,24 +58,29 @@ def check_reward_model_folder(path: str | os.PathLike, key: str = "model") -> Pa
 
 @dataclass
 class WritingRMReward:
-    """The `writing_rm` term: the RM's score of each response's answer (the whole response when it has
-    no answer segment) to `sample["prompt"]`. Fields mirror the recipe's WritingRMParams (`arch` is for
-    the plan). `serve` builds this rank's shard of the model before the term scores anything.
+    """Parameters of the `writing_rm` reward (a Bradley-Terry scalar reward model).
+
+    The term scores each response's answer (the whole response when it has no answer segment) to
+    `sample["prompt"]`; `serve` builds this rank's shard of the model before the term scores anything.
     """
 
-    model: str = ""
-    arch: Any = None
-    max_length: int = 16384
-    on_failure: str = "error"
+    model: str = setting(MISSING, "Local HF folder of the reward model (a qwen2/llama sequence classifier, as "
+                         "lwz train-rm exports it). It is served on the actor's ranks with the actor's megatron "
+                         "grid (tp, pp; the DP ranks share the responses), its weights in host memory outside the "
+                         "reward phase; micro-batches of actor.micro_batch_tokens.")
+    arch: ArchCfg = setting(factory=ArchCfg, doc="Architecture facts of the reward model (for the plan).")
+    max_length: int = setting(16384, "Longest prompt + answer scored, in tokens (longer: truncated from the left).",
+                              ge=1)
+    on_failure: str = setting("error", "error: stop the run; skip_term: drop this term for the step and log it.",
+                              choices=("error", "skip_term"))
 
     def __post_init__(self) -> None:
         self.scorer = None
         self.tokenizer = None
         self.failure: str | None = None  # why the model could not be built (on_failure: skip_term)
-        if not self.model:
+        if not self.model or self.model == MISSING:
             raise LwzError(None, "model", "the writing_rm reward needs the reward model's folder")
-        if self.on_failure not in ("error", "skip_term"):
-            raise LwzError(None, "on_failure", f"{self.on_failure!r} is invalid; allowed: error, skip_term")
+        check_settings(self)
 
     def serve(self, *, dtype: str, micro_batch_tokens: int, sequence_parallel: bool) -> None:
         """Build this rank's shard of the reward model on the actor's grid (collective: every actor rank calls

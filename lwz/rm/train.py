@@ -136,19 +136,21 @@ def save_reward_model(model, tokenizer, out: Path, settings: dict, metrics: dict
         write_text(tmp / RM_STAMP, json.dumps(settings, indent=2) + "\n")
 
 
-TINY_RM_VERSION = 3  # 1 was a MiniLM encoder (lwz serves decoder RMs only), 2 the 152k-vocabulary tiny Qwen2
+TINY_RM_VERSION = 2  # 1 was a MiniLM encoder: lwz serves decoder RMs only (megatron-core GPT models)
 TINY_RM_SETTINGS = TrainSettings(epochs=3, lr=1e-3, batch_size=16, eval_fraction=0.2, seed=0, max_length=256)
 
 
 def tiny_writing_rm_path() -> Path:
-    """A small trained writing RM (the tiny Qwen2 backbone, on the packaged lwz/assets/rm/writing_pairs.jsonl)
-    in the lwz cache, built once.
+    """A small trained writing RM (the tiny Qwen2 shape with Qwen2.5's whole vocabulary, on the packaged
+    lwz/assets/rm/writing_pairs.jsonl) in the lwz cache, built once.
 
+    An RM scores with a one-output head, so its vocabulary costs only an embedding lookup: it keeps Qwen2.5's,
+    which also makes it a reward model whose tokenizer differs from the tiny policy's (it scores text).
     Safe when several processes race: each trains into its own folder; the first rename wins.
     """
     from lwz.models_local.assets import cache_dir
+    from lwz.models_local.tiny import QWEN25_VOCAB, TINY_QWEN2_SHAPE, build_qwen2
     from lwz.rm.data import load_pairs
-    from lwz.models_local.tiny import tiny_qwen2_path
 
     path = cache_dir() / "models" / f"tiny-writing-rm-v{TINY_RM_VERSION}"
     if (path / RM_STAMP).is_file():
@@ -157,7 +159,13 @@ def tiny_writing_rm_path() -> Path:
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     pairs = load_pairs(Path(str(files("lwz") / "assets" / "rm" / "writing_pairs.jsonl")))
-    train_reward_model(tiny_qwen2_path(), pairs, staging, TINY_RM_SETTINGS)
+    backbone = staging.with_name(staging.name + ".backbone")
+    shutil.rmtree(backbone, ignore_errors=True)
+    build_qwen2(backbone, **{**TINY_QWEN2_SHAPE, "vocab_size": QWEN25_VOCAB}, seed=0)
+    try:
+        train_reward_model(backbone, pairs, staging, TINY_RM_SETTINGS)
+    finally:
+        shutil.rmtree(backbone, ignore_errors=True)
     try:
         os.rename(staging, path)
     except OSError:  # another process installed it first
