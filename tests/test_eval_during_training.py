@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def recipe_with(model: Path, *overrides: str):
     return load_recipe(ROOT / "recipes" / "tiny.yaml", [f"model.path={model}", "rollout.max_tokens=24",
+                                                        "rollout.max_prompt_tokens=960",   # Chinese items: ~700 tokens
                                                         "eval.limit=4", *overrides])
 
 

@@ -40,13 +40,14 @@ def test_malformed(response):
     assert not is_well_formed(response)
 
 
-def test_stop_string_stripped_by_the_rollout():
-    stripped = "<think>plan</think><answer>The essay."
-    assert not is_well_formed(stripped)
-    assert is_well_formed(stripped, closed_by_stop=True)
-    assert is_well_formed(GOOD, closed_by_stop=True)              # kept stop string: not doubled
-    assert extract_answer(stripped) is None
-    assert extract_answer(stripped, closed_by_stop=True) == "The essay."
+def test_stop_string_kept_by_the_rollout():
+    cut = "<think>plan</think><answer>The essay."                   # cut at max_tokens before </answer>
+    stopped = cut + "</answer>"                                    # stopped on the stop string, kept in the text
+    assert not is_well_formed(cut)
+    assert is_well_formed(stopped)
+    assert not is_well_formed(stopped + "</answer>")              # the stop string once, not doubled
+    assert extract_answer(cut) is None
+    assert extract_answer(stopped) == "The essay."
 
 
 def test_no_think_structure():

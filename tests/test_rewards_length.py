@@ -30,12 +30,12 @@ def test_term_measures_only_the_answer():
     assert reward([_response("one two"), _response("一 two 三 four")], [sample, sample]) == [0.5, 1.0]
 
 
-def test_missing_answer_gets_zero_and_stop_string_restores_it():
+def test_missing_answer_gets_zero_and_the_kept_stop_string_closes_it():
     sample = {"length_range": [2, 4]}
-    stripped = "<think>plan</think><answer>three short words"
-    assert LengthReward().score(stripped, sample) == 0.0
-    assert LengthReward().score(stripped, sample, closed_by_stop=True) == 1.0
-    assert LengthReward()([stripped, stripped], [sample, sample], closed_by_stop=[False, True]) == [0.0, 1.0]
+    cut = "<think>plan</think><answer>three short words"
+    assert LengthReward().score(cut, sample) == 0.0
+    assert LengthReward().score(cut + "</answer>", sample) == 1.0
+    assert LengthReward()([cut, cut + "</answer>"], [sample, sample]) == [0.0, 1.0]
 
 
 def test_zero_range_is_constant_whatever_the_answer():

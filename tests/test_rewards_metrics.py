@@ -30,11 +30,10 @@ def test_batch_metrics_hand_computed():
     assert all(isinstance(v, float) for v in metrics.values())
 
 
-def test_stop_flags_settings_and_left_out_keys():
-    responses = ["<answer>a b c", "<answer>a b c d e f g h</answer>"]
+def test_settings_and_left_out_keys():
+    responses = ["<answer>a b c</answer>", "<answer>a b c d e f g h</answer>"]
     samples = [{}, {"length_range": [0, 0]}]
-    metrics = reward_hacking_metrics(responses, samples, closed_by_stop=[True, False],
-                                     settings=FormatReward(expect_think=False))
+    metrics = reward_hacking_metrics(responses, samples, settings=FormatReward(expect_think=False))
     assert metrics["format_failure_rate"] == 0.0 and metrics["answer_length_mean"] == 5.5
     assert "answer_in_range_rate" not in metrics and "think_length_mean" not in metrics
     assert reward_hacking_metrics([], []) == {}

@@ -21,9 +21,9 @@ def test_build_reward_scores_a_batch():
     assert isinstance(length, LengthReward) and length.l_max == 1000
     fmt = build_reward("format", expect_think=False)
     assert isinstance(fmt, FormatReward) and not fmt.expect_think
-    responses = ["<think>plan</think><answer>one two</answer>", "<answer>one two three four"]
+    responses = ["<think>plan</think><answer>one two</answer>", "<answer>one two three four</answer>"]
     samples = [{"length_range": [4, 8]}] * 2
-    assert length(responses, samples, closed_by_stop=[False, True]) == [0.5, 1.0]
+    assert length(responses, samples) == [0.5, 1.0]
     assert build_reward("format")(responses, samples) == [1.0, 0.0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         length.l_max = 5

@@ -1,7 +1,7 @@
 """Finding the `<think>` and `<answer>` segments of a response.
 
-The rollout may stop generation on the stop string `</answer>` and strip it from the text; callers
-pass `closed_by_stop=True` for such a response and the closing tag is put back before parsing.
+A rollout that stops generation on the stop string `</answer>` keeps it in the text (the engines generate with
+`include_stop_str_in_output`), so a response is parsed as it is.
 """
 
 from __future__ import annotations
@@ -9,13 +9,6 @@ from __future__ import annotations
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
-
-
-def restore_stop(response: str, closed_by_stop: bool) -> str:
-    """`response` ending in `</answer>`: appended when generation stopped on it and it was stripped."""
-    if closed_by_stop and not response.endswith(ANSWER_CLOSE):
-        return response + ANSWER_CLOSE
-    return response
 
 
 def _segment(text: str, open_tag: str, close_tag: str, start: int = 0) -> tuple[str, int] | None:
@@ -29,19 +22,18 @@ def _segment(text: str, open_tag: str, close_tag: str, start: int = 0) -> tuple[
     return text[begin + len(open_tag):end], end + len(close_tag)
 
 
-def split_think_answer(response: str, *, closed_by_stop: bool = False) -> tuple[str | None, str | None]:
+def split_think_answer(response: str) -> tuple[str | None, str | None]:
     """Leniently find (think, answer), each stripped, None where absent.
 
     think: inside the first `<think>...</think>`. answer: inside the first `<answer>...</answer>`
     after that think segment (a plan may mention the tags), or anywhere when there is none.
     Well-formedness is judged by `lwz.rewards.format.is_well_formed`, not here.
     """
-    text = restore_stop(response, closed_by_stop)
-    think = _segment(text, THINK_OPEN, THINK_CLOSE)
-    answer = _segment(text, ANSWER_OPEN, ANSWER_CLOSE, think[1] if think else 0)
+    think = _segment(response, THINK_OPEN, THINK_CLOSE)
+    answer = _segment(response, ANSWER_OPEN, ANSWER_CLOSE, think[1] if think else 0)
     return (think[0].strip() if think else None), (answer[0].strip() if answer else None)
 
 
-def extract_answer(response: str, *, closed_by_stop: bool = False) -> str | None:
+def extract_answer(response: str) -> str | None:
     """The answer text (see `split_think_answer`), or None when the response has no answer segment."""
-    return split_think_answer(response, closed_by_stop=closed_by_stop)[1]
+    return split_think_answer(response)[1]

@@ -19,21 +19,20 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from lwz.recipe.settings import check_settings, setting
-from lwz.rewards.answer import (ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN, restore_stop,
-                                split_think_answer)
+from lwz.rewards.answer import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN, split_think_answer
 from lwz.rewards.repetition import (DEFAULT_MIN_PARAGRAPH_UNITS, DEFAULT_NGRAM, DEFAULT_NGRAM_CJK,
                                     DEFAULT_PARAGRAPH_SIMILARITY, duplicate_paragraph_ratio, ngram_repetition_rate)
 from lwz.rewards.term import PerSampleTerm
 
 
-def is_well_formed(response: str, *, closed_by_stop: bool = False, expect_think: bool = True) -> bool:
+def is_well_formed(response: str, *, expect_think: bool = True) -> bool:
     """True for exactly `<think>...</think>` then `<answer>...</answer>`, whitespace only around them.
 
     Each tag appears exactly once (so none is nested or repeated) and the answer is not blank.
     With `expect_think=False` (no-think template) the response is one answer segment and any think
     tag fails it.
     """
-    text = restore_stop(response, closed_by_stop)
+    text = response
     order = [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE] if expect_think else [ANSWER_OPEN, ANSWER_CLOSE]
     if any(text.count(tag) != (tag in order) for tag in TAGS):
         return False
@@ -89,11 +88,11 @@ class FormatReward(PerSampleTerm):
             ngram=self.ngram, ngram_cjk=self.ngram_cjk)
         return rate, duplicates
 
-    def score(self, response: str, sample: Mapping[str, Any], closed_by_stop: bool = False) -> float:
+    def score(self, response: str, sample: Mapping[str, Any]) -> float:
         """1.0 for a well-formed response whose answer passes the repetition checks, else 0.0."""
-        if not is_well_formed(response, closed_by_stop=closed_by_stop, expect_think=self.think_first):
+        if not is_well_formed(response, expect_think=self.think_first):
             return 0.0
-        _, answer = split_think_answer(response, closed_by_stop=closed_by_stop)
+        _, answer = split_think_answer(response)
         assert answer is not None, "a well-formed response has an answer"
         rate, duplicates = self.repetition(answer)
         return float(rate <= self.max_ngram_repeat and duplicates <= self.max_duplicate_paragraphs)

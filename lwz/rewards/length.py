@@ -78,7 +78,7 @@ class LengthReward(PerSampleTerm):
     def __post_init__(self) -> None:
         check_settings(self)
 
-    def score(self, response: str, sample: Mapping[str, Any], closed_by_stop: bool = False) -> float:
+    def score(self, response: str, sample: Mapping[str, Any]) -> float:
         """The length reward of one response to the prompt `sample`."""
         if LENGTH_RANGE_KEY not in sample:
             raise LwzError(None, LENGTH_RANGE_KEY, "the prompt has no target range; annotate it "
@@ -86,7 +86,7 @@ class LengthReward(PerSampleTerm):
         lo, hi = check_range(sample[LENGTH_RANGE_KEY])
         if lo == hi == 0:
             return float(self.zero_range_reward)
-        answer = response if self.measure == "response" else extract_answer(response, closed_by_stop=closed_by_stop)
+        answer = response if self.measure == "response" else extract_answer(response)
         if answer is None:
             return 0.0
         return length_reward(answer, (lo, hi), l_max=self.l_max, zero_range_reward=self.zero_range_reward)

@@ -25,19 +25,16 @@ from lwz.text import count_length
 
 
 def reward_hacking_metrics(responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
-                           closed_by_stop: Sequence[bool] | None = None,
                            settings: FormatReward = FormatReward()) -> dict[str, float]:
     """The metrics above; `settings` gives the structure and repetition measures (the format term's)."""
-    stops = [False] * len(responses) if closed_by_stop is None else list(closed_by_stop)
-    assert len(samples) == len(responses) == len(stops), (
-        f"{len(responses)} responses, {len(samples)} samples, {len(stops)} stop flags")
+    assert len(samples) == len(responses), f"{len(responses)} responses, {len(samples)} samples"
     columns: dict[str, list[float]] = {key: [] for key in (
         "format_failure_rate", "answer_missing_rate", "ngram_repetition_rate", "duplicate_paragraph_ratio",
         "answer_length_mean", "answer_length_to_target", "answer_in_range_rate", "think_length_mean")}
-    for response, sample, stop in zip(responses, samples, stops):
-        well_formed = is_well_formed(response, closed_by_stop=stop, expect_think=settings.think_first)
+    for response, sample in zip(responses, samples):
+        well_formed = is_well_formed(response, expect_think=settings.think_first)
         columns["format_failure_rate"].append(float(not well_formed))
-        think, answer = split_think_answer(response, closed_by_stop=stop)
+        think, answer = split_think_answer(response)
         columns["answer_missing_rate"].append(float(answer is None))
         if think is not None:
             columns["think_length_mean"].append(count_length(think))

@@ -53,8 +53,7 @@ class OverlongPenalty:
         if self.max_length is not None and self.buffer > self.max_length:
             raise LwzError(None, "buffer", f"{self.buffer} exceeds max_length {self.max_length}")
 
-    def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
-                 closed_by_stop: Sequence[bool] | None = None, *,
+    def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]], *,
                  response_tokens: Sequence[int] | None = None) -> list[float]:
         """The punishment of each response, from `response_tokens` (required)."""
         if response_tokens is None or len(response_tokens) != len(responses):

@@ -100,15 +100,12 @@ class WritingRMReward:
             self.failure = f"the reward model could not be built: {type(e).__name__}: {e}"
             raise RewardModelError(self.failure) from e
 
-    def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]],
-                 closed_by_stop: Sequence[bool] | None = None) -> list[float]:
+    def __call__(self, responses: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float]:
         """RM scores of every response, the same on every rank; RewardModelError when scoring fails."""
         from lwz.rm.model import encode
 
-        stops = [False] * len(responses) if closed_by_stop is None else list(closed_by_stop)
-        assert len(samples) == len(responses) == len(stops), (
-            f"{len(responses)} responses, {len(samples)} samples, {len(stops)} stop flags")
-        answers = [extract_answer(r, closed_by_stop=c) or r for r, c in zip(responses, stops)]
+        assert len(samples) == len(responses), f"{len(responses)} responses, {len(samples)} samples"
+        answers = [extract_answer(r) or r for r in responses]
         for sample in samples:
             if not isinstance(sample.get("prompt"), str):
                 raise LwzError(None, "prompt", "the writing_rm reward needs each sample's 'prompt' text")
