@@ -3,7 +3,7 @@
     python bench/gpu_check.py [--device cuda|cpu] [--out DIR]
 
 `cuda` runs the paper's shapes on one GPU in a few minutes; `cpu` runs the same checks on the tiny
-shape, which CI runs (tests/test_gpu_check.py) so that the script cannot rot while no GPU is lent. It
+shape, which CI runs (tests/multiproc/test_gpu_check.py) so that the script cannot rot while no GPU is lent. It
 prints one table (also DIR/gpu_check.md) and exits non-zero when a check fails.
 
 1. attention: lwz's SdpaAttention forward and backward (cuda: 15,360 tokens, 40 query / 8 KV heads, head

@@ -43,7 +43,7 @@ check() {  # name, command...: run it, keep its output, add a table row from its
 card="$(python3 -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")')"
 FIGURE='passed|failed|max \|diff'
 check "actor parity, weight gather, tempered logprobs (fp32/bf16, NCCL)" \
-    python3 -m pytest -q -p no:cacheprovider tests/test_actor_parity.py -k gpu -rA -s
+    python3 -m pytest -q -p no:cacheprovider tests/multiproc/test_actor_parity.py -k gpu -rA -s
 FIGURE='tokens/s|ratio|MFU'
 check "GRPO update, tiny, bf16 (megatron vs HF + AdamW)" \
     python3 bench/actor.py --device cuda --model tiny --dtype bf16 --sequences 16 --prompt-len 256 --response-len 768

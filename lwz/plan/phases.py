@@ -26,7 +26,7 @@ and for dynamic sampling's rounds), the step's batch (token ids and three logpro
 a save, on each data-parallel rank 0, (2 x 12 + b) B per parameter of its stage: the distributed
 optimizer's fp32 parameters and Adam states (12 B) gathered once by megatron and staged once more for
 writing, and the weights staged once (b B). Measured on CPU: a save raised a tiny fp32 Qwen2's peak RSS
-by 1.10 GB for 39.2 M parameters, 28.1 B each (tests/test_train_loop.py checks the plan against it).
+by 1.10 GB for 39.2 M parameters, 28.1 B each (tests/e2e/test_train_loop.py checks the plan against it).
 On CPU every figure is host memory of a process: the engine's KV cache is VLLM_CPU_KVCACHE_SPACE
 (1 GiB, set by lwz) and there is no context or NCCL.
 """

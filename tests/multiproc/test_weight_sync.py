@@ -21,7 +21,7 @@ from dist_actor.launch import run_torchrun
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
-WORKER = Path(__file__).with_name("dist_sync") / "sync_worker.py"
+WORKER = Path(__file__).parents[1] / "dist_sync" / "sync_worker.py"
 REPO = WORKER.parents[2]
 NEW_TOKENS = 16
 LOGPROB_TOLERANCE = 1e-3  # fp32; measured ~2e-6

@@ -158,7 +158,7 @@ def test_broadcast_buckets_deliver_every_tensor_in_one_load(tmp_path):
     import os
     from pathlib import Path
 
-    worker = Path(__file__).with_name("dist_sync") / "broadcast_worker.py"
+    worker = Path(__file__).parents[1] / "dist_sync" / "broadcast_worker.py"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(worker.parents[2]))
     proc = run_torchrun(2, worker, tmp_path / "out.pt", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -1,6 +1,6 @@
 """Reward-model runs from a recipe (`stage: reward_model`): the plan at the paper's scale, errors before
 the queue, and a resumed `lwz train-rm` run. (The tiny recipe's accuracy and the loop on the RM it trained:
-tests/test_pipeline.py.)
+tests/e2e/test_pipeline.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from helpers import lwz
 
 from lwz.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_RM = ROOT / "recipes" / "writing_rm_tiny.yaml"
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lwz.recipe.reference import END, START, embed
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_recipe_reference_in_sync_with_schema():

@@ -13,7 +13,7 @@ import yaml
 from lwz.track.compare import comparison_table, load_run, metric_keys, plot_comparison, read_metrics
 from lwz.errors import LwzError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 PROBES = [Version(v) for v in ("2.8.0", "2.9.0", "2.10.1", "2.11.0", "2.11.9", "2.12.0", "3.0.0")]
 
 

@@ -17,7 +17,7 @@ from helpers import lwz
 
 from lwz.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "cpt_tiny.yaml"
 
 
@@ -64,7 +64,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_at_the_same_data_position(tmp_p
     """Six steps of two rows with a checkpoint every two, once straight and once SIGKILLed after its first
     checkpoint and resumed (`lwz pretrain RUN`): the resumed steps train on the same rows, so losses and
     held-out losses match the straight run's. (The held-out loss falling and the handoff to RL:
-    tests/test_pipeline.py.)"""
+    tests/e2e/test_pipeline.py.)"""
     shared = ["schedule.steps=6", "schedule.save_every=2", "schedule.eval_every=3", "cpt.tokens_per_step=256",
               "cpt.eval_rows=2", f"cpt.cache={tmp_path / 'tokens'}", f"logging.output_dir={tmp_path / 'runs'}",
               "logging.wandb.mode=disabled"]

@@ -18,7 +18,7 @@ from lwz.eval.writingbench import (
     score_outputs,
 )
 
-CASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "critic_outputs.jsonl").open()]
+CASES = [json.loads(line) for line in (Path(__file__).parents[1] / "data" / "critic_outputs.jsonl").open()]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])

@@ -16,7 +16,7 @@ from lwz.recipe.load import load_recipe
 from lwz.engines.vllm_engine import VllmEngine
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def recipe_with(model: Path, *overrides: str):

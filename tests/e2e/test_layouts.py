@@ -1,12 +1,12 @@
 """Every parallelism/placement layout the plan accepts runs the loop, with weight sync intact.
 
-Two GRPO steps of the learning recipe (tests/test_train_loop.py), 2 prompts a step, over 2 CPU ranks in each layout the
+Two GRPO steps of the learning recipe (tests/e2e/test_train_loop.py), 2 prompts a step, over 2 CPU ranks in each layout the
 plan accepts on top of the TP=1 / TP=2 learning runs: pipeline parallelism with the writing RM scored on
 the same PP 2 grid next to per-rank rollout engines; sequence parallelism with truncated importance sampling and a
 rollout engine spanning both ranks; data parallelism with the overlong penalty is the colocated run of
-tests/test_split_layout.py (which the split layout must reproduce). In every layout the engine's logprobs of the sampled
+tests/e2e/test_split_layout.py (which the split layout must reproduce). In every layout the engine's logprobs of the sampled
 tokens equal the actor's at both steps (`rollout/logprob_diff`), i.e. the update reached the engines.
-What the plan rejects instead (fp16, context parallelism) is in tests/test_plan_rules.py.
+What the plan rejects instead (fp16, context parallelism) is in tests/unit/test_plan_rules.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 WITH_RM = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40}}, "
            "{name: writing_rm, params: {model: '${asset:tiny-writing-rm}', max_length: 256}}]")
-LAYOUTS = {  # two runs here, a third in tests/test_split_layout.py (2 cores: each run starts two ranks with engines)
+LAYOUTS = {  # two runs here, a third in tests/e2e/test_split_layout.py (2 cores: each run starts two ranks with engines)
     "pp2-writing-rm": ["actor.pp=2", WITH_RM],
     "tp2-sequence-parallel-tis-rollout-tp2": ["actor.tp=2", "actor.sequence_parallel=true", "rollout.tp=2",
                                               "algo.rollout_correction=tis"],

@@ -15,8 +15,8 @@ import yaml
 
 from lwz.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = yaml.safe_load((Path(__file__).with_name("malformed") / "runs.yaml").read_text())["cases"]
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = yaml.safe_load((Path(__file__).parents[1] / "malformed" / "runs.yaml").read_text())["cases"]
 
 
 def test_the_corpus_is_large_and_named_uniquely():

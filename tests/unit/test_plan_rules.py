@@ -9,7 +9,7 @@ from lwz.plan.render import render_plan
 from lwz.plan.resolve import resolve
 from lwz.recipe.load import load_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 PAPER = RECIPES / "longwriter_zero.yaml"
 
 

@@ -1,5 +1,5 @@
 """Rollout engines on ranks of their own (`rollout.colocate: false`) over gloo: the actor's world, the engine
-ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of tests/test_train_loop.py.
+ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of tests/e2e/test_train_loop.py.
 
 - sync on the split layout (2 actor ranks + 2 engine ranks) gives the colocated layout's metrics (2 ranks,
   each with an actor shard and an engine): the same engines, prompts and seeds, only in other processes;
@@ -23,7 +23,7 @@ OVERLONG = ("rewards.terms=[{name: length, params: {measure: response, l_max: 40
 
 def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_qwen2):
     """Data parallelism (2 actor ranks) with the overlong penalty next to the length reward; the colocated
-    run is also tests/test_layouts.py's data-parallel layout (the engines stay in sync with the actor)."""
+    run is also tests/e2e/test_layouts.py's data-parallel layout (the engines stay in sync with the actor)."""
     runs = {}
     for name, overrides in (("colocated", ("cluster.gpus_per_node=2",)), ("split", ("cluster.gpus_per_node=4", *SPLIT))):
         (tmp_path / name).mkdir()

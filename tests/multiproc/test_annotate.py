@@ -10,7 +10,7 @@ from lwz.data.annotate import (RANGE_KEY, SOURCE_KEY, annotate_file, annotation_
                                parse_range_answer)
 from lwz.errors import LwzError
 
-LONGBENCH = Path(__file__).resolve().parents[1] / "lwz" / "assets" / "benchmarks" / "longbench_write.jsonl"
+LONGBENCH = Path(__file__).resolve().parents[2] / "lwz" / "assets" / "benchmarks" / "longbench_write.jsonl"
 
 
 @pytest.mark.parametrize("answer, expected", [

@@ -13,7 +13,7 @@ import yaml
 from lwz.errors import LwzError
 from lwz.launch.sweep import check_same_resources, expand, load_experiment, plan_sweep
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny.yaml"
 
 

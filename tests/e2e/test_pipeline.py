@@ -15,7 +15,7 @@ from helpers import lwz
 from lwz.cli import main
 from lwz.launch.pipeline import check_handoffs, plan_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "experiments" / "longwriter_zero_pipeline.yaml"
 TINY = ROOT / "experiments" / "longwriter_zero_tiny.yaml"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "dist" / "sdpa_attention_check.py"
+SCRIPT = Path(__file__).parents[1] / "dist" / "sdpa_attention_check.py"
 
 
 def test_sdpa_attention_equals_megatron_dot_product_attention():

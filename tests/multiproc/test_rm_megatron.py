@@ -4,7 +4,7 @@
 text pairs at TP1 (one rank), TP2, TP2 with sequence parallelism, PP2 and DP2: every layout takes the
 same steps (loss, accuracy, grad norm, and the scores after training, within 1e-5). The TP2 run exports
 an HF sequence-classification folder that transformers loads and scores as megatron did (1e-4); the loop
-serves that folder with megatron again (tests/test_writing_rm_serving.py).
+serves that folder with megatron again (tests/multiproc/test_writing_rm_serving.py).
 """
 
 from __future__ import annotations

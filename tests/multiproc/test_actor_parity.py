@@ -24,7 +24,7 @@ from lwz.actor.model import arch_from_hf_config, padded_vocab_size
 from lwz.errors import LwzError
 from lwz.models_local.tiny import build_qwen2
 
-SCRIPT = Path(__file__).parent / "dist" / "actor_parity.py"
+SCRIPT = Path(__file__).parents[1] / "dist" / "actor_parity.py"
 ALL_LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 LAYOUTS = {
     "tiny_qwen2": ALL_LAYOUTS,
@@ -160,7 +160,7 @@ def test_cpu_shims_in_a_fresh_process():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
         env.pop(key, None)
-    script = Path(__file__).parent / "dist" / "cpu_shims_check.py"
+    script = Path(__file__).parents[1] / "dist" / "cpu_shims_check.py"
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )
@@ -223,7 +223,7 @@ def test_arch_rejects_what_megatron_would_compute_differently(change, key):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_actor_on_one_gpu(tmp_path):
     """NCCL, model on the GPU (TE spec when installed): logits vs transformers, exact round trip."""
-    script = Path(__file__).parent / "dist" / "gpu_actor_check.py"
+    script = Path(__file__).parents[1] / "dist" / "gpu_actor_check.py"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
         env.pop(key, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lwz.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "longwriter_zero.plan.txt"
 
 

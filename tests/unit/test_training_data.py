@@ -16,7 +16,7 @@ import pytest
 
 from lwz.data.prompts import load_prompts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAINING = sorted((ROOT / "recipes" / "data").glob("*.jsonl")) + sorted((ROOT / "lwz" / "assets" / "rm").glob("*.jsonl"))
 BENCHMARKS = sorted((ROOT / "lwz" / "assets" / "benchmarks").glob("*.jsonl")) + \
     sorted((ROOT / "experiments" / "data").glob("*.jsonl"))

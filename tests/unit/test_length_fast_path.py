@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from lwz.data.length_fast_path import MAX_WIDTH, MAX_WORDS, enforce_rules, fast_range, parse_number, stated_length
 
-LONGBENCH = Path(__file__).resolve().parents[1] / "lwz" / "assets" / "benchmarks" / "longbench_write.jsonl"
+LONGBENCH = Path(__file__).resolve().parents[2] / "lwz" / "assets" / "benchmarks" / "longbench_write.jsonl"
 
 
 @pytest.mark.parametrize("prompt, expected", [

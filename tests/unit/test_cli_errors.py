@@ -9,7 +9,7 @@ import pytest
 
 from lwz.cli import main
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TINY = str(RECIPES / "tiny.yaml")
 PAPER = str(RECIPES / "longwriter_zero.yaml")
 

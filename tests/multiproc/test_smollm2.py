@@ -17,7 +17,7 @@ from lwz.recipe.load import arch_from_hf_config, load_recipe
 from lwz.models_local.smollm2 import smollm2_path
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "smollm2_cpu.yaml"
 COMMON_WORDS = {"the", "a", "and", "of", "to", "is", "in", "you", "i", "it", "your", "with", "for"}
 

@@ -1,5 +1,5 @@
 """The writing reward model: pairs files, encoding, the tiny RM asset's training, what the loop can serve (the
-serving itself, megatron on the actor's grid: tests/test_writing_rm_serving.py)."""
+serving itself, megatron on the actor's grid: tests/multiproc/test_writing_rm_serving.py)."""
 
 import json
 from importlib.resources import files

@@ -16,7 +16,7 @@ from lwz.launch.sweep import expand, load_experiment
 from lwz.models_local.smollm2 import smollm2_path
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "smollm2_length.yaml"
 
 

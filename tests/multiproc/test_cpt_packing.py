@@ -14,7 +14,7 @@ import numpy as np
 from lwz.cpt.packing import pack_row, packed_batch
 
 EOD = 0
-SCRIPT = Path(__file__).parent / "dist" / "packed_attention_check.py"
+SCRIPT = Path(__file__).parents[1] / "dist" / "packed_attention_check.py"
 
 
 def test_a_hand_made_row_masks_the_loss_across_document_boundaries():
