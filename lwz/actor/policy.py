@@ -22,6 +22,7 @@ from lwz.actor.logprobs import projected_logprobs_and_entropy, release_projectio
 from lwz.actor.model import build_gpt_model, unwrap_model
 from lwz.actor.learner import Learner
 from lwz.algo.grpo import LossSettings, policy_loss
+from lwz.algo.rollout_correction import CORRECTION_METRICS
 from lwz.batch import PaddedTokens, RolloutBatch
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
@@ -48,9 +49,11 @@ class Policy(Learner):
                          recipe.schedule.steps * algo.mini_batches * algo.epochs)
         assert self.dp_size == plan.dp, f"megatron has DP={self.dp_size}, the plan {plan.dp}"
         self.recipe = recipe
-        self.loss_settings = LossSettings(algo.clip_low, algo.clip_high, algo.kl_coef, algo.kl_estimator, algo.loss_agg,
-                                          algo.rollout_correction, algo.tis_cap, recipe.rollout.stale_tokens,
-                                          algo.clip_ratio_c)
+        self.loss_settings = LossSettings(
+            clip_low=algo.clip_low, clip_high=algo.clip_high, kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator,
+            loss_agg=algo.loss_agg, rollout_correction=algo.rollout_correction, tis_cap=algo.tis_cap,
+            stale_tokens=recipe.rollout.stale_tokens, clip_ratio_c=algo.clip_ratio_c,
+            correction_low=algo.correction_low, correction_high=algo.correction_high)
         # The rollout samples from softmax(logits / T): every logprob and the entropy are of that distribution.
         self.temperature = recipe.rollout.temperature
         # Sequence parallelism splits positions over the TP ranks: sequences are padded to a multiple of TP.
@@ -58,7 +61,7 @@ class Policy(Learner):
         # The frozen initial policy, for the KL penalty (algo.kl_coef > 0); sharded like the actor.
         self.reference = self._frozen_model(self.dtype) if algo.kl_coef > 0 else None
         self._token_metrics = _TOKEN_METRICS + (("kl",) if algo.kl_coef > 0 else ())
-        self._mismatch_metrics = _MISMATCH_METRICS + (("tis_weight_mean",) if algo.rollout_correction == "tis" else ())
+        self._mismatch_metrics = _MISMATCH_METRICS + (CORRECTION_METRICS if algo.rollout_correction != "none" else ())
         self._vocab_size = unwrap_model(self.model).hf_vocab_size
 
     def _frozen_model(self, dtype: torch.dtype) -> torch.nn.Module:

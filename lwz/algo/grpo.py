@@ -3,9 +3,9 @@
 Per response token t of sequence b with advantage A_b and ratio rho = exp(logp - logp_old):
   l_bt = max(-A_b rho, -A_b clip(rho, 1 - clip_low, 1 + clip_high)) + kl_coef KL_bt
   KL (k1) = logp - logp_ref;  KL (k3) = exp(logp_ref - logp) - (logp_ref - logp) - 1
-With truncated importance sampling (TIS, `rollout_correction="tis"`) the policy-gradient term of each
-token is weighted by w_bt = min(exp(logp_old - logp_engine), tis_cap) (no gradient), which corrects
-for the engine sampling from a slightly different distribution than the actor's (verl's TIS).
+With a rollout correction (`lwz.algo.rollout_correction`: tis, icepop, seq_tis, seq_mask_tis) the
+policy-gradient term of each token is weighted by w_bt, a function of exp(logp_old - logp_engine) (no
+gradient), which corrects for the engine sampling from a slightly different distribution than the actor's.
 Aggregation: token_mean = sum_bt l_bt / N_tokens;  seq_mean = sum_b (sum_t l_bt / T_b) / N_seqs.
 `normalizer` replaces N_tokens / N_seqs by the count over the whole (data-parallel) mini-batch, so
 micro-batch losses add up to the mini-batch's mean.
@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from lwz.algo.rollout_correction import Correction, correction_weights
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class LossSettings:
     tis_cap: float = 2.0
     stale_tokens: str = "mask"
     clip_ratio_c: float = 3.0
+    correction_low: float = 0.5
+    correction_high: float = 5.0
+
+    @property
+    def correction(self) -> Correction:
+        """The rollout correction and its bounds."""
+        return Correction(self.rollout_correction, self.tis_cap, self.correction_low, self.correction_high)
 
     # Stale tokens (sampled under older weights: a partial rollout's carried ones, one_step_off's batch) are
     # decided here only: "mask" leaves them out of the loss and its mean, "importance" weighs them against
@@ -73,8 +82,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
                 fresh: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of a batch of [B, T] token logprobs and [B] advantages, and detached metrics.
 
-    `engine_logprobs` (the rollout engine's logprobs of the sampled tokens) are needed by
-    `rollout_correction="tis"`; when given, the mismatch metrics are reported too (over fresh tokens).
+    `engine_logprobs` (the rollout engine's logprobs of the sampled tokens) are needed by a rollout
+    correction; when given, the mismatch metrics are reported too (over fresh tokens).
     `fresh` marks tokens sampled under the current weights (1) against older ones (0, a partial
     rollout's carried tokens): `stale_tokens="mask"` leaves the old ones out of the loss, "importance"
     takes their engine logprobs (the policy that sampled them) as the old logprobs of the clipped ratio.
@@ -96,13 +105,11 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     metrics: dict[str, torch.Tensor] = {}
     if engine_logprobs is not None:
         metrics.update(rollout_mismatch(old_logprobs.detach(), engine_logprobs, fresh_mask))
-    if settings.rollout_correction == "tis":
-        assert engine_logprobs is not None, "rollout_correction='tis' needs the engine's logprobs"
-        weight = torch.exp(old_logprobs.detach() - engine_logprobs).clamp(max=settings.tis_cap)
+    if settings.rollout_correction != "none":
+        assert engine_logprobs is not None, f"rollout_correction={settings.rollout_correction!r} needs the engine's logprobs"
+        weight, correction_metrics = correction_weights(old_logprobs, engine_logprobs, mask, settings.correction)
         per_token = per_token * weight
-        metrics["tis_weight_mean"] = _masked_mean(weight, mask)
-    else:
-        assert settings.rollout_correction == "none", f"unknown rollout correction {settings.rollout_correction!r}"
+        metrics.update(correction_metrics)
     if settings.kl_coef > 0:
         assert ref_logprobs is not None, "kl_coef > 0 needs reference logprobs"
         kl = kl_penalty(logprobs, ref_logprobs, settings.kl_estimator)

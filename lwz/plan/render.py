@@ -97,7 +97,11 @@ def _partial(recipe: Recipe) -> str:
 
 def _correction(recipe: Recipe) -> str:
     algo = recipe.algo
-    return f"tis (cap {algo.tis_cap:g})" if algo.rollout_correction == "tis" else algo.rollout_correction
+    kind = algo.rollout_correction
+    cap = f"cap {algo.tis_cap:g}" if kind in ("tis", "seq_tis", "seq_mask_tis") else ""
+    band = f"band [{algo.correction_low:g}, {algo.correction_high:g}]" if kind in ("icepop", "seq_mask_tis") else ""
+    detail = ", ".join(part for part in (cap, band) if part)
+    return f"{kind} ({detail})" if detail else kind
 
 
 def _placement(plan: Plan) -> list[str]:

@@ -212,9 +212,10 @@ def _check_supported(recipe: Recipe) -> None:
                     "applies to the partial and one-step-off rollouts only (or leave it at mask)"))
     options.append(("rollout.stale_tokens", r.mode == "one_step_off" and r.stale_tokens == "mask",
                     "one_step_off samples every token one update behind: mask would leave none in the loss; "
-                    "set rollout.stale_tokens=recompute (with algo.rollout_correction=tis) or importance"))
-    options.append(("algo.rollout_correction", r.stale_tokens == "recompute" and recipe.algo.rollout_correction != "tis",
-                    "stale_tokens=recompute leaves the gap to the sampling policy to the correction: set it to tis"))
+                    "set rollout.stale_tokens=recompute (with a rollout correction) or importance, or leave it null"))
+    options.append(("algo.rollout_correction", r.stale_tokens == "recompute" and recipe.algo.rollout_correction == "none",
+                    "stale_tokens=recompute leaves the gap to the sampling policy to the correction: set it to tis, "
+                    "icepop, seq_tis or seq_mask_tis (or leave it null: tis)"))
     options.append(("rollout.mode", r.mode == "one_step_off" and r.colocate,
                     "one_step_off overlaps the next step's generation with the update, which needs the rollout "
                     "engines on GPUs of their own: set rollout.colocate=false and rollout.engines"))

@@ -50,11 +50,21 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         _apply_override(cfg, item)
     recipe = _to_object(cfg, str(path))
     _validate(recipe, str(path))
+    _fill_mode_defaults(recipe)
     _fill_arch(recipe.model.arch, recipe.model.path)
     for term in recipe.rewards.terms:
         if term.name == "writing_rm":
             _fill_arch(term.params["arch"], term.params["model"])
     return recipe
+
+
+def _fill_mode_defaults(recipe: Recipe) -> None:
+    """The settings whose default depends on the rollout mode: a mode named alone works."""
+    rollout, algo = recipe.rollout, recipe.algo
+    if rollout.stale_tokens is None:
+        rollout.stale_tokens = "recompute" if rollout.mode == "one_step_off" else "mask"
+    if algo.rollout_correction is None:
+        algo.rollout_correction = "tis" if rollout.stale_tokens == "recompute" else "none"
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from lwz.algo.rollout_correction import CORRECTIONS
 from lwz.recipe.settings import ArchCfg, setting
 from lwz.rewards.registry import REWARDS
 
@@ -86,18 +87,18 @@ class RolloutCfg:
                         "unfinished samples keep their tokens and engine logprobs and continue next step under the "
                         "new weights (partial rollout); one_step_off (needs colocate=false): the engines generate "
                         "step n+1 under the weights of step n while the actor trains on step n, every token one "
-                        "update stale (stale_tokens=recompute with algo.rollout_correction=tis, or importance).", choices=("sync", "partial", "one_step_off"))
+                        "update stale (by default stale_tokens=recompute with algo.rollout_correction=tis).", choices=("sync", "partial", "one_step_off"))
     over_sample: float = setting(1.0, "partial: prompt groups in flight per step, as a multiple of "
                                  "schedule.prompts_per_step (new prompts top the carried ones up to it).", ge=1)
     max_staleness: int = setting(1, "partial: how many updates behind a carried group's oldest token may be when "
                                  "it is trained on; older groups are dropped. 0: unfinished samples are dropped "
                                  "at the end of each step (over-sampling without carry-over).", ge=0)
-    stale_tokens: str = setting("mask", "partial, one_step_off: the loss on tokens sampled under older weights: mask (out of the "
-                                "loss), importance (the PPO ratio against the engine's logprobs, clipped around the "
-                                "policy that sampled them) or recompute (the PPO ratio against the current actor's, "
-                                "clipped around it, the gap to the sampling policy left to algo.rollout_correction=tis: "
-                                "decoupled PPO, as AReaL; verl's one-step-off recomputes too).",
-                                choices=("mask", "importance", "recompute"))
+    stale_tokens: Optional[str] = setting(
+        None, "partial, one_step_off: the loss on tokens sampled under older weights: mask (out of the loss), "
+        "importance (the PPO ratio against the engine's logprobs, clipped around the policy that sampled them) or "
+        "recompute (the PPO ratio against the current actor's, clipped around it, the gap to the sampling policy "
+        "left to algo.rollout_correction: decoupled PPO, as AReaL; verl's one-step-off recomputes too); null: "
+        "recompute for one_step_off, else mask.", choices=("mask", "importance", "recompute"))
 
 
 @dataclass
@@ -134,10 +135,16 @@ class AlgoCfg:
     kl_estimator: str = setting("k3", "KL estimator.", choices=("k1", "k3"))
     loss_agg: str = setting("token_mean", "token_mean: mean over all response tokens; seq_mean: mean "
                             "over sequences of each sequence's token mean.", choices=("token_mean", "seq_mean"))
-    rollout_correction: str = setting("none", "Correction for the rollout engine's sampling distribution differing "
-                                      "from the actor's: none, or tis (truncated importance sampling: each token's "
-                                      "loss weighted by min(p_actor / p_engine, tis_cap)).", choices=("none", "tis"))
-    tis_cap: float = setting(2.0, "Upper bound of the TIS weight.", ge=1)
+    rollout_correction: Optional[str] = setting(
+        None, "Correction for the rollout engine's sampling distribution differing from the actor's, with r = "
+        "p_actor / p_engine of each sampled token: tis (each token's loss weighted by min(r, tis_cap)), icepop (by r "
+        "inside [correction_low, correction_high], else 0), seq_tis (every token by min(prod r, tis_cap) of its "
+        "sequence), seq_mask_tis (sequences whose geometric-mean r leaves [correction_low, correction_high] left out, "
+        "the others' tokens weighted by min(r, tis_cap)) or none; null: tis where rollout.stale_tokens is recompute, "
+        "else none.", choices=CORRECTIONS)
+    tis_cap: float = setting(2.0, "Upper bound of the tis, seq_tis and seq_mask_tis weights.", ge=1)
+    correction_low: float = setting(0.5, "Lower bound of the ratio band of icepop and seq_mask_tis.", gt=0, le=1)
+    correction_high: float = setting(5.0, "Upper bound of the ratio band of icepop and seq_mask_tis.", ge=1)
     mask_truncated: bool = setting(False, "Leave responses cut at rollout.max_tokens out of the loss (DAPO's "
                                    "overlong filtering); they still count in their group's reward statistics.")
     dynamic_sampling: bool = setting(False, "DAPO's dynamic sampling (needs rollout.mode=partial): drop prompt "

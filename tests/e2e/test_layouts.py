@@ -35,7 +35,7 @@ def test_layout_runs_and_keeps_the_engines_in_sync(overrides, tmp_path, peaked_q
         assert row["rollout/logprob_diff"] < 1e-3 and abs(row["rollout/kl"]) < 1e-4, row
         assert row["actor/grad_norm"] > 0
     if "algo.rollout_correction=tis" in overrides:
-        assert all(r["actor/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+        assert all(r["actor/correction_weight_mean"] == pytest.approx(1.0, abs=1e-3) for r in rows)
     if any("overlong" in o for o in overrides):  # 48-token responses, punished from 32 tokens on
         assert all(-1.0 <= r["reward/overlong"] <= 0.0 for r in rows)
     if any("writing_rm" in o for o in overrides):

@@ -54,7 +54,7 @@ def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):
     assert "tp 1 x cp 1 x dp 2 x pp 1" in plan and "on GPUs of their own (rank 2), one_step_off" in plan, plan
     assert [m["rollout/staleness"] for m in expected] == [0, 1, 1, 1, 1, 1]   # exactly one update behind
     assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # clipped around pi_actor
-    assert all(m["actor/tis_weight_mean"] != pytest.approx(1.0, abs=1e-4) for m in expected[1:])  # pi / pi_engine
+    assert all(m["actor/correction_weight_mean"] != pytest.approx(1.0, abs=1e-4) for m in expected[1:])  # pi / pi_engine
     rewards = [m["reward/length"] for m in expected]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 

@@ -136,5 +136,5 @@ def test_engines_on_a_node_of_their_own_match_one_node(tmp_path, peaked_qwen2, t
     plan = (folder / "plan.txt").read_text()
     assert "on GPUs of their own (rank 1), one_step_off" in plan, plan
     assert [row["rollout/staleness"] for row in metrics(folder)] == [0, 1]
-    assert_same_metrics(metrics(folder), twin, (*COMPARED, "actor/tis_weight_mean"))
+    assert_same_metrics(metrics(folder), twin, (*COMPARED, "actor/correction_weight_mean"))
     assert "on lwzn2" in lwz("logs", str(folder), "--rank", "1").stdout

@@ -75,7 +75,7 @@ def test_truncated_importance_sampling_weights_each_token():
     tis = LossSettings(rollout_correction="tis", tis_cap=2.0)
     loss, m = policy_loss(old.clone(), old, torch.tensor([1.0], dtype=torch.float64), torch.ones_like(old), tis,
                           engine_logprobs=engine)
-    assert loss.item() == pytest.approx(-1.4) and m["tis_weight_mean"].item() == pytest.approx(1.4)
+    assert loss.item() == pytest.approx(-1.4) and m["correction_weight_mean"].item() == pytest.approx(1.4)
     d = math.log(0.4 / 0.5), math.log(0.4 / 0.1)
     assert m["rollout_logprob_diff"].item() == pytest.approx((abs(d[0]) + abs(d[1])) / 2)
     assert m["rollout_kl"].item() == pytest.approx(sum(math.exp(x) - x - 1 for x in d) / 2)

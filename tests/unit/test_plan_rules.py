@@ -251,3 +251,24 @@ def test_split_layout_rules():
     rejects("algo.rollout_correction", "set it to tis", recipe=ASYNC, overrides=["algo.rollout_correction=none"])
     p = plan(*split, "rollout.engines=4", "rollout.tp=8")   # sync on the split layout: 32 + 32 GPUs
     assert p.actor_world == 32 and p.role(32) == "rollout" and p.engine("rollout").count == 4
+
+
+def test_a_mode_named_alone_takes_working_defaults():
+    """one_step_off alone: recompute the stale tokens' old logprobs and correct with tis; any correction of the
+    family satisfies recompute; the other modes keep mask and no correction."""
+    tiny = RECIPES / "tiny.yaml"
+    alone = ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off", "cluster.gpus_per_node=2"]
+    recipe = load_recipe(tiny, alone)
+    assert (recipe.rollout.stale_tokens, recipe.algo.rollout_correction) == ("recompute", "tis")
+    assert resolve(recipe).actor_world == 1
+    for kind in ("icepop", "seq_tis", "seq_mask_tis"):
+        chosen = load_recipe(tiny, [*alone, f"algo.rollout_correction={kind}"])
+        assert chosen.algo.rollout_correction == kind and resolve(chosen).actor_world == 1
+    importance = load_recipe(tiny, [*alone, "rollout.stale_tokens=importance"])
+    assert importance.algo.rollout_correction == "none"
+    for mode in ("sync", "partial"):
+        recipe = load_recipe(tiny, [f"rollout.mode={mode}"])
+        assert (recipe.rollout.stale_tokens, recipe.algo.rollout_correction) == ("mask", "none")
+    assert "rollout correction seq_mask_tis (cap 2, band [0.5, 5])" in render_plan(
+        load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"]),
+        resolve(load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"])))
