@@ -31,7 +31,8 @@ def _assert_resume_continues(run: Path, uninterrupted: dict, nproc: int, tp: int
     assert len(resumed["metrics"]) == UPDATES - SAVE_AT
     for expected, got in zip(uninterrupted["metrics"][SAVE_AT:], resumed["metrics"]):
         for key in ("loss", "grad_norm", "approx_kl_old", "clip_fraction"):
-            assert got[key] == pytest.approx(expected[key], abs=1e-5), key
+            # a grad norm (~3-5 here) sums squares in another order per layout: its noise scales with it
+            assert got[key] == pytest.approx(expected[key], abs=1e-5, rel=1e-5 if key == "grad_norm" else None), key
     assert uninterrupted["metrics"][SAVE_AT]["approx_kl_old"] > 0  # the restored weights matter
 
 

@@ -42,8 +42,10 @@ def test_advantage_sign_moves_logprobs_and_metrics(single):
 def test_layouts_give_the_same_trajectory(single, layout, tmp_path):
     other = run_worker("train", 2, tmp_path / "out.pt", "--updates", str(UPDATES), *layout)
     for key in ("loss", "grad_norm", "entropy", "approx_kl_old"):
+        # a grad norm (~5 here) sums squares in another order per layout: its noise scales with it (5e-6 measured)
+        rel = TOLERANCE if key == "grad_norm" else None
         assert [m[key] for m in other["metrics"]] == pytest.approx([m[key] for m in single["metrics"]],
-                                                                   abs=TOLERANCE), key
+                                                                   abs=TOLERANCE, rel=rel), key
     for a, b in zip(other["after"], single["after"]):
         assert (a - b).abs().max().item() < 1e-4
 

@@ -29,9 +29,10 @@ def test_next_token_training_learns_and_every_layout_takes_the_same_steps(runs):
     assert reference["after"] < reference["before"]
     assert reference["metrics"][-1]["loss"] < reference["metrics"][0]["loss"]
     for name in LAYOUTS:
-        for key, rel in (("loss", 1e-5), ("tokens", 0), ("lr", 0), ("grad_norm", 1e-4)):
-            # the norm sums 20M squared fp32 gradients (most in the 152k-row embedding and output layer) in
-            # another order per layout: 3e-6 apart from the first step
+        for key, rel in (("loss", 1e-5), ("tokens", 0), ("lr", 0), ("grad_norm", 3e-4)):
+            # the norm sums 4.5M squared fp32 gradients (most in the 16k-row embedding and output layer) in
+            # another order per layout, and Adam turns noise-sized gradients into full-sized steps: TP2 was
+            # 1.2e-4 apart at the third step (1e-4 held for the 152k-row model)
             got, want = [m[key] for m in runs[name]["metrics"]], [m[key] for m in reference["metrics"]]
             assert got == pytest.approx(want, rel=rel), (name, key)
         assert runs[name]["after"] == pytest.approx(reference["after"], rel=1e-5), name
