@@ -208,7 +208,7 @@ def _check_supported(recipe: Recipe) -> None:
     for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1)):
         options.append((f"rollout.{key}", r.mode != "partial" and value != default,
                         f"applies to the partial rollout only; set rollout.mode=partial (or leave it at {default})"))
-    options.append(("rollout.stale_tokens", r.mode == "sync" and r.stale_tokens != "mask",
+    options.append(("rollout.stale_tokens", r.mode == "sync" and r.stale_tokens not in (None, "mask"),
                     "applies to the partial and one-step-off rollouts only (or leave it at mask)"))
     options.append(("rollout.stale_tokens", r.mode == "one_step_off" and r.stale_tokens == "mask",
                     "one_step_off samples every token one update behind: mask would leave none in the loss; "

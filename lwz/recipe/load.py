@@ -59,7 +59,10 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
 
 def _fill_mode_defaults(recipe: Recipe) -> None:
-    """The settings whose default depends on the rollout mode: a mode named alone works."""
+    """The settings whose default depends on the rollout mode: a mode named alone works (GRPO only: the
+    other stages use no rollout and must leave its section at the schema's defaults)."""
+    if recipe.stage != "grpo":
+        return
     rollout, algo = recipe.rollout, recipe.algo
     if rollout.stale_tokens is None:
         rollout.stale_tokens = "recompute" if rollout.mode == "one_step_off" else "mask"
