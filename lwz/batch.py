@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -55,16 +54,15 @@ class RolloutBatch:
     loss_mask: list[bool] = field(default_factory=list)  # False: out of the loss (empty: every sequence in)
     stale_tokens: list[int] = field(default_factory=list)  # leading response tokens sampled under older weights
 
-    def to_json(self) -> str:
-        """The batch as JSON, before the actor has scored it (a checkpoint keeps a one-step-off rollout's
-        next batch); tensors (old and reference logprobs) are computed later and not kept."""
+    def to_state(self) -> dict:
+        """The batch before the actor has scored it, as plain lists (a checkpoint keeps a one-step-off
+        rollout's next batch); the actor's old and reference logprobs are computed later and not kept."""
         assert not self.old_logprobs and not self.ref_logprobs, "only an unscored rollout batch is kept"
-        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)
-                           if f.name not in ("old_logprobs", "ref_logprobs")})
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("old_logprobs", "ref_logprobs")}
 
     @classmethod
-    def from_json(cls, text: str) -> RolloutBatch:
-        return cls(**json.loads(text))
+    def from_state(cls, state: dict) -> RolloutBatch:
+        return cls(**state)
 
     def stale(self, i: int) -> int:
         """How many of sequence i's first response tokens came from older weights (partial rollout)."""

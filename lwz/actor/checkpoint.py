@@ -1,8 +1,9 @@
 """Actor checkpoints: megatron `dist_checkpointing` (reshardable over TP/PP/DP), written atomically.
 
 Layout under a run's `ckpt/`: one folder per saved step (`step-00000010/`) holding the sharded
-model and optimizer, `common.pt` (the caller's state and every rank's RNG states),
-`extra.json` (the caller's state, readable) and `optimizer.json` (the optimizer's classes: a load into
+model and optimizer, `common.pt` (every rank's RNG states), `state.pt` (the caller's state, its number
+lists as tensors: a partial rollout's pool, a batch generated ahead), `extra.json` (the state's scalar entries,
+readable) and `optimizer.json` (the optimizer's classes: a load into
 another optimizer is refused before anything is read); a `latest` file names the newest complete folder.
 A save goes to `<folder>.tmp-<id>` first; after every rank has written, rank 0 renames it into
 place and then rewrites `latest`, so a crash at any point leaves the previous checkpoint usable.
@@ -26,6 +27,7 @@ from lwz.errors import LwzError
 from lwz.actor.model import unwrap_model
 from lwz.actor.optim_checkpoint import load_optimizer, prepare_for_load
 from lwz.runtime.rng import restore_rng_states, rng_states
+from lwz.tensor_state import pack, unpack
 
 __all__ = ["checkpoint_folder", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "load_model_weights",
            "optimizer_classes"]
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 EXTRA = "extra.json"
+STATE = "state.pt"   # the caller's whole state, number lists as tensors (lwz.tensor_state)
 OPTIMIZER = "optimizer.json"
 _TMP = ".tmp-"
 # The distributed optimizer's checkpoint format that reshards over TP, PP and DP, gathered the memory-efficient
@@ -114,11 +117,12 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     torch.distributed.all_gather_object(rngs, rng_states())
     torch.distributed.barrier()
     sharded = _sharded_state(model, optimizer, is_loading=False)
-    sharded["lwz"] = {"state": pickle.dumps(state), "rng": pickle.dumps(rngs), "layout": _layout()}
+    sharded["lwz"] = {"rng": pickle.dumps(rngs), "layout": _layout()}
     dist_checkpointing.save(sharded, str(tmp))
     torch.distributed.barrier()
     if rank == 0:
-        atomic.write_text(tmp / EXTRA, json.dumps(state, indent=2, sort_keys=True))
+        torch.save(pack(state), tmp / STATE)
+        atomic.write_text(tmp / EXTRA, json.dumps(_readable(state), indent=2, sort_keys=True))
         if optimizer is not None:
             atomic.write_text(tmp / OPTIMIZER, json.dumps({"classes": optimizer_classes(optimizer)}, indent=2))
         _fsync_tree(tmp)
@@ -127,6 +131,20 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
         log.info("saved checkpoint %s", folder)
     torch.distributed.barrier()
     return folder
+
+
+def _readable(state: dict[str, Any]) -> dict[str, Any]:
+    """The state's scalar entries at any depth (the step, counters, positions), for a person reading the
+    checkpoint; lists (a pool's tokens, a batch) are only in the tensor file."""
+    return {key: _readable(value) if isinstance(value, dict) else value for key, value in state.items()
+            if isinstance(value, dict) or value is None or isinstance(value, (bool, int, float, str))}
+
+
+def _saved_state(folder: Path, common: dict[str, Any]) -> dict[str, Any]:
+    """The caller's state: from the tensor file (a checkpoint of an older lwz pickled it in the common state)."""
+    if (folder / STATE).is_file():
+        return unpack(torch.load(folder / STATE, weights_only=True))
+    return pickle.loads(common["state"])
 
 
 def _move_into_place(tmp: Path, folder: Path) -> None:
@@ -161,7 +179,7 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
         check_optimizer(folder, optimizer)
         prepare_for_load(optimizer)
     sharded = _sharded_state(model, optimizer, is_loading=True)
-    sharded["lwz"] = {"state": b"", "rng": b"", "layout": {}}
+    sharded["lwz"] = {"rng": b"", "layout": {}}
     loaded = dist_checkpointing.load(sharded, str(folder))
     unwrap_model(model).load_state_dict(loaded["model"])
     if optimizer is not None:
@@ -174,7 +192,7 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
                  common["layout"], _layout())  # fmt: skip
     restore_rng_states(rngs[torch.distributed.get_rank()] if same_layout else rngs[0], with_tracker=same_layout)
     log.info("loaded checkpoint %s", folder)
-    return pickle.loads(common["state"])
+    return _saved_state(folder, common)
 
 
 def optimizer_classes(optimizer) -> list[str]:
@@ -206,7 +224,7 @@ def load_model_weights(folder: str | os.PathLike, model: torch.nn.Module) -> dic
     from megatron.core import dist_checkpointing
 
     sharded = _sharded_state(model, None, is_loading=True)
-    sharded["lwz"] = {"state": b""}
+    sharded["lwz"] = {"rng": b""}
     loaded = dist_checkpointing.load(sharded, str(folder))
     unwrap_model(model).load_state_dict(loaded["model"])
-    return pickle.loads(loaded["lwz"]["state"])
+    return _saved_state(Path(folder), loaded["lwz"])

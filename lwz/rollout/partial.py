@@ -15,7 +15,6 @@ continues exactly the samples an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -143,15 +142,13 @@ class PartialRollout:
         self.position = 0       # prompts taken from the stream so far
         self.next_uid = 0
 
-    def state(self) -> str:
-        """The pool and stream position as one JSON line (goes into the checkpoint)."""
-        return json.dumps({"pool": [asdict(g) for g in self.pool], "position": self.position,
-                           "next_uid": self.next_uid})
+    def state(self) -> dict:
+        """The pool and stream position (a checkpoint keeps them, the token lists as tensors)."""
+        return {"pool": [asdict(g) for g in self.pool], "position": self.position, "next_uid": self.next_uid}
 
-    def load(self, state: str) -> None:
-        d = json.loads(state)
-        self.pool = [Group.from_dict(g) for g in d["pool"]]
-        self.position, self.next_uid = d["position"], d["next_uid"]
+    def load(self, state: dict) -> None:
+        self.pool = [Group.from_dict(g) for g in state["pool"]]
+        self.position, self.next_uid = state["position"], state["next_uid"]
 
     def step(self, engine: VllmEngine, role: EngineRole, sampling: SamplingSettings, version: int, seed: int,
              new_prompt: Callable[[int], tuple[int, list[int], int]], keep: int | None = None

@@ -42,7 +42,7 @@ class RemoteRollouts:
         on resume keep the checkpoint's batch generated ahead, if any: the engines go on with the step after it."""
         if extra is not None and extra.get("rollout_ahead"):
             ahead = extra["rollout_ahead"]
-            self.ahead = (ahead["step"], RolloutBatch.from_json(ahead["batch"]), ahead["metrics"], ahead["epoch"])
+            self.ahead = (ahead["step"], RolloutBatch.from_state(ahead["batch"]), ahead["metrics"], ahead["epoch"])
         send_start(self.bridge, start, self.ahead is not None)
         send_weights(self.bridge, weights)
 
@@ -78,4 +78,4 @@ class RemoteRollouts:
         if self.ahead is None:
             return {}
         step, batch, metrics, epoch = self.ahead
-        return {"rollout_ahead": {"step": step, "batch": batch.to_json(), "metrics": metrics, "epoch": epoch}}
+        return {"rollout_ahead": {"step": step, "batch": batch.to_state(), "metrics": metrics, "epoch": epoch}}

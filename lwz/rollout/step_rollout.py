@@ -107,7 +107,7 @@ class PartialStepRollout(StepRollout):
     def epoch(self, step: int) -> int:
         return max(self.partial.position - 1, 0) // len(self.prompts)
 
-    def state(self) -> dict[str, str]:
+    def state(self) -> dict[str, dict]:
         return {"rollout_pool": self.partial.state()}
 
     def load(self, extra: dict) -> None:
