@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 CORRECTIONS = ("none", "tis", "icepop", "seq_tis", "seq_mask_tis")
+CAPPED = ("tis", "seq_tis", "seq_mask_tis")   # the corrections bounded by `cap`
+BANDED = ("icepop", "seq_mask_tis")           # the corrections masking outside [low, high]
 # Metrics a correction reports, as token-weighted means over the micro-batches (the quantiles are each
 # micro-batch's, averaged: exact for one micro-batch per step).
 CORRECTION_METRICS = ("correction_weight_mean", "correction_masked_tokens", "correction_masked_seqs",
@@ -39,6 +41,12 @@ class Correction:
     def __post_init__(self) -> None:
         assert self.kind in CORRECTIONS, f"unknown rollout correction {self.kind!r}"
         assert 0 < self.low <= 1 <= self.high and self.cap >= 1, f"bad bounds {self}"
+
+    def describe(self) -> str:
+        """The kind with the bounds it uses, e.g. "seq_mask_tis (cap 2, band [0.5, 5])"."""
+        parts = ([f"cap {self.cap:g}"] if self.kind in CAPPED else []) + \
+            ([f"band [{self.low:g}, {self.high:g}]"] if self.kind in BANDED else [])
+        return f"{self.kind} ({', '.join(parts)})" if parts else self.kind
 
 
 def correction_weights(old_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor,

@@ -295,7 +295,6 @@ def endoftext_id(vocab_size: int) -> int:
     return min(QWEN25_BYTE_PAIRS, vocab_size - SPECIAL_ROWS)
 
 
-
 def write_qwen25_tokenizer(folder: str | os.PathLike, vocab_size: int = QWEN25_VOCAB) -> None:
     """Write Qwen2.5's `tokenizer.json` and `tokenizer_config.json` into `folder`, cut to a model of
     `vocab_size` rows: the byte-pair tokens of the lowest ranks, then the special tokens."""

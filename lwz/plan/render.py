@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from lwz.algo.rollout_correction import Correction
 from lwz.plan.memory import GIB, hf_param_count
 from lwz.plan.phases import CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, USABLE_FRACTION
 from lwz.plan.resolve import Plan
@@ -97,11 +98,7 @@ def _partial(recipe: Recipe) -> str:
 
 def _correction(recipe: Recipe) -> str:
     algo = recipe.algo
-    kind = algo.rollout_correction
-    cap = f"cap {algo.tis_cap:g}" if kind in ("tis", "seq_tis", "seq_mask_tis") else ""
-    band = f"band [{algo.correction_low:g}, {algo.correction_high:g}]" if kind in ("icepop", "seq_mask_tis") else ""
-    detail = ", ".join(part for part in (cap, band) if part)
-    return f"{kind} ({detail})" if detail else kind
+    return Correction(algo.rollout_correction, algo.tis_cap, algo.correction_low, algo.correction_high).describe()
 
 
 def _placement(plan: Plan) -> list[str]:

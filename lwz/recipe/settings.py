@@ -74,7 +74,6 @@ def check_settings(obj: Any) -> None:
 
 @dataclass
 class ArchCfg:
-
     """Architecture facts; unset (null) fields are read from `model.path`/config.json."""
 
     family: Optional[str] = setting(None, "Model family.", choices=("qwen2", "llama"))

@@ -32,17 +32,16 @@ def is_well_formed(response: str, *, expect_think: bool = True) -> bool:
     With `expect_think=False` (no-think template) the response is one answer segment and any think
     tag fails it.
     """
-    text = response
     order = [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE] if expect_think else [ANSWER_OPEN, ANSWER_CLOSE]
-    if any(text.count(tag) != (tag in order) for tag in TAGS):
+    if any(response.count(tag) != (tag in order) for tag in TAGS):
         return False
-    starts = [text.index(tag) for tag in order]
+    starts = [response.index(tag) for tag in order]
     if starts != sorted(starts):
         return False
-    outside = [text[:starts[0]], text[starts[-1] + len(ANSWER_CLOSE):]]
+    outside = [response[:starts[0]], response[starts[-1] + len(ANSWER_CLOSE):]]
     if expect_think:
-        outside.append(text[starts[1] + len(THINK_CLOSE):starts[2]])
-    answer = text[starts[-2] + len(ANSWER_OPEN):starts[-1]]
+        outside.append(response[starts[1] + len(THINK_CLOSE):starts[2]])
+    answer = response[starts[-2] + len(ANSWER_OPEN):starts[-1]]
     return not any(part.strip() for part in outside) and bool(answer.strip())
 
 
