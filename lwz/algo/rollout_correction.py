@@ -82,12 +82,13 @@ def _metrics(weight: torch.Tensor, ratio: torch.Tensor, mask: torch.Tensor) -> d
     n = mask.sum().clamp(min=1)
     rows = mask.sum(-1) > 0
     masked = (weight == 0) & (mask > 0)
-    quantiles = torch.quantile(ratio[mask > 0].float(), torch.tensor([0.05, 0.5, 0.95])) if bool(rows.any()) \
-        else torch.ones(3)
+    probabilities = torch.tensor([0.05, 0.5, 0.95], device=ratio.device)   # on the GPU with the ratios
+    quantiles = torch.quantile(ratio[mask > 0].float(), probabilities) if bool(rows.any()) \
+        else torch.ones(3, device=ratio.device)
     return {
         "correction_weight_mean": (weight * mask).sum() / n,
         "correction_masked_tokens": masked.to(mask.dtype).sum() / n,
         "correction_masked_seqs": (masked.sum(-1) == mask.sum(-1))[rows].to(mask.dtype).mean() if bool(rows.any())
-        else torch.zeros(()),
+        else torch.zeros((), device=mask.device),
         **{f"correction_ratio_{name}": q.to(mask.dtype) for name, q in zip(("p05", "p50", "p95"), quantiles)},
     }
