@@ -89,11 +89,12 @@ def _where(plan: Plan, group) -> str:
 
 def _partial(recipe: Recipe) -> str:
     r = recipe.rollout
-    if r.mode != "partial":
+    if r.mode not in ("partial", "async"):
         return ""
     flight = math.ceil(recipe.schedule.prompts_per_step * r.over_sample - 1e-9)
-    return (f"; partial rollout: {flight} groups in flight for {recipe.schedule.prompts_per_step}, carried samples "
-            f"at most {r.max_staleness} update(s) stale, stale tokens {r.stale_tokens}")
+    ahead = f", the engines {r.max_staleness - 1} batch(es) ahead" if r.mode == "async" else ""
+    return (f"; {r.mode} rollout: {flight} groups in flight for {recipe.schedule.prompts_per_step}, carried samples "
+            f"at most {r.max_staleness} update(s) stale{ahead}, stale tokens {r.stale_tokens}")
 
 
 def _correction(recipe: Recipe) -> str:

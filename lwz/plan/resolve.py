@@ -205,26 +205,30 @@ def _check_supported(recipe: Recipe) -> None:
                 "attention does not split sequences over CP ranks); use actor.cp=1 and raise actor.tp/pp"),
                ]
     r = recipe.rollout
-    for key, value, default in (("over_sample", r.over_sample, 1.0), ("max_staleness", r.max_staleness, 1)):
-        options.append((f"rollout.{key}", r.mode != "partial" and value != default,
-                        f"applies to the partial rollout only; set rollout.mode=partial (or leave it at {default})"))
+    pooled = r.mode in ("partial", "async")
+    for key, value in (("over_sample", r.over_sample), ("max_staleness", r.max_staleness)):
+        options.append((f"rollout.{key}", not pooled and value is not None,
+                        "applies to the partial and async rollouts only; set rollout.mode=partial or async "
+                        "(or leave it null)"))
+    options.append(("rollout.max_staleness", r.mode == "async" and r.max_staleness is not None and r.max_staleness < 1,
+                    "async needs at least 1 (the engines run max_staleness - 1 batches ahead)"))
     options.append(("rollout.stale_tokens", r.mode == "sync" and r.stale_tokens not in (None, "mask"),
-                    "applies to the partial and one-step-off rollouts only (or leave it at mask)"))
-    options.append(("rollout.stale_tokens", r.mode == "one_step_off" and r.stale_tokens == "mask",
-                    "one_step_off samples every token one update behind: mask would leave none in the loss; "
+                    "applies to the partial, one-step-off and async rollouts only (or leave it at mask)"))
+    options.append(("rollout.stale_tokens", r.mode in ("one_step_off", "async") and r.stale_tokens == "mask",
+                    f"{r.mode} samples every token at least one update behind: mask would leave none in the loss; "
                     "set rollout.stale_tokens=recompute (with a rollout correction) or importance, or leave it null"))
     options.append(("algo.rollout_correction", r.stale_tokens == "recompute" and recipe.algo.rollout_correction == "none",
                     "stale_tokens=recompute leaves the gap to the sampling policy to the correction: set it to tis, "
                     "icepop, seq_tis or seq_mask_tis (or leave it null: tis)"))
-    options.append(("rollout.mode", r.mode == "one_step_off" and r.colocate,
-                    "one_step_off overlaps the next step's generation with the update, which needs the rollout "
+    options.append(("rollout.mode", r.mode in ("one_step_off", "async") and r.colocate,
+                    f"{r.mode} overlaps the next steps' generation with the update, which needs the rollout "
                     "engines on GPUs of their own: set rollout.colocate=false and rollout.engines"))
     options.append(("rollout.mode", r.mode == "partial" and not r.colocate,
                     "the partial rollout on engines of their own is not supported yet; use rollout.colocate=true"))
     options.append(("schedule.eval_every", recipe.schedule.eval_every > 0 and not r.colocate,
                     "evaluation during training on engines of their own is not supported yet; set it to 0 "
                     "and run lwz eval on the checkpoints"))
-    options.append(("algo.dynamic_sampling", recipe.algo.dynamic_sampling and r.mode == "sync",
+    options.append(("algo.dynamic_sampling", recipe.algo.dynamic_sampling and r.mode != "partial",
                     "needs rollout.mode=partial (the extra rounds draw from its prompt stream and pool)"))
     options.append(("algo.max_sampling_rounds",
                     not recipe.algo.dynamic_sampling and recipe.algo.max_sampling_rounds != 2,

@@ -58,14 +58,22 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return recipe
 
 
+# The modes with a pool of groups in flight: (rollout.over_sample, rollout.max_staleness) when left null.
+POOL_DEFAULTS = {"partial": (1.0, 1), "async": (2.0, 2)}
+
+
 def _fill_mode_defaults(recipe: Recipe) -> None:
     """The settings whose default depends on the rollout mode: a mode named alone works (GRPO only: the
     other stages use no rollout and must leave its section at the schema's defaults)."""
     if recipe.stage != "grpo":
         return
     rollout, algo = recipe.rollout, recipe.algo
+    if rollout.mode in POOL_DEFAULTS:
+        over_sample, max_staleness = POOL_DEFAULTS[rollout.mode]
+        rollout.over_sample = over_sample if rollout.over_sample is None else rollout.over_sample
+        rollout.max_staleness = max_staleness if rollout.max_staleness is None else rollout.max_staleness
     if rollout.stale_tokens is None:
-        rollout.stale_tokens = "recompute" if rollout.mode == "one_step_off" else "mask"
+        rollout.stale_tokens = "recompute" if rollout.mode in ("one_step_off", "async") else "mask"
     if algo.rollout_correction is None:
         algo.rollout_correction = "tis" if rollout.stale_tokens == "recompute" else "none"
 

@@ -87,18 +87,25 @@ class RolloutCfg:
                         "unfinished samples keep their tokens and engine logprobs and continue next step under the "
                         "new weights (partial rollout); one_step_off (needs colocate=false): the engines generate "
                         "step n+1 under the weights of step n while the actor trains on step n, every token one "
-                        "update stale (by default stale_tokens=recompute with algo.rollout_correction=tis).", choices=("sync", "partial", "one_step_off"))
-    over_sample: float = setting(1.0, "partial: prompt groups in flight per step, as a multiple of "
-                                 "schedule.prompts_per_step (new prompts top the carried ones up to it).", ge=1)
-    max_staleness: int = setting(1, "partial: how many updates behind a carried group's oldest token may be when "
-                                 "it is trained on; older groups are dropped. 0: unfinished samples are dropped "
-                                 "at the end of each step (over-sampling without carry-over).", ge=0)
+                        "update stale; async (needs colocate=false): the partial rollout's pool on the engines, "
+                        "which run max_staleness - 1 batches ahead of the actor and take each update right after "
+                        "the batch it is due at, unfinished samples continuing under it (each token's version "
+                        "kept). one_step_off and async default to stale_tokens=recompute with "
+                        "algo.rollout_correction=tis.", choices=("sync", "partial", "one_step_off", "async"))
+    over_sample: Optional[float] = setting(None, "partial, async: prompt groups in flight per step, as a multiple "
+                                           "of schedule.prompts_per_step (new prompts top the carried ones up to "
+                                           "it); null: 1 for partial, 2 for async.", ge=1)
+    max_staleness: Optional[int] = setting(None, "partial, async: how many updates behind a group's oldest token "
+                                           "may be when it is trained on; older groups are dropped. 0 (partial): "
+                                           "unfinished samples are dropped at the end of each step (over-sampling "
+                                           "without carry-over); async runs max_staleness - 1 batches ahead. "
+                                           "null: 1 for partial, 2 for async.", ge=0)
     stale_tokens: Optional[str] = setting(
-        None, "partial, one_step_off: the loss on tokens sampled under older weights: mask (out of the loss), "
+        None, "partial, one_step_off, async: the loss on tokens sampled under older weights: mask (out of the loss), "
         "importance (the PPO ratio against the engine's logprobs, clipped around the policy that sampled them) or "
         "recompute (the PPO ratio against the current actor's, clipped around it, the gap to the sampling policy "
         "left to algo.rollout_correction: decoupled PPO, as AReaL; verl's one-step-off recomputes too); null: "
-        "recompute for one_step_off, else mask.", choices=("mask", "importance", "recompute"))
+        "recompute for one_step_off and async, else mask.", choices=("mask", "importance", "recompute"))
 
 
 @dataclass

@@ -151,16 +151,19 @@ class PartialRollout:
         self.position, self.next_uid = state["position"], state["next_uid"]
 
     def step(self, engine: VllmEngine, role: EngineRole, sampling: SamplingSettings, version: int, seed: int,
-             new_prompt: Callable[[int], tuple[int, list[int], int]], keep: int | None = None
-             ) -> tuple[list[Group], dict[str, float]]:
+             new_prompt: Callable[[int], tuple[int, list[int], int]], keep: int | None = None,
+             trained_at: int | None = None) -> tuple[list[Group], dict[str, float]]:
         """Collective: `keep` (default prompts_per_step) complete groups, carried ones first, and the metrics.
 
-        `new_prompt(position)` gives the prompt at a stream position: (prompt index, token ids,
-        expected response tokens). Another call at the same `version` is another round of the step
-        (dynamic sampling): the pool goes on where the last round stopped.
+        The engine holds the weights after `version` updates (the new tokens' version); the groups are trained
+        on after `trained_at` updates (default `version`: the colocated layout; later on engines of their own),
+        against which staleness counts. `new_prompt(position)` gives the prompt at a stream position: (prompt
+        index, token ids, expected response tokens). Another call at the same `version` is another round of the
+        step (dynamic sampling): the pool goes on where the last round stopped.
         """
         keep = self.keep if keep is None else keep
-        fresh = [g for g in self.pool if not self._too_stale(g, version)]
+        trained_at = version if trained_at is None else trained_at
+        fresh = [g for g in self.pool if not self._too_stale(g, trained_at)]
         dropped = len(self.pool) - len(fresh)
         carried_in = sum(s.finish_reason is None and bool(s.response_ids) for g in fresh for s in g.samples)
         while len(fresh) < math.ceil(keep * self.over_sample - 1e-9):
@@ -184,25 +187,27 @@ class PartialRollout:
         rest = [Group.from_dict(g) for _, r, _ in results for g in r]
         batch, self.pool = done[:keep], done[keep:] + rest
         stats = [s for _, _, s in results]
-        return batch, self._metrics(batch, stats, version, dropped, carried_in)
+        return batch, self._metrics(batch, stats, trained_at, dropped, carried_in)
 
-    def _too_stale(self, group: Group, version: int) -> bool:
+    def _too_stale(self, group: Group, trained_at: int) -> bool:
         oldest = group.oldest_version()
-        return oldest is not None and version - oldest > self.max_staleness
+        return oldest is not None and trained_at - oldest > self.max_staleness
 
-    def _metrics(self, batch: list[Group], stats: list[RoundStats], version: int, dropped: int,
+    def _metrics(self, batch: list[Group], stats: list[RoundStats], trained_at: int, dropped: int,
                  carried_in: int) -> dict[str, float]:
         samples = [s for g in batch for s in g.samples]
         tokens = sum(len(s.response_ids) for s in samples)
-        stale = sum(sum(v < version for v in s.versions) for s in samples)
-        lags = [version - g.oldest_version() for g in batch if g.oldest_version() is not None]
+        stale = sum(sum(v < trained_at for v in s.versions) for s in samples)
+        lags = [trained_at - g.oldest_version() for g in batch if g.oldest_version() is not None]
         mean_length = tokens / max(len(samples), 1)
+        mixed = sum(len(set(s.versions)) > 1 for s in samples)
         return {"rollout/carried_in": float(carried_in),
                 "rollout/carried_out": float(sum(s.finish_reason is None for g in self.pool for s in g.samples)),
                 "rollout/dropped_stale_groups": float(dropped),
                 "rollout/off_policy_token_fraction": stale / max(tokens, 1),
                 "rollout/staleness_mean": sum(lags) / max(len(lags), 1),
                 "rollout/staleness_max": float(max(lags, default=0)),
+                "rollout/mixed_version_samples": float(mixed),
                 **round_metrics(stats, mean_length)}
 
 

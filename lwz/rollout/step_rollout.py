@@ -41,12 +41,12 @@ class StepRollout:
         engine = rollout_engine(recipe, device, distributed)
         prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
                                   chat=r.chat_template)
-        kind = PartialStepRollout if r.mode == "partial" else BlockingStepRollout
+        kind = PartialStepRollout if r.mode in ("partial", "async") else BlockingStepRollout
         return kind(recipe, engine, role, prompts)
 
-    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
-        """The step's groups (unscored) and the rollout metrics; the engine holds the weights after
-        `step` updates, which is the policy version of the tokens sampled now."""
+    def collect(self, step: int, version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
+        """The step's groups (unscored) and the rollout metrics; the engine holds the weights after `version`
+        updates (default `step`: the colocated layout), the policy version of the tokens sampled now."""
         raise NotImplementedError
 
     def epoch(self, step: int) -> int:
@@ -71,21 +71,24 @@ class BlockingStepRollout(StepRollout):
     """`rollout.mode: sync` (and the engines' side of `one_step_off`): the step's prompts, one blocking
     generate; the step ends with its slowest sample."""
 
-    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def collect(self, step: int, version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
         seed, indices = self._seed(step, 0), self.order.indices(step)
         rows = [self.prompts[i] for i in indices]
         texts = [self._render(i) for i in indices]
         groups = self.role.run(texts, lambda part, e: self.engine.generate(part, self.sampling, seed + e))
         batch = _to_batch(indices, rows, groups)
-        return batch, sync_round_metrics(batch, len(self.role.engine_ranks))
+        lag = step - (step if version is None else version)
+        if lag:
+            batch.stale_tokens = [len(r) for r in batch.response_ids]
+        return batch, {**sync_round_metrics(batch, len(self.role.engine_ranks)), "rollout/staleness": float(lag)}
 
     def epoch(self, step: int) -> int:
         return self.order.epoch(step)
 
 
 class PartialStepRollout(StepRollout):
-    """`rollout.mode: partial`: the step ends when enough groups are complete (lwz.rollout.partial); its pool
-    and prompt-stream position go into the checkpoint."""
+    """`rollout.mode: partial` and `async`: the step ends when enough groups are complete (lwz.rollout.partial);
+    its pool and prompt-stream position go into the checkpoint."""
 
     def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict]):
         super().__init__(recipe, engine, role, prompts)
@@ -93,9 +96,11 @@ class PartialStepRollout(StepRollout):
         self.max_tokens = r.max_tokens
         self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample, r.max_staleness)
 
-    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
-        done, metrics = self.partial.step(self.engine, self.role, self.sampling, step, self._seed(step, 0),
-                                          self._new_prompt)
+    def collect(self, step: int, version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
+        version = step if version is None else version
+        done, metrics = self.partial.step(self.engine, self.role, self.sampling, version, self._seed(step, 0),
+                                          self._new_prompt, trained_at=step)
+        metrics["rollout/staleness"] = metrics["rollout/staleness_max"]
         return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step), metrics
 
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:

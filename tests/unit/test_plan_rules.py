@@ -95,10 +95,11 @@ def test_settings_the_runtime_does_not_do_yet_are_rejected():
     rejects("model.dtype", "fp16 is not supported yet", overrides=["model.dtype=fp16"])
 
 
-def test_partial_rollout_settings_need_the_partial_mode():
+def test_partial_rollout_settings_need_a_pooled_mode():
     for override in ("rollout.over_sample=2", "rollout.max_staleness=3"):
-        rejects(override.split("=")[0], "applies to the partial rollout only", overrides=[override])
-    rejects("rollout.stale_tokens", "partial and one-step-off rollouts only", overrides=["rollout.stale_tokens=importance"])
+        rejects(override.split("=")[0], "applies to the partial and async rollouts only", overrides=[override])
+    rejects("rollout.stale_tokens", "partial, one-step-off and async rollouts only",
+            overrides=["rollout.stale_tokens=importance"])
     rejects("algo.dynamic_sampling", "needs rollout.mode=partial", overrides=["algo.dynamic_sampling=true"])
     rejects("algo.max_sampling_rounds", "applies to dynamic sampling only", overrides=["algo.max_sampling_rounds=4"])
     recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
@@ -269,6 +270,27 @@ def test_a_mode_named_alone_takes_working_defaults():
     for mode in ("sync", "partial"):
         recipe = load_recipe(tiny, [f"rollout.mode={mode}"])
         assert (recipe.rollout.stale_tokens, recipe.algo.rollout_correction) == ("mask", "none")
+    assert (recipe.rollout.over_sample, recipe.rollout.max_staleness) == (1.0, 1)   # partial's pool
+
+
+def test_async_named_alone_takes_working_defaults():
+    """async alone (the acceptance's command line): recompute with tis, two groups in flight per group
+    trained, at most 2 updates stale (the engines one batch ahead); the plan says so."""
+    alone = ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=async", "cluster.gpus_per_node=2"]
+    tiny = RECIPES / "tiny.yaml"
+    recipe = load_recipe(tiny, alone)
+    assert (recipe.rollout.stale_tokens, recipe.algo.rollout_correction) == ("recompute", "tis")
+    assert (recipe.rollout.over_sample, recipe.rollout.max_staleness) == (2.0, 2)
+    text = render_plan(recipe, resolve(recipe))
+    assert "async rollout: 8 groups in flight for 4, carried samples at most 2 update(s) stale, the engines 1 " \
+           "batch(es) ahead, stale tokens recompute" in text, text
+    rejects("rollout.mode", "needs the rollout engines on GPUs of their own", recipe=tiny, overrides=["rollout.mode=async"])
+    rejects("rollout.max_staleness", "async needs at least 1", recipe=ASYNC,
+            overrides=["rollout.mode=async", "rollout.max_staleness=0"])
+    rejects("rollout.stale_tokens", "async samples every token at least one update behind", recipe=ASYNC,
+            overrides=["rollout.mode=async", "rollout.stale_tokens=mask"])
+    rejects("algo.dynamic_sampling", "needs rollout.mode=partial", recipe=ASYNC,
+            overrides=["rollout.mode=async", "algo.dynamic_sampling=true"])
     assert "rollout correction seq_mask_tis (cap 2, band [0.5, 5])" in render_plan(
         load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"]),
         resolve(load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"])))
