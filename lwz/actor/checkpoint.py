@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import shutil
 import uuid
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from lwz import atomic
 from lwz.errors import LwzError
 from lwz.actor.model import unwrap_model
 from lwz.actor.optim_checkpoint import load_optimizer, prepare_for_load
+from lwz.runtime.lifetime import die_with_parent
 from lwz.runtime.rng import restore_rng_states, rng_states
 from lwz.tensor_state import pack, unpack
 
@@ -118,6 +121,7 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
     torch.distributed.barrier()
     sharded = _sharded_state(model, optimizer, is_loading=False)
     sharded["lwz"] = {"rng": pickle.dumps(rngs), "layout": _layout()}
+    _writer_queue_dying_with_rank()
     dist_checkpointing.save(sharded, str(tmp))
     torch.distributed.barrier()
     if rank == 0:
@@ -131,6 +135,18 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module, optimizer
         log.info("saved checkpoint %s", folder)
     torch.distributed.barrier()
     return folder
+
+
+def _writer_queue_dying_with_rank() -> None:
+    """megatron-core's checkpoint writer collects its results through a queue served by a spawned manager
+    process (`filesystem_async._get_write_results_queue`) that outlives a SIGKILLed rank, holding its output
+    open; lwz starts that server itself, set to die with the rank."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+        manager.start(initializer=die_with_parent)
+        filesystem_async._results_queue = manager.Queue()
 
 
 def _readable(state: dict[str, Any]) -> dict[str, Any]:

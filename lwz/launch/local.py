@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -12,11 +11,9 @@ import time
 from pathlib import Path
 
 from lwz.launch.ports import free_port_block
+from lwz.runtime.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def launch_local(run_dir: Path, world_size: int) -> int:
@@ -36,7 +33,7 @@ def launch_local(run_dir: Path, world_size: int) -> int:
             files.append(out)
         procs.append(subprocess.Popen([sys.executable, "-m", "lwz.launch.worker", str(run_dir)], env=env,
                                       stdout=out, stderr=subprocess.STDOUT if out else None,
-                                      start_new_session=True, preexec_fn=_die_with_parent))
+                                      start_new_session=True, preexec_fn=die_with_parent))
     try:
         return _wait(procs)
     except KeyboardInterrupt:
@@ -70,9 +67,3 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
 
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the launcher dies (Linux), so a killed `lwz run` leaves no
-    rank behind to keep writing the run folder."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
