@@ -53,6 +53,7 @@ class RolloutBatch:
     ref_logprobs: list[torch.Tensor] = field(default_factory=list)
     loss_mask: list[bool] = field(default_factory=list)  # False: out of the loss (empty: every sequence in)
     stale_tokens: list[int] = field(default_factory=list)  # leading response tokens sampled under older weights
+    versions: list[list[int]] = field(default_factory=list)  # the policy version (updates) of each response token
 
     def to_state(self) -> dict:
         """The batch before the actor has scored it, as plain lists (a checkpoint keeps a one-step-off

@@ -9,9 +9,10 @@ say (lwz/runtime/gpu_rules.py, kept on CPU too): the rollout engine sleeps befor
 onto the GPU, which leaves it before the update; the engine sleeps again for a checkpoint.
 
 The rollout side (lwz.rollout.rollouts.Rollouts) hands each step its scored batch whatever the mode and
-layout: one blocking generate, the partial rollout or one step ahead (`rollout.mode`), on the actor's
+layout: one blocking generate, the partial rollout, one step ahead or async (`rollout.mode`), on the actor's
 ranks or on engines of their own (`rollout.colocate`), with dynamic sampling's rounds when the recipe
-asks (`algo.dynamic_sampling`).
+asks (`algo.dynamic_sampling`), or a saved run's batches (`rollout.replay`). `logging.save_rollouts` keeps
+each step's batch; `rollout.only` generates and scores without training.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
+from lwz.rollout.replay import save_rollout
 from lwz.rollout.rollouts import build_rollouts
+from lwz.rollout.weight_sync import SyncStats
 from lwz.runtime.device import host_peak_bytes, init_distributed
 from lwz.runtime.roles import RoleWorld
 from lwz.track import Tracker, format_step_line
@@ -66,11 +69,15 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                 batch, rollout_metrics = rollouts.next_batch(step, score)
             times["reward"] = score.lap()
             times["rollout"] -= times["reward"]
-            with _timed(times, "update"):
-                updates = policy.train_on(batch)
             done = step + 1
-            with _timed(times, "sync"):
-                sync = rollouts.sync_weights(policy.hf_weights, done)
+            if recipe.logging.save_rollouts and rank0:
+                save_rollout(run_dir, done, batch, rollout_metrics, rollouts.epoch(step))
+            updates, sync = [], SyncStats(0.0, 0, 0, 0)
+            if not recipe.rollout.only:
+                with _timed(times, "update"):
+                    updates = policy.train_on(batch)
+                with _timed(times, "sync"):
+                    sync = rollouts.sync_weights(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
             metrics.update(rollout_metrics)
             metrics["memory/host_peak_gb"] = host_peak_bytes() / 1e9   # against the plan's host memory
@@ -80,7 +87,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
-            if _should_save(done, recipe):
+            if _should_save(done, recipe) and not recipe.rollout.only:
                 with rollouts.asleep():  # nothing of the engines on the actor's GPU while it saves
                     policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
                 if rank0:

@@ -62,11 +62,16 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
             f"the end, save every {schedule.save_every}, seed {schedule.seed}; the HF model goes to RUN/reward_model",
         ]
     rollout = plan.engine("rollout")
+    if rollout is None:
+        source = f"rollout   replay of {r.replay} (its saved batches, rewards and advantages as saved; no engines)"
+    else:
+        source = (f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {_where(plan, rollout)}, {r.mode}; "
+                  f"G={r.group_size}, temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
+                  f"(prompt <= {r.max_prompt_tokens}), template {r.template}"
+                  + (" in the chat template" if r.chat_template else "") + _partial(recipe)
+                  + ("; rollout only: no update, no sync, no checkpoint" if r.only else ""))
     return common + [
-        f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {_where(plan, rollout)}, {r.mode}; G={r.group_size}, "
-        f"temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
-        f"(prompt <= {r.max_prompt_tokens}), template {r.template}" + (" in the chat template" if r.chat_template else "")
-        + _partial(recipe),
+        source,
         f"rewards   {recipe.rewards.combine}: {terms}" + "".join(
             f"; {name}: megatron on the actor's ranks (tp {plan.tp} x pp {plan.pp}, the DP ranks share the "
             "responses), in host memory outside the reward phase" for name in plan.reward_models),

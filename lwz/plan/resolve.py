@@ -114,11 +114,12 @@ def resolve(recipe: Recipe) -> Plan:
     check_stage_settings(recipe)
     reward_model = recipe.stage == "reward_model"
     _check_supported(recipe)
+    _check_replay(recipe)
     _check_time(cluster.time)
     world = cluster.nodes * cluster.gpus_per_node
     rm_terms = [(i, t) for i, t in enumerate(recipe.rewards.terms) if t.name == "writing_rm"]
 
-    separate = 0 if rollout.colocate else _separate_engines(recipe) * rollout.tp
+    separate = 0 if rollout.colocate or rollout.replay else _separate_engines(recipe) * rollout.tp
     actor_world = world - separate  # the actor's ranks come first, engines on GPUs of their own after them
     if actor_world < 1:
         raise LwzError(None, "rollout.engines", f"{_separate_engines(recipe)} engines of tp {rollout.tp} take "
@@ -140,7 +141,7 @@ def resolve(recipe: Recipe) -> Plan:
         sequences, per_dp = _check_batches(recipe, dp)
         _check_context(arch, recipe)
         _check_eval(recipe)
-        engines = [_rollout_engines(recipe, arch, actor_world, world)]
+        engines = [] if rollout.replay else [_rollout_engines(recipe, arch, actor_world, world)]
         scorers = {term.name: _reward_model(recipe, term.params, f"rewards.terms.{i}.params", gpu)
                    for i, term in rm_terms}
 
@@ -225,6 +226,10 @@ def _check_supported(recipe: Recipe) -> None:
                     "engines on GPUs of their own: set rollout.colocate=false and rollout.engines"))
     options.append(("rollout.mode", r.mode == "partial" and not r.colocate,
                     "the partial rollout on engines of their own is not supported yet; use rollout.colocate=true"))
+    options.append(("rollout.only", r.only and bool(r.replay), "a replayed run trains on saved batches: it cannot "
+                    "also be rollout-only (leave one of rollout.only and rollout.replay)"))
+    options.append(("schedule.eval_every", recipe.schedule.eval_every > 0 and bool(r.replay),
+                    "evaluation generates on the rollout engines, which a replayed run has none of; set it to 0"))
     options.append(("schedule.eval_every", recipe.schedule.eval_every > 0 and not r.colocate,
                     "evaluation during training on engines of their own is not supported yet; set it to 0 "
                     "and run lwz eval on the checkpoints"))
@@ -236,6 +241,19 @@ def _check_supported(recipe: Recipe) -> None:
     for key, used, why in options:
         if used:
             raise LwzError(None, key, why)
+
+
+def _check_replay(recipe: Recipe) -> None:
+    """rollout.replay names a run folder with a saved batch for every step."""
+    from lwz.rollout.replay import saved_rollout
+
+    run = recipe.rollout.replay
+    if not run:
+        return
+    missing = next((s for s in range(1, recipe.schedule.steps + 1) if not saved_rollout(run, s).is_file()), None)
+    if missing is not None:
+        raise LwzError(None, "rollout.replay", f"{run} has no saved batch of step {missing} "
+                       f"({saved_rollout(run, missing)}; a run keeps them with logging.save_rollouts=true)")
 
 
 def _separate_engines(recipe: Recipe) -> int:
@@ -465,7 +483,7 @@ def _warnings(recipe: Recipe, engines: list[EngineGroup], host: HostMemory) -> l
     if recipe.rollout.top_p < 1:
         out.append(f"rollout.top_p={recipe.rollout.top_p:g}: the actor's logprobs are of the whole tempered "
                    "distribution, the engine samples from its nucleus (train/inference mismatch; see rollout/kl)")
-    rollout = recipe.stage == "grpo" and engines[0]
+    rollout = recipe.stage == "grpo" and engines and engines[0]
     if rollout and rollout.count and recipe.schedule.prompts_per_step % rollout.count:
         out.append(f"{recipe.schedule.prompts_per_step} prompts do not spread evenly over {rollout.count} "
                    "rollout engines")

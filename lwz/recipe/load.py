@@ -51,6 +51,8 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     recipe = _to_object(cfg, str(path))
     _validate(recipe, str(path))
     _fill_mode_defaults(recipe)
+    if recipe.rollout.replay:   # the job may start elsewhere
+        recipe.rollout.replay = str(Path(recipe.rollout.replay).resolve())
     _fill_arch(recipe.model.arch, recipe.model.path)
     for term in recipe.rewards.terms:
         if term.name == "writing_rm":

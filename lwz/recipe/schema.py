@@ -106,6 +106,12 @@ class RolloutCfg:
         "recompute (the PPO ratio against the current actor's, clipped around it, the gap to the sampling policy "
         "left to algo.rollout_correction: decoupled PPO, as AReaL; verl's one-step-off recomputes too); null: "
         "recompute for one_step_off and async, else mask.", choices=("mask", "importance", "recompute"))
+    replay: Optional[str] = setting(None, "A run folder whose batches were saved (logging.save_rollouts): train on "
+                                    "them step by step, rewards and advantages as saved, without rollout engines "
+                                    "(slime's train-only debugging; the same recipe gives the saved run's update "
+                                    "metrics). Relative: to the working directory.")
+    only: bool = setting(False, "Generate and score every step without training (slime's rollout-only debugging; "
+                         "with logging.save_rollouts to keep the batches): no update, no weight sync, no checkpoint.")
 
 
 @dataclass
@@ -286,6 +292,9 @@ class LoggingCfg:
     output_dir: str = setting("runs", "Runs go to OUTPUT_DIR/<name>/<run> (relative: to the working directory).")
     run: Optional[str] = setting(None, "Run folder name; null: a timestamp.")
     samples_per_step: int = setting(4, "Samples written to the sample table each step.", ge=0)
+    save_rollouts: bool = setting(False, "Keep each step's whole scored batch (token ids, engine logprobs, each "
+                                  "token's policy version, rewards, advantages) in RUN/rollouts/step-N.pt, tensors "
+                                  "not JSON, for rollout.replay.")
     wandb: WandbCfg = setting(factory=WandbCfg, doc="W&B settings.")
 
 

@@ -249,4 +249,5 @@ def groups_to_batch(groups: Sequence[Group], prompts: Sequence[dict], tokenizer,
                         texts=[tokenizer.decode(s.response_ids, skip_special_tokens=True) for _, _, s in flat],
                         truncated=[s.finish_reason == "length" for _, _, s in flat],
                         rollout_logprobs=[s.logprobs for _, _, s in flat],
-                        stale_tokens=[sum(v < version for v in s.versions) for _, _, s in flat])
+                        stale_tokens=[sum(v < version for v in s.versions) for _, _, s in flat],
+                        versions=[list(s.versions) for _, _, s in flat])

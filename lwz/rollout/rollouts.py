@@ -5,6 +5,7 @@
   it for the GPU's memory; `DynamicSamplingRollouts` adds dynamic sampling's rounds to them.
 - `RemoteRollouts` (lwz/rollout/remote.py): engines on GPUs of their own, met over the bridge
   (lwz/rollout/bridge_talk.py says what the two sides tell each other, in order).
+- `ReplayRollouts` (lwz/rollout/replay.py): a saved run's batches (`rollout.replay`), no engines.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def build_rollouts(recipe: Recipe, plan: Plan, bridge: Bridge | None, distribute
     `distributed`: the actor's world has several ranks)."""
     from lwz.rollout.colocated import ColocatedRollouts, DynamicSamplingRollouts
     from lwz.rollout.remote import RemoteRollouts
+    from lwz.rollout.replay import ReplayRollouts
 
+    if recipe.rollout.replay:
+        return ReplayRollouts(recipe)
     if bridge is not None:
         return RemoteRollouts(recipe, plan, bridge)
     kind = DynamicSamplingRollouts if recipe.algo.dynamic_sampling else ColocatedRollouts

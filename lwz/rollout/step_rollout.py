@@ -77,7 +77,9 @@ class BlockingStepRollout(StepRollout):
         texts = [self._render(i) for i in indices]
         groups = self.role.run(texts, lambda part, e: self.engine.generate(part, self.sampling, seed + e))
         batch = _to_batch(indices, rows, groups)
-        lag = step - (step if version is None else version)
+        version = step if version is None else version
+        batch.versions = [[version] * len(r) for r in batch.response_ids]
+        lag = step - version
         if lag:
             batch.stale_tokens = [len(r) for r in batch.response_ids]
         return batch, {**sync_round_metrics(batch, len(self.role.engine_ranks)), "rollout/staleness": float(lag)}

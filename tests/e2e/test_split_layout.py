@@ -14,12 +14,8 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import pytest
-from helpers import COMPARED, ONE_STEP_OFF, learning_recipe, lwz_started, metrics, rewind, run_to_end
+from helpers import COMPARED, ONE_STEP_OFF, kill_after_checkpoint, learning_recipe, lwz_started, metrics, rewind, run_to_end
 
 pytestmark = pytest.mark.slow
 
@@ -97,14 +93,8 @@ def test_async_learns_with_in_flight_updates_and_resumes_after_sigkill(tmp_path,
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
     killed = learning_recipe(tmp_path, tailed_qwen2, prompts_per_step=8, save_every=3, run="killed")
-    proc = lwz_started("run", str(killed), *overrides)
     folder = tmp_path / "runs" / "learn" / "killed"
-    deadline = time.time() + 600
-    while not (folder / "ckpt" / "latest").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)   # the engines are a batch ahead, the actor a step past the checkpoint
-    proc.communicate()
+    kill_after_checkpoint(lwz_started("run", str(killed), *overrides), folder)   # the engines a batch ahead
     assert (folder / "ckpt" / "latest").read_text().strip() == "step-00000003"
     out = run_to_end("run", str(folder))
     assert "resumed from" in out and "step-00000003" in out

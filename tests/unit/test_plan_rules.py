@@ -294,3 +294,20 @@ def test_async_named_alone_takes_working_defaults():
     assert "rollout correction seq_mask_tis (cap 2, band [0.5, 5])" in render_plan(
         load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"]),
         resolve(load_recipe(tiny, [*alone, "algo.rollout_correction=seq_mask_tis"])))
+
+
+def test_replay_rules(tmp_path):
+    """rollout.replay needs a saved batch for every step, no evaluation (no engines) and no rollout.only; a
+    replayed plan has no rollout engines at all."""
+    rejects("rollout.replay", f"{tmp_path} has no saved batch of step 1", overrides=[f"rollout.replay={tmp_path}"])
+    (tmp_path / "rollouts").mkdir()
+    for step in range(1, 3):
+        (tmp_path / "rollouts" / f"step-{step:08d}.pt").write_bytes(b"")
+    tiny = RECIPES / "tiny.yaml"
+    replay = [f"rollout.replay={tmp_path}", "schedule.steps=2", "schedule.eval_every=0"]
+    rejects("rollout.only", "cannot also be rollout-only", recipe=tiny, overrides=[*replay, "rollout.only=true"])
+    rejects("schedule.eval_every", "a replayed run has none of", recipe=tiny, overrides=[*replay[:2], "schedule.eval_every=1"])
+    recipe = load_recipe(tiny, [*replay, "rollout.colocate=false", "rollout.engines=1"])
+    p = resolve(recipe)
+    assert p.engines == [] and p.actor_world == recipe.cluster.gpus_per_node   # the engines' GPUs go to the actor
+    assert f"rollout   replay of {tmp_path} (its saved batches" in render_plan(recipe, p)
