@@ -1,4 +1,4 @@
-"""Step time of the colocated synchronous loop vs rollout engines of their own with one-step-off overlap.
+"""Step time of the colocated synchronous loop vs rollout engines of their own, one-step-off and async.
 
 Both layouts run the same GRPO workload with the same number of processes, back to back in one
 invocation (`lwz run`, the real loop): the tiny Qwen2 with long-tailed response lengths
@@ -8,13 +8,16 @@ prompts x `--group` samples of at most `--max-tokens` tokens a step, a length re
 - colocated sync: `--ranks` ranks, each an actor shard (data-parallel) and an engine; generation and
   update take turns on every rank;
 - split one_step_off: `--ranks - 1` actor ranks and one engine rank; the engine generates step n+1
-  while the actor trains on step n (decoupled PPO with TIS).
+  while the actor trains on step n (decoupled PPO with TIS);
+- split async (max_staleness 2, named alone: its defaults): the same ranks; the engine keeps twice a step's
+  groups in flight, delivers the first to complete and continues the others under the next weights.
 
 Printed: median s/step over the steps after the first (whose rollout nothing overlaps), the time the
-actor waited for rollouts, the engine's generation time, end-to-end response tokens per second, and the
-ratio split / colocated.
+actor waited for rollouts, the engine's generation time, the actor's scoring and the part of it the
+engines generated beside (the reward overlap), end-to-end response tokens per second (the tokens the
+actor trained on), and the throughput ratios.
 
-    OMP_NUM_THREADS=1 python bench/async_step.py            # ~6 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python bench/async_step.py            # ~10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ logging: {{output_dir: {folder / "runs"}, wandb: {{mode: disabled}}}}
 
 LAYOUTS = {
     "colocated sync": [],
-    "split one_step_off": ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off",
-                           "rollout.stale_tokens=recompute", "algo.rollout_correction=tis"],
+    "split one_step_off": ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=one_step_off"],
+    "split async (k=2)": ["rollout.colocate=false", "rollout.engines=1", "rollout.mode=async"],
 }
 
 
@@ -90,21 +93,25 @@ def main() -> None:
     print(f"{args.prompts} prompts x {args.group} samples, max {args.max_tokens} tokens, {args.steps} steps, "
           f"{args.ranks} processes per layout", flush=True)
     print("| layout | s/step (median, steps 2+) | actor waits for rollout | engine generates | update | "
-          "response tokens/s | wall s |")
-    print("|---|---|---|---|---|---|---|")
-    medians = {}
+          "reward | reward beside generation | response tokens/s | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    throughput = {}
     for i, (layout, overrides) in enumerate(LAYOUTS.items()):
         wall, rows = run(recipe, f"layout{i}", overrides)
         later = rows[1:]
-        medians[layout] = statistics.median(r["time/step"] for r in later)
         generate = [r.get("rollout/generate_s", r["time/rollout"]) for r in later]
         tokens = sum(r["response/tokens_mean"] * args.prompts * args.group for r in later)
-        print(f"| {layout} | {medians[layout]:.2f} | {statistics.median(r['time/rollout'] for r in later):.2f} | "
-              f"{statistics.median(generate):.2f} | {statistics.median(r['time/update'] for r in later):.2f} | "
-              f"{tokens / sum(r['time/step'] for r in later):.0f} | {wall:.0f} |", flush=True)
-    colocated, split = medians.values()
-    print(f"\nsplit one_step_off / colocated sync step time = {split / colocated:.2f} "
-          f"({colocated / split:.2f}x faster)")
+        throughput[layout] = tokens / sum(r["time/step"] for r in later)
+        reward = sum(r["time/reward"] for r in later)
+        beside = sum(r["time/reward_overlap"] for r in later) / max(reward, 1e-9)
+        print(f"| {layout} | {statistics.median(r['time/step'] for r in later):.2f} | "
+              f"{statistics.median(r['time/rollout'] for r in later):.2f} | {statistics.median(generate):.2f} | "
+              f"{statistics.median(r['time/update'] for r in later):.2f} | "
+              f"{statistics.median(r['time/reward'] for r in later):.3f} | {beside:.0%} | "
+              f"{throughput[layout]:.0f} | {wall:.0f} |", flush=True)
+    colocated, one_step_off, async_ = throughput.values()
+    print(f"\nthroughput (response tokens/s): one_step_off / colocated sync = {one_step_off / colocated:.2f}, "
+          f"async / one_step_off = {async_ / one_step_off:.2f}, async / colocated sync = {async_ / colocated:.2f}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             times: dict[str, float] = {}
             with _timed(times, "rollout"):   # scoring included, taken out below
                 batch, rollout_metrics = rollouts.next_batch(step, score)
-            times["reward"] = score.lap()
+            times["reward"], reward_spans = score.lap()
             times["rollout"] -= times["reward"]
             done = step + 1
             if recipe.logging.save_rollouts and rank0:
@@ -80,6 +80,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                     sync = rollouts.sync_weights(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
             metrics.update(rollout_metrics)
+            metrics["time/reward_overlap"] = rollouts.generating(reward_spans)   # scored while engines generated
             metrics["memory/host_peak_gb"] = host_peak_bytes() / 1e9   # against the plan's host memory
             if _should_eval(done, recipe):  # every rank generates (colocated engines only: the plan says so)
                 metrics.update(evaluate_during_training(rollouts.engine, recipe, done, run_dir))

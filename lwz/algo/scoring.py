@@ -1,6 +1,7 @@
 """A rollout batch scored in place: each reward term, the group advantages, and truncated responses out of
 the loss (`algo.mask_truncated`). The rollout side calls it on every batch it hands the loop, extra rounds
-of dynamic sampling included; it keeps the seconds it spent, the step's reward time."""
+of dynamic sampling included; it keeps the seconds it spent, the step's reward time, and when (wall clock:
+what ran beside it, engines of their own generating, is measured against it)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,19 @@ class BatchScorer:
     def __init__(self, rewards: RewardMix, mask_truncated: bool):
         self.rewards, self.mask_truncated = rewards, mask_truncated
         self.seconds = 0.0
+        self.spans: list[tuple[float, float]] = []
 
     def __call__(self, batch: RolloutBatch) -> RolloutBatch:
-        began = time.perf_counter()
+        began, wall = time.perf_counter(), time.time()
         batch.rewards = self.rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
         batch.advantages = self.rewards.advantages(batch.rewards, batch.group)
         if self.mask_truncated:
             batch.loss_mask = [not cut for cut in batch.truncated]
         self.seconds += time.perf_counter() - began
+        self.spans.append((wall, time.time()))
         return batch
 
-    def lap(self) -> float:
-        """The seconds spent scoring since the last lap."""
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
+    def lap(self) -> tuple[float, list[tuple[float, float]]]:
+        """The seconds spent scoring since the last lap, and the wall-clock spans they were spent in."""
+        seconds, spans, self.seconds, self.spans = self.seconds, self.spans, 0.0, []
+        return seconds, spans

@@ -35,13 +35,15 @@ __all__ = ["Delivered", "Start", "receive_batch", "receive_start", "receive_weig
 @dataclass
 class Delivered:
     """A batch the engines delivered: its step, the batch (unscored), the rollout metrics, the data epoch of its
-    prompts, and the engines' rollout state right after it (what they resume from)."""
+    prompts, the engines' rollout state right after it (what they resume from) and the wall-clock span they
+    generated it in."""
 
     step: int
     batch: RolloutBatch
     metrics: dict[str, float]
     epoch: int
     engine_state: dict
+    generating: tuple[float, float] = (0.0, 0.0)
 
     def to_state(self) -> dict:
         return {**asdict(self), "batch": self.batch.to_state()}
@@ -65,7 +67,9 @@ def rollout_lag(mode: str, max_staleness: int) -> int:
     """How many batches the engines of their own run ahead of the actor: sync 0, one_step_off 1, async
     max_staleness - 1 (the new tokens of a batch are then max_staleness - 1 updates old when trained on, the
     carried ones up to max_staleness)."""
-    return {"sync": 0, "one_step_off": 1}.get(mode, max_staleness - 1)
+    if mode == "async":
+        return max_staleness - 1
+    return 1 if mode == "one_step_off" else 0
 
 
 def send_start(bridge: Bridge, start: Start) -> None:

@@ -70,6 +70,10 @@ class ColocatedRollouts:
         finally:
             self.engine.wake("save")
 
+    def generating(self, spans: list[tuple[float, float]]) -> float:
+        """Nothing generates beside the scoring: the engine sleeps while the batch is scored (the GPU's rules)."""
+        return 0.0
+
     def epoch(self, step: int) -> int:
         return self.rollout.epoch(step)
 

@@ -46,11 +46,11 @@ def serve_rollout(recipe: Recipe, plan: Plan, world: RoleWorld) -> None:
     # the weights' version; whether an update was taken since the last batch (on resume: the one just received)
     version, updated = start.start, start.engine_state is not None
     for step in range(start.delivered, steps):
-        began = time.perf_counter()
+        began, wall = time.perf_counter(), time.time()
         batch, metrics = rollout.collect(step, version)
         metrics["rollout/generate_s"] = time.perf_counter() - began
         metrics["rollout/inflight_updates"] = float(updated and metrics.get("rollout/carried_in", 0.0) > 0)
-        delivered = Delivered(step, batch, metrics, rollout.epoch(step), rollout.state())
+        delivered = Delivered(step, batch, metrics, rollout.epoch(step), rollout.state(), (wall, time.time()))
         send_batch(bridge, first, delivered if world.job.rank == first else None)
         due, updated = step + 1 - lag, False
         if start.start < due < steps:   # the actor's update on batch step - lag

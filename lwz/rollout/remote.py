@@ -22,7 +22,12 @@ from lwz.rollout.rollouts import Scorer
 from lwz.rollout.weight_sync import SyncStats, Weights
 from lwz.runtime.bridge import Bridge
 
-__all__ = ["RemoteRollouts"]
+__all__ = ["RemoteRollouts", "overlap"]
+
+
+def overlap(spans: list[tuple[float, float]], others: list[tuple[float, float]]) -> float:
+    """The seconds of `spans` that `others` cover (each list without overlaps of its own)."""
+    return sum(max(0.0, min(end, stop) - max(start, begin)) for start, end in spans for begin, stop in others)
 
 
 class RemoteRollouts:
@@ -39,6 +44,7 @@ class RemoteRollouts:
         self.received = 0                          # batches received so far (steps before it)
         self.engine_state: dict | None = None      # the engines' state after the last batch received
         self.epochs: dict[int, int] = {}
+        self.spans: list[tuple[float, float]] = []   # when the engines generated the batches received lately
 
     def resume(self, start: int, extra: dict | None, weights: Weights) -> None:
         """Tell the engines where the run starts and send the actor's weights (the engines hold dummy ones);
@@ -76,6 +82,11 @@ class RemoteRollouts:
         """Engines on GPUs of their own stay awake (nothing of theirs shares the actor's GPU)."""
         yield
 
+    def generating(self, spans: list[tuple[float, float]]) -> float:
+        """Of `spans`, the seconds the engines spent generating (the batches received by now include every one
+        they generated meanwhile: they hold at most `lag` batches ahead)."""
+        return overlap(spans, self.spans)
+
     def epoch(self, step: int) -> int:
         return self.epochs[step]
 
@@ -89,4 +100,5 @@ class RemoteRollouts:
         while self.received <= step:
             delivered = receive_batch(self.bridge, self.leader, self.received)
             self.ahead[delivered.step], self.engine_state = delivered, delivered.engine_state
+            self.spans = [*self.spans[-(self.lag + 2):], delivered.generating]
             self.received += 1

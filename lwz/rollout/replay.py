@@ -64,6 +64,10 @@ class ReplayRollouts:
     def asleep(self) -> Iterator[None]:
         yield
 
+    def generating(self, spans: list[tuple[float, float]]) -> float:
+        """Nothing generates beside the scoring: no engines."""
+        return 0.0
+
     def epoch(self, step: int) -> int:
         return self.epochs[step]
 

@@ -44,6 +44,9 @@ class Rollouts(Protocol):
     def asleep(self) -> AbstractContextManager[None]:
         """Nothing of the engines on the actor's GPU inside it (a checkpoint)."""
 
+    def generating(self, spans: list[tuple[float, float]]) -> float:
+        """Of the wall-clock `spans` (the step's scoring), the seconds the rollout engines generated beside it."""
+
     def epoch(self, step: int) -> int:
         """The data epoch of the step's (last) prompts."""
 
