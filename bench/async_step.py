@@ -1,9 +1,12 @@
 """Step time of the colocated synchronous loop vs rollout engines of their own, one-step-off and async.
 
 Both layouts run the same GRPO workload with the same number of processes, back to back in one
-invocation (`lwz run`, the real loop): the tiny Qwen2 with long-tailed response lengths
-(`lwz.models_local.tiny.build_peaked_qwen2(eos_scale=3)`: mean ~49 tokens, the longest of 64 ~260), `--prompts`
-prompts x `--group` samples of at most `--max-tokens` tokens a step, a length reward, fp32.
+invocation (`lwz run`, the real loop): the tiny Qwen2 over a byte vocabulary with long-tailed response lengths
+(`lwz.models_local.tiny.build_byte_qwen2`: median ~50 tokens, mean ~80, a few past 300), whose decode
+iteration costs mostly a fixed amount as a GPU's does (bench/long_tail.py; on the 16k-row tiny Qwen2 a CPU
+pays per running sample, so empty batch slots cost little and waiting for the tail is nearly free), `--prompts`
+prompts x `--group` samples of at most `--max-tokens` tokens a step, a length reward and the tiny writing RM
+(megatron on the actor's ranks: the scoring that engines of their own can generate beside), fp32.
 
 - colocated sync: `--ranks` ranks, each an actor shard (data-parallel) and an engine; generation and
   update take turns on every rank;
@@ -17,7 +20,7 @@ actor waited for rollouts, the engine's generation time, the actor's scoring and
 engines generated beside (the reward overlap), end-to-end response tokens per second (the tokens the
 actor trained on), and the throughput ratios.
 
-    OMP_NUM_THREADS=1 python bench/async_step.py            # ~10 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python bench/async_step.py            # ~2.5 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lwz.models_local.tiny import build_peaked_qwen2
+from lwz.models_local.tiny import BYTE_VOCAB, build_byte_qwen2
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["Write a story.", "Describe the sea.", "Write a poem.", "Explain rain.", "Describe a city.",
@@ -46,13 +49,14 @@ def write_recipe(folder: Path, model: Path, args: argparse.Namespace) -> Path:
     recipe.write_text(f"""
 base: {ROOT / "recipes" / "tiny.yaml"}
 name: bench
-model: {{path: {model}}}
+model: {{path: {model}, arch: {{vocab_size: {BYTE_VOCAB}}}}}
 actor: {{tp: 1, lr: 1.0e-5}}
 rollout: {{template: raw, group_size: {args.group}, max_tokens: {args.max_tokens}, max_prompt_tokens: 64,
           temperature: 1.0}}
 rewards:
   terms:
     - {{name: length, weight: 1.0, params: {{measure: response, l_max: 40}}}}
+    - {{name: writing_rm, weight: 1.0, params: {{model: "${{asset:tiny-writing-rm}}", max_length: 320}}}}
 schedule: {{steps: {args.steps}, prompts_per_step: {args.prompts}, save_every: 0}}
 data: {{prompts: [prompts.jsonl]}}
 cluster: {{gpus_per_node: {args.ranks}}}
@@ -84,11 +88,11 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=2, help="processes in both layouts")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=900)
+    parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="lwz-async-step-"))
-    model = build_peaked_qwen2(workdir / "tailed-qwen2", eos_scale=3.0)
+    model = build_byte_qwen2(workdir / "byte-qwen2")
     recipe = write_recipe(workdir, model, args)
     print(f"{args.prompts} prompts x {args.group} samples, max {args.max_tokens} tokens, {args.steps} steps, "
           f"{args.ranks} processes per layout", flush=True)

@@ -34,7 +34,6 @@ from lwz.recipe.schema import Recipe
 from lwz.rewards.compute import RewardMix
 from lwz.rollout.replay import save_rollout
 from lwz.rollout.rollouts import build_rollouts
-from lwz.rollout.weight_sync import SyncStats
 from lwz.runtime.device import host_peak_bytes, init_distributed
 from lwz.runtime.roles import RoleWorld
 from lwz.track import Tracker, format_step_line
@@ -72,12 +71,10 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             done = step + 1
             if recipe.logging.save_rollouts and rank0:
                 save_rollout(run_dir, done, batch, rollout_metrics, rollouts.epoch(step))
-            updates, sync = [], SyncStats(0.0, 0, 0, 0)
-            if not recipe.rollout.only:
-                with _timed(times, "update"):
-                    updates = policy.train_on(batch)
-                with _timed(times, "sync"):
-                    sync = rollouts.sync_weights(policy.hf_weights, done)
+            with _timed(times, "update"):
+                updates = [] if recipe.rollout.only else policy.train_on(batch)
+            with _timed(times, "sync"):   # rollout-only too: a colocated engine drops its weights while asleep
+                sync = rollouts.sync_weights(policy.hf_weights, done)
             metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
             metrics.update(rollout_metrics)
             metrics["time/reward_overlap"] = rollouts.generating(reward_spans)   # scored while engines generated

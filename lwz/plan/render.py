@@ -69,7 +69,7 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
                   f"G={r.group_size}, temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
                   f"(prompt <= {r.max_prompt_tokens}), template {r.template}"
                   + (" in the chat template" if r.chat_template else "") + _partial(recipe)
-                  + ("; rollout only: no update, no sync, no checkpoint" if r.only else ""))
+                  + ("; rollout only: no update, no checkpoint" if r.only else ""))
     return common + [
         source,
         f"rewards   {recipe.rewards.combine}: {terms}" + "".join(

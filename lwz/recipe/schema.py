@@ -111,7 +111,8 @@ class RolloutCfg:
                                     "(slime's train-only debugging; the same recipe gives the saved run's update "
                                     "metrics). Relative: to the working directory.")
     only: bool = setting(False, "Generate and score every step without training (slime's rollout-only debugging; "
-                         "with logging.save_rollouts to keep the batches): no update, no weight sync, no checkpoint.")
+                         "with logging.save_rollouts to keep the batches): no update and no checkpoint; the engines keep the "
+                         "starting weights.")
 
 
 @dataclass

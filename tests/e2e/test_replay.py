@@ -35,8 +35,9 @@ def test_replay_trains_as_the_saved_run_and_rollout_only_does_not_train(tmp_path
             assert got[key] == pytest.approx(want[key], abs=1e-6), (got["step"], key)
 
     run_to_end("run", str(recipe), "rollout.only=true", "logging.save_rollouts=true", "logging.run=only",
-               "schedule.steps=1")
-    only = metrics(runs / "only")
+               "schedule.steps=2")
+    only = metrics(runs / "only")   # two steps: the engine keeps the starting weights across the sync
+    assert [m["step"] for m in only] == [1, 2] and (runs / "only" / "rollouts" / "step-00000002.pt").is_file()
     assert only[0]["reward/length"] == pytest.approx(original[0]["reward/length"], abs=1e-9)
     assert not any(k.startswith("actor/") for k in only[0]) and not list((runs / "only" / "ckpt").glob("step-*"))
     again = torch.load(runs / "only" / "rollouts" / "step-00000001.pt", weights_only=True)["batch"]
@@ -44,4 +45,4 @@ def test_replay_trains_as_the_saved_run_and_rollout_only_does_not_train(tmp_path
 
     short = lwz("run", str(recipe), f"rollout.replay={runs / 'only'}", "--dry-run")
     assert short.returncode == 2 and len(short.stderr.strip().splitlines()) == 1, short.stderr
-    assert "rollout.replay" in short.stderr and "has no saved batch of step 2" in short.stderr
+    assert "rollout.replay" in short.stderr and "has no saved batch of step 3" in short.stderr
