@@ -16,13 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_field: str = "length_range",
-                 limit: int | None = None, l_max: int | None = None, max_target: int | None = None) -> list[dict]:
+                 limit: int | None = None, l_max: int | None = None, max_target: int | None = None,
+                 min_target: int | None = None, languages: Sequence[str] = ()) -> list[dict]:
     """Rows with `prompt` and `length_range` (copied from the recipe's fields), other fields kept.
 
     Every row is checked (LwzError naming the file and line): a non-empty prompt, a [lo, hi] range of
     integers with 0 <= lo <= hi, lo = 0 only as [0, 0] (no length target), and hi below the length
-    reward's `l_max` when one is given. With `max_target`, rows whose hi exceeds it are left out (after
-    the other checks). JSONL/JSON files are read line by line, parquet and CSV with HF `datasets`.
+    reward's `l_max` when one is given. Left out after the checks: with `max_target` rows whose hi exceeds
+    it, with `min_target` rows whose lo is below it, with `languages` rows whose `lang` is not one of them
+    (a row without `lang` is an error then). JSONL/JSON files are read line by line, parquet and CSV with HF `datasets`.
     """
     if not files:
         raise LwzError(None, "data.prompts", "no prompt files given")
@@ -30,17 +32,22 @@ def load_prompts(files: Sequence[str], *, prompt_field: str = "prompt", range_fi
     for file in files:
         for where, row in read_rows(str(file), "data.prompts"):
             normalised = _normalise(row, where, prompt_field, range_field)
-            hi = normalised[LENGTH_RANGE_KEY][1]
-            if max_target is not None and hi > max_target:
+            lo, hi = normalised[LENGTH_RANGE_KEY]
+            if languages and row.get("lang") is None:
+                raise LwzError(where, "lang", "missing: data.languages filters on it")
+            if (max_target is not None and hi > max_target) or (min_target is not None and lo < min_target) \
+                    or (languages and row["lang"] not in languages):
                 continue
             if l_max is not None and hi >= l_max:
                 raise LwzError(where, range_field, f"{normalised[LENGTH_RANGE_KEY]}: hi must be below the length "
                                f"reward's l_max = {l_max}")
             rows.append(normalised)
     if not rows:
-        if max_target is not None:
-            raise LwzError(", ".join(map(str, files)), "data.max_target", f"no prompt has a target of at most "
-                           f"{max_target}")
+        if max_target is not None or min_target is not None or languages:
+            key = "data.max_target" if max_target is not None else "data.min_target" if min_target is not None \
+                else "data.languages"
+            raise LwzError(", ".join(map(str, files)), key, f"no prompt has a target within [{min_target or 0}, "
+                           f"{max_target or 'any'}] words" + (f" in {', '.join(languages)}" if languages else ""))
         raise LwzError(", ".join(map(str, files)), "data.prompts", "the prompt files hold no prompts")
     return rows[:limit] if limit else rows
 
@@ -50,7 +57,8 @@ def recipe_prompts(recipe: Recipe) -> list[dict]:
     data = recipe.data
     l_max = next((t.params["l_max"] for t in recipe.rewards.terms if t.name == "length"), None)
     return load_prompts(data.prompts, prompt_field=data.prompt_field, range_field=data.range_field,
-                        limit=data.limit, l_max=l_max, max_target=data.max_target)
+                        limit=data.limit, l_max=l_max, max_target=data.max_target, min_target=data.min_target,
+                        languages=data.languages)
 
 
 def _normalise(row: dict, where: str, prompt_field: str, range_field: str) -> dict:

@@ -204,6 +204,10 @@ class DataCfg:
     limit: Optional[int] = setting(None, "Use only the first N prompts.", ge=1)
     max_target: Optional[int] = setting(None, "Train only on prompts whose target range ends at or below this "
                                         "(words / CJK characters); null: all.", ge=1)
+    min_target: Optional[int] = setting(None, "Train only on prompts whose target range starts at or above this "
+                                        "(words / CJK characters); null: all.", ge=1)
+    languages: list[str] = setting(factory=list, doc="Train only on prompts whose `lang` field is one of these "
+                                   "(e.g. [en]); empty: all.")
 
 
 @dataclass

@@ -36,6 +36,13 @@ def test_every_run_of_the_experiment_plans():
         assert name in out
 
 
+def test_every_run_of_the_ultralong_experiment_plans():
+    """experiments/smollm2_ultralong.yaml (issue 33's runs, not in CI): sync and partial plan with 4,096-token
+    responses on the long English prompts."""
+    out = lwz("sweep", "--dry-run", str(ROOT / "experiments" / "smollm2_ultralong.yaml"))
+    assert "smollm2_ultralong: 2 run(s)" in out and "sync" in out and "partial" in out, out
+
+
 def test_two_steps_of_the_experiments_think_run(tmp_path):
     """Its own overrides (`set:` + the variant's + the grid's), then smaller sizes for CI."""
     smollm2_path()

@@ -62,3 +62,21 @@ def test_max_target_keeps_only_prompts_with_short_targets(tmp_path):
     with pytest.raises(LwzError) as e:
         load_prompts([write(tmp_path / "q.jsonl", [{"prompt": "c", "length_range": [200, 400]}])], max_target=100)
     assert e.value.key == "data.max_target"
+
+
+def test_min_target_and_languages_keep_the_long_english_prompts(tmp_path):
+    """data.min_target leaves out ranges starting below it, data.languages rows of other languages (a row
+    without `lang` is an error then); none left: an error naming the filter."""
+    f = write(tmp_path / "p.jsonl", [{"prompt": "a", "length_range": [300, 500], "lang": "en"},
+                                     {"prompt": "b", "length_range": [100, 400], "lang": "en"},
+                                     {"prompt": "c", "length_range": [600, 900], "lang": "zh"},
+                                     {"prompt": "d", "length_range": [800, 2000], "lang": "en"}])
+    rows = load_prompts([f], min_target=300, max_target=1500, languages=["en"])
+    assert [r["prompt"] for r in rows] == ["a"]
+    assert [r["prompt"] for r in load_prompts([f], languages=["zh"])] == ["c"]
+    with pytest.raises(LwzError) as e:
+        load_prompts([f], min_target=3000)
+    assert e.value.key == "data.min_target" and "no prompt has a target within [3000, any]" in e.value.message
+    with pytest.raises(LwzError) as e:
+        load_prompts([write(tmp_path / "q.jsonl", [{"prompt": "e", "length_range": [300, 500]}])], languages=["en"])
+    assert e.value.key == "lang" and e.value.where.endswith("q.jsonl:1")
