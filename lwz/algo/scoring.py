@@ -18,20 +18,18 @@ class BatchScorer:
 
     def __init__(self, rewards: RewardMix, mask_truncated: bool):
         self.rewards, self.mask_truncated = rewards, mask_truncated
-        self.seconds = 0.0
-        self.spans: list[tuple[float, float]] = []
+        self.spans: list[tuple[float, float]] = []   # wall-clock (start, end) of each call since the last lap
 
     def __call__(self, batch: RolloutBatch) -> RolloutBatch:
-        began, wall = time.perf_counter(), time.time()
+        began = time.time()
         batch.rewards = self.rewards.score(batch.texts, batch.samples, [len(r) for r in batch.response_ids])
         batch.advantages = self.rewards.advantages(batch.rewards, batch.group)
         if self.mask_truncated:
             batch.loss_mask = [not cut for cut in batch.truncated]
-        self.seconds += time.perf_counter() - began
-        self.spans.append((wall, time.time()))
+        self.spans.append((began, time.time()))
         return batch
 
     def lap(self) -> tuple[float, list[tuple[float, float]]]:
         """The seconds spent scoring since the last lap, and the wall-clock spans they were spent in."""
-        seconds, spans, self.seconds, self.spans = self.seconds, self.spans, 0.0, []
-        return seconds, spans
+        spans, self.spans = self.spans, []
+        return sum(end - start for start, end in spans), spans

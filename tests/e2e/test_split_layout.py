@@ -48,12 +48,28 @@ def test_sync_on_the_split_layout_matches_the_colocated_layout(tmp_path, peaked_
     assert runs["split"][0]["sync/gb_per_s"] > 0   # no sync after the last step: the engines are done
 
 
-def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):
+def straight_run(tmp_path, model, overrides) -> tuple:
+    """The learning recipe (8 prompts a step, a checkpoint every 3) to its end: run folder, metrics, plan."""
     (tmp_path / "a").mkdir()
-    straight = learning_recipe(tmp_path / "a", peaked_qwen2, prompts_per_step=8, save_every=3, run="straight")
-    run_to_end("run", str(straight), *ONE_STEP_OFF)
-    expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
-    plan = (tmp_path / "a" / "runs" / "learn" / "straight" / "plan.txt").read_text()
+    run_to_end("run", str(learning_recipe(tmp_path / "a", model, prompts_per_step=8, save_every=3, run="straight")),
+               *overrides)
+    folder = tmp_path / "a" / "runs" / "learn" / "straight"
+    return folder, metrics(folder), (folder / "plan.txt").read_text()
+
+
+def assert_resumed_equal(folder, expected, keys) -> None:
+    """`lwz run FOLDER` resumes from the step-3 checkpoint to the uninterrupted run's metrics."""
+    out = run_to_end("run", str(folder))
+    assert "resumed from" in out and "step-00000003" in out
+    got = metrics(folder)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    for want, have in zip(expected, got):
+        for key in keys:
+            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
+
+
+def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):
+    folder, expected, plan = straight_run(tmp_path, peaked_qwen2, ONE_STEP_OFF)
     assert "tp 1 x cp 1 x dp 2 x pp 1" in plan and "on GPUs of their own (rank 2), one_step_off" in plan, plan
     assert [m["rollout/staleness"] for m in expected] == [0, 1, 1, 1, 1, 1]   # exactly one update behind
     assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # clipped around pi_actor
@@ -61,15 +77,8 @@ def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):
     rewards = [m["reward/length"] for m in expected]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
-    folder = tmp_path / "a" / "runs" / "learn" / "straight"
     rewind(folder, 3)   # as a SIGKILL right after the step-3 checkpoint (which keeps the batch generated ahead)
-    out = run_to_end("run", str(folder))
-    assert "resumed from" in out and "step-00000003" in out
-    got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
-    for want, have in zip(expected, got):
-        for key in COMPARED:
-            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
+    assert_resumed_equal(folder, expected, COMPARED)
 
 
 def test_async_learns_with_in_flight_updates_and_resumes_after_sigkill(tmp_path, tailed_qwen2):
@@ -78,11 +87,7 @@ def test_async_learns_with_in_flight_updates_and_resumes_after_sigkill(tmp_path,
     At half the recipe's learning rate: at 2e-4 this model's responses, two updates stale, overshoot the target
     to empty ones by step 5 under tis and icepop alike (measured), an optimisation matter, not the hand-over's."""
     overrides = (*ONE_STEP_OFF[:-1], "rollout.mode=async", "actor.lr=1.0e-4")
-    (tmp_path / "a").mkdir()
-    recipe = learning_recipe(tmp_path / "a", tailed_qwen2, prompts_per_step=8, save_every=3, run="straight")
-    run_to_end("run", str(recipe), *overrides)
-    expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
-    plan = (tmp_path / "a" / "runs" / "learn" / "straight" / "plan.txt").read_text()
+    _, expected, plan = straight_run(tmp_path, tailed_qwen2, overrides)
     assert "on GPUs of their own (rank 2), async" in plan and "the engines 1 batch(es) ahead" in plan, plan
     staleness = [m["rollout/staleness"] for m in expected]
     assert staleness[0] == 0 and max(staleness) == 2 and all(s >= 1 for s in staleness[1:]), staleness
@@ -96,10 +101,5 @@ def test_async_learns_with_in_flight_updates_and_resumes_after_sigkill(tmp_path,
     folder = tmp_path / "runs" / "learn" / "killed"
     kill_after_checkpoint(lwz_started("run", str(killed), *overrides), folder)   # the engines a batch ahead
     assert (folder / "ckpt" / "latest").read_text().strip() == "step-00000003"
-    out = run_to_end("run", str(folder))
-    assert "resumed from" in out and "step-00000003" in out
-    got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
-    for want, have in zip(expected, got):
-        for key in (*COMPARED, "rollout/staleness", "rollout/mixed_version_samples", "rollout/inflight_updates"):
-            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
+    assert_resumed_equal(folder, expected,
+                         (*COMPARED, "rollout/staleness", "rollout/mixed_version_samples", "rollout/inflight_updates"))
