@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 from lwz.errors import LwzError
 from lwz.jsonl import read_objects
 from lwz.eval.plots import plot_length_scatter
+from lwz.rewards.format import FormatReward
+from lwz.rewards.metrics import reward_hacking_metrics
 from lwz.text import count_length
 
 
@@ -58,6 +61,19 @@ def average_score(scored: Sequence[LengthResult]) -> float:
     if not scored:
         raise ValueError("no scored items to average")
     return sum(r.score for r in scored) / len(scored)
+
+
+ABOUT = 0.1   # "about N words" asks for N +- 10% (lwz/data/annotate.py's convention for a stated length)
+
+
+def length_monitors(scored: Sequence[LengthResult], responses: Sequence[str], *, think: bool) -> dict[str, float]:
+    """Beyond S_l: the median produced/required ratio and the share within +-10% of the requirement (the
+    lengths S_l scores), and the training's reward-hacking monitors over the full responses
+    (`lwz.rewards.metrics`, as `hack/...`: the answer's repetition, answers missing, format failures)."""
+    hacking = reward_hacking_metrics(responses, [{} for _ in responses], FormatReward(expect_think=think))
+    return {"length_ratio_median": median(r.produced / r.required for r in scored),
+            "in_range_rate": sum(abs(r.produced - r.required) <= ABOUT * r.required for r in scored) / len(scored),
+            **{f"hack/{k}": v for k, v in hacking.items() if "length" not in k}}
 
 
 def plot_scored(scored: Sequence[LengthResult], path: str | os.PathLike, title: str | None = None) -> None:

@@ -14,7 +14,8 @@ from lwz import atomic
 from lwz.data.templates import render_prompt
 from lwz.errors import LwzError
 from lwz.eval import benchmark_file
-from lwz.eval.longbench_write import average_score, load_longbench, plot_scored, score_results
+from lwz.eval.longbench_write import (average_score, length_monitors, load_longbench, plot_scored,
+                                      score_results)
 from lwz.eval.writingbench import aggregate, critic_requests, load_critic_prompts, load_writingbench, score_outputs
 from lwz.rewards.answer import extract_answer
 from lwz.engines.vllm_engine import SamplingSettings, VllmEngine
@@ -79,7 +80,8 @@ def eval_longbench_write(engine: VllmEngine, settings: GenerationSettings, out_d
     scored = score_results([{"length": r["length"], "response": a["answer"]} for r, a in zip(rows, answers)])
     items = [{**row, **ans, **asdict(s)} for row, ans, s in zip(rows, answers, scored)]
     summary = {"bench": "longbench_write", "items": len(items), "score": average_score(scored),
-               "truncated_rate": sum(a["truncated"] for a in answers) / len(answers), "skipped_too_long": skipped}
+               "truncated_rate": sum(a["truncated"] for a in answers) / len(answers), "skipped_too_long": skipped,
+               **length_monitors(scored, [a["response"] for a in answers], think=settings.template == "think")}
     _write(out_dir, items, summary)
     plot_scored(scored, out_dir / "length_scatter.png", title=f"LongBench-Write S_l = {summary['score']:.1f}")
     return summary

@@ -6,7 +6,8 @@ import pytest
 
 from lwz.errors import LwzError
 from lwz.eval import benchmark_file
-from lwz.eval.longbench_write import average_score, length_score, load_longbench, plot_scored, score_results
+from lwz.eval.longbench_write import (average_score, length_monitors, length_score, load_longbench, plot_scored,
+                                      score_results)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,19 @@ def test_length_score_hand_values(required, produced, expected):
 
 def test_too_long_is_punished_less_than_too_short_by_the_same_ratio():
     assert length_score(1000, 1500) > length_score(1500, 1000)
+
+
+def test_length_monitors_by_hand():
+    """Ratios 0.5, 1.0, 1.05 and 3.0: median 1.025, two of four within +-10%; the looping answer is the one
+    whose 4-grams repeat (9 of its 13) and the one without tags fails the think format."""
+    loop = "<think>plan</think><answer>" + "the cat sat down " * 4 + "</answer>"
+    responses = ["<think>a</think><answer>x</answer>", loop, "no tags at all", "<think>b</think><answer>y</answer>"]
+    scored = score_results([{"length": 10, "response": "w " * 5}, {"length": 16, "response": "w " * 16},
+                            {"length": 20, "response": "w " * 21}, {"length": 10, "response": "w " * 30}])
+    got = length_monitors(scored, responses, think=True)
+    assert got["length_ratio_median"] == pytest.approx(1.025) and got["in_range_rate"] == 0.5
+    assert got["hack/ngram_repetition_rate"] == pytest.approx(9 / 13 / 3)   # 3 answers; 9 of the loop's 13 repeat
+    assert got["hack/format_failure_rate"] == 0.25 and got["hack/answer_missing_rate"] == 0.25
 
 
 def test_length_score_rejects_a_non_positive_requirement():
