@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu when CUDA is visible")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 (GPU), fp32 (CPU)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the engines (GPUs per engine)")
+    p.add_argument("--cpu-kv-cache-gib", type=float, default=None,
+                   help="CPU only: the engine's KV cache in GiB (default 1; many long answers at once want more)")
     p.add_argument("--max-model-len", type=int, help="engine context in tokens (default: the model's own); items "
                    "whose prompt and --max-tokens do not fit are skipped and counted")
     p.add_argument("--out", help="output folder (default: RUN/eval/BENCH/step_N or runs/eval/MODEL/BENCH)")
@@ -57,7 +59,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   temperature=args.temperature, limit=args.limit, progress=True)
     if args.tp < 1:
         raise LwzError(None, "--tp", f"{args.tp} must be >= 1")
-    engine = VllmEngine(str(model_dir), device=device, dtype=dtype, tp=args.tp, max_model_len=_context(model_dir, args))
+    if args.cpu_kv_cache_gib is not None and (device != "cpu" or args.cpu_kv_cache_gib <= 0):
+        raise LwzError(None, "--cpu-kv-cache-gib", f"{args.cpu_kv_cache_gib} applies on CPU only, as a positive size")
+    engine = VllmEngine(str(model_dir), device=device, dtype=dtype, tp=args.tp, max_model_len=_context(model_dir, args),
+                        cpu_kv_cache_gib=args.cpu_kv_cache_gib)
     critic = None
     if args.bench == "writingbench" and args.critic and Path(args.critic).resolve() != model_dir.resolve():
         critic = VllmEngine(args.critic, device=device, dtype=dtype, tp=args.tp,

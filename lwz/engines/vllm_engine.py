@@ -65,15 +65,19 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()
 
 
-def prepare_vllm(device: str) -> None:
-    """Before importing vLLM: the environment it reads (in-process engine core; on CPU a bounded KV cache)."""
+def prepare_vllm(device: str, cpu_kv_cache_gib: float | None = None) -> None:
+    """Before building an engine: the environment vLLM reads (in-process engine core; on CPU a bounded KV
+    cache: `cpu_kv_cache_gib`, else what the environment says, else 1 GiB)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if device == "cpu":
+        if cpu_kv_cache_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv_cache_gib:g}"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_len: int, distributed: bool,
-              gpu_memory_utilization: float, sleep_mode: bool = False, **options: Any):
+              gpu_memory_utilization: float, sleep_mode: bool = False, cpu_kv_cache_gib: float | None = None,
+              **options: Any):
     """An in-process `vllm.LLM` on fresh model-parallel groups of its own: `(llm, groups)`.
 
     Inside a torch.distributed job the engine spans `tp` consecutive ranks (`external_launcher`, every
@@ -82,7 +86,7 @@ def build_llm(model_path: str, *, device: str, tp: int, dtype: str, max_model_le
     collected first, with no groups installed, so that their late finalizers tear nothing down. Sleep
     mode is vLLM's on a GPU; on CPU there is none (the GPU's rules are kept by the wrapper).
     """
-    prepare_vllm(device)
+    prepare_vllm(device, cpu_kv_cache_gib)
 
     def build():
         gc.collect()
@@ -107,7 +111,7 @@ class VllmEngine:
     def __init__(self, model_path: str, *, device: str, tp: int = 1, dtype: str = "bf16", seed: int = 0,
                  max_model_len: int, gpu_memory_utilization: float = 0.6, tokenizer: str | None = None,
                  distributed: bool = False, sleep_mode: bool = False, dummy_weights: bool = False,
-                 name: str = "rollout"):
+                 name: str = "rollout", cpu_kv_cache_gib: float | None = None):
         self.device, self.max_model_len, self.sleep_mode, self.name = device, max_model_len, sleep_mode, name
         self._rules = gpu_rules() if sleep_mode else None
         if self._rules is not None:
@@ -116,6 +120,7 @@ class VllmEngine:
             self.llm, self.groups = build_llm(model_path, device=device, tp=tp, dtype=dtype,
                                               max_model_len=max_model_len, distributed=distributed,
                                               gpu_memory_utilization=gpu_memory_utilization, sleep_mode=sleep_mode,
+                                              cpu_kv_cache_gib=cpu_kv_cache_gib,
                                               load_format="dummy" if dummy_weights else "auto",
                                               tokenizer=tokenizer or model_path, seed=seed, enable_prefix_caching=True,
                                               logprobs_mode="processed_logprobs")

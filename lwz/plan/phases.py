@@ -47,7 +47,7 @@ USABLE_FRACTION = 0.99
 CUDA_CONTEXT = GIB
 NCCL_COMMUNICATOR = 2 * 16 * 4 * (1 << 20)
 PROCESS_HOST = {"gpu": 4 * GIB, "cpu": 2 * GIB}   # by cluster.device
-CPU_KV_CACHE = GIB   # VLLM_CPU_KVCACHE_SPACE=1 (lwz.engines.vllm_engine.prepare_vllm)
+CPU_KV_CACHE_GIB = 1.0   # VLLM_CPU_KVCACHE_SPACE when rollout.cpu_kv_cache_gib is null (lwz.engines.vllm_engine)
 SYNC_BUCKET = 256 << 20
 OPTIMIZER_STATE_BYTES = 12   # fp32 parameter, Adam m and v, gathered on the host for a save
 BATCH_BYTES_PER_TOKEN = 8 + 3 * 4  # token id (int64) and the engine's, old and reference logprobs (fp32)

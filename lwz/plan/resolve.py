@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from lwz.errors import LwzError
 from lwz.plan.memory import (DTYPE_BYTES, GIB, ActorMemory, EngineMemory, ScorerMemory, actor_memory, engine_memory,
                              scorer_memory)
-from lwz.plan.phases import (CPU_KV_CACHE, CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, GpuCard, HostMemory,
+from lwz.plan.phases import (CPU_KV_CACHE_GIB, CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, GpuCard, HostMemory,
                              actor_communicators, gpu_phases, host_memory)
 from lwz.plan.stages import check_stage_settings, pretrain_batches, reward_model_batches
 from lwz.recipe.schema import ArchCfg, Recipe
@@ -198,6 +198,12 @@ def _check_time(time: str) -> None:
                        "D-HH, D-HH:MM, D-HH:MM:SS)")
 
 
+def cpu_kv_cache(recipe: Recipe) -> int:
+    """Bytes of a CPU engine's KV cache (rollout.cpu_kv_cache_gib, null: lwz's default)."""
+    gib = recipe.rollout.cpu_kv_cache_gib
+    return int((CPU_KV_CACHE_GIB if gib is None else gib) * GIB)
+
+
 def _check_supported(recipe: Recipe) -> None:
     """Settings the schema knows but the runtime does not do yet: rejected here, not inside the job."""
     options = [("model.dtype", recipe.model.dtype == "fp16",
@@ -206,6 +212,9 @@ def _check_supported(recipe: Recipe) -> None:
                 "attention does not split sequences over CP ranks); use actor.cp=1 and raise actor.tp/pp"),
                ]
     r = recipe.rollout
+    options.append(("rollout.cpu_kv_cache_gib", recipe.cluster.device == "gpu" and r.cpu_kv_cache_gib is not None,
+                    "applies on CPU only (on a GPU the KV cache is what rollout.gpu_memory_utilization leaves); "
+                    "leave it null"))
     pooled = r.mode in ("partial", "async")
     for key, value in (("over_sample", r.over_sample), ("max_staleness", r.max_staleness)):
         options.append((f"rollout.{key}", not pooled and value is not None,
@@ -405,7 +414,7 @@ def _phase_peaks(recipe: Recipe, arch: ArchCfg, stages: list[ActorMemory], engin
     without context and NCCL."""
     gpu = recipe.cluster.device == "gpu"
     rollout = engines[0] if engines else None
-    engine = (rollout.memory.budget if gpu else rollout.memory.weights + CPU_KV_CACHE, rollout.memory.weights,
+    engine = (rollout.memory.budget if gpu else rollout.memory.weights + cpu_kv_cache(recipe), rollout.memory.weights,
               rollout.tp) if rollout else None  # fmt: skip
     peaks = gpu_phases(stages, arch=arch, dtype=recipe.model.dtype, tp=recipe.actor.tp,
                        overhead=card.overhead if gpu else 0, engine=engine, colocated=bool(rollout and rollout.colocated),
@@ -426,7 +435,7 @@ def _host_memory(recipe: Recipe, coords: dict[int, ActorCoords], stages: list[Ac
     rollout = engines[0] if engines else None
     resident: dict[int, int] = {}
     if not gpu:   # a CPU process holds what a GPU would, all at once (nothing sleeps)
-        engine_cpu = rollout.memory.weights + CPU_KV_CACHE if rollout else 0
+        engine_cpu = rollout.memory.weights + cpu_kv_cache(recipe) if rollout else 0
         rm_cpu = [max((memory[s].total for memory in scorers.values() if memory), default=0) for s in range(len(stages))]
         beside = engine_cpu if rollout and rollout.colocated else 0
         resident = {r: stages[c.pp].total + rm_cpu[c.pp] + beside for r, c in coords.items()}

@@ -69,6 +69,10 @@ class RolloutCfg:
                              "x tp GPUs of their own after the actor's (the job's last ranks), weights broadcast "
                              "to them after each update (NCCL; gloo on CPU).")
     gpu_memory_utilization: float = setting(0.6, "Fraction of each GPU an engine may take (vLLM).", gt=0, le=1)
+    cpu_kv_cache_gib: Optional[float] = setting(None, "CPU only: an engine's KV cache in GiB (vLLM's "
+                                                "VLLM_CPU_KVCACHE_SPACE), host memory in the plan; null: 1. Long "
+                                                "responses want the batch in flight to fit, else vLLM preempts "
+                                                "and recomputes sequences.", gt=0)
     group_size: int = setting(8, "Samples per prompt (GRPO's G).", ge=2)
     temperature: float = setting(0.8, "Sampling temperature; the actor's logprobs are of logits / temperature.", gt=0)
     top_p: float = setting(1.0, "Nucleus sampling. The actor's logprobs are of the whole tempered distribution, "

@@ -136,7 +136,7 @@ def rollout_engine(recipe: Recipe, device: str, distributed: bool) -> VllmEngine
                         dtype=recipe.model.dtype, seed=recipe.schedule.seed,
                         max_model_len=r.max_prompt_tokens + r.max_tokens,
                         gpu_memory_utilization=r.gpu_memory_utilization, distributed=distributed,
-                        sleep_mode=r.colocate, dummy_weights=True)
+                        sleep_mode=r.colocate, dummy_weights=True, cpu_kv_cache_gib=r.cpu_kv_cache_gib)
     if r.colocate:
         engine.sleep(level=2)
     return engine

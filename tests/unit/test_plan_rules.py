@@ -221,6 +221,15 @@ def test_tiny_cpu_plan_runs_one_engine_per_rank_with_tp2():
     assert p.device == "cpu" and p.dp == 1 and p.engine("rollout").count == 2
 
 
+def test_the_cpu_kv_cache_is_host_memory_of_the_plan_and_cpu_only():
+    """rollout.cpu_kv_cache_gib reaches the plan's host memory and its rollout phase on CPU; a GPU refuses it."""
+    tiny = RECIPES / "tiny.yaml"
+    default, larger = plan(recipe=tiny), plan("rollout.cpu_kv_cache_gib=3", recipe=tiny)
+    assert larger.host.total - default.host.total == 2 * (1 << 30)
+    assert larger.phase_peak["rollout"] - default.phase_peak["rollout"] == 2 * (1 << 30)
+    rejects("rollout.cpu_kv_cache_gib", "applies on CPU only", overrides=["rollout.cpu_kv_cache_gib=3"])
+
+
 ASYNC = RECIPES / "longwriter_zero_async.yaml"
 
 
