@@ -1,4 +1,4 @@
-"""The GRPO loop end to end on CPU: learning, resume after SIGKILL with a KL penalty, W&B offline.
+"""The GRPO loop end to end on CPU: learning and resume (with a KL penalty; with the partial rollout's pool), W&B offline.
 
 Learning setting (fixed seed 1234, N = 6 steps): `peaked_qwen2`, the raw template, one length reward
 counted over the whole response with target [2, 6] words and l_max 40, all 8 prompts x 8 samples of 48
@@ -8,89 +8,72 @@ the 8 prompts a step the step's reward is mostly which prompts were drawn (their
 """
 
 import pytest
-from helpers import kill_after_checkpoint, learning_recipe, lwz_started, metrics, rewind, run_to_end
+from helpers import learning_recipe, metrics, rewind, run_to_end
 
 from lwz.track import read_offline_run
 
 pytestmark = pytest.mark.slow
-def test_length_reward_rises(tmp_path, peaked_qwen2):
-    """TP=1 (TP=2 updates equal TP=1's: test_actor_train; a TP=2 loop runs in test_layouts). The plan's host
-    memory of the node (one CPU rank: everything is host memory) against the run's peak RSS."""
-    from lwz.plan.resolve import resolve
-    from lwz.recipe.load import load_recipe
-
-    recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8)
-    run_to_end("run", str(recipe))
-    run = tmp_path / "runs" / "learn" / "r"
-    rewards = [m["reward/length"] for m in metrics(run)]
-    assert len(rewards) == 6
-    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
-    measured = max(m["memory/host_peak_gb"] for m in metrics(run))
-    planned = resolve(load_recipe(run / "recipe.yaml")).host
-    print(f"\nhost memory: measured peak RSS {measured:.2f} GB, planned {planned.total / 1e9:.2f} GB {planned.parts()}")
-    assert measured <= planned.total / 1e9 <= 2.5 * measured
-
-
 KEYS = ("reward/length", "actor/loss", "actor/grad_norm", "actor/entropy", "actor/kl", "response/tokens_mean")
 KL = ("algo.kl_coef=0.05", "algo.kl_estimator=k3")
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peaked_qwen2):
-    """With a KL penalty, so the resumed run must also rebuild the frozen reference."""
-    (tmp_path / "a").mkdir()
-    straight = learning_recipe(tmp_path / "a", peaked_qwen2, steps=3, save_every=2, run="straight", wandb="offline")
-    run_to_end("run", str(straight), *KL)
-    expected = metrics(tmp_path / "a" / "runs" / "learn" / "straight")
+def test_length_reward_rises_and_a_resumed_run_matches_the_straight_one(tmp_path, peaked_qwen2):
+    """One straight run serves the learning check and the resume check. TP=1 (TP=2 updates equal TP=1's:
+    test_actor_train; a TP=2 loop runs in test_layouts). With a KL penalty, so the resumed run must also
+    rebuild the frozen reference; rewound to its step-3 checkpoint (the loop's real SIGKILL is the async
+    test's in test_split_layout). The plan's host memory of the node (one CPU rank: everything is host
+    memory) against the run's peak RSS; W&B offline holds the same rewards as metrics.jsonl."""
+    from lwz.plan.resolve import resolve
+    from lwz.recipe.load import load_recipe
+
+    recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8, save_every=3, wandb="offline")
+    run_to_end("run", str(recipe), *KL)
+    run = tmp_path / "runs" / "learn" / "r"
+    expected = metrics(run)
+    rewards = [m["reward/length"] for m in expected]
+    assert len(rewards) == 6
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
     assert expected[0]["actor/kl"] == pytest.approx(0.0, abs=1e-7)   # the policy starts as the reference
     assert expected[1]["actor/kl"] > 1e-6                            # one update later it has moved away
+    measured = max(m["memory/host_peak_gb"] for m in expected)
+    planned = resolve(load_recipe(run / "recipe.yaml")).host
+    print(f"\nhost memory: measured peak RSS {measured:.2f} GB, planned {planned.total / 1e9:.2f} GB {planned.parts()}")
+    assert measured <= planned.total / 1e9 <= 2.5 * measured
+    rows = [r for r in read_offline_run(run / "wandb") if "reward/length" in r]
+    assert [r["reward/length"] for r in rows] == pytest.approx(rewards)
 
-    (tmp_path / "b").mkdir()
-    recipe = learning_recipe(tmp_path / "b", peaked_qwen2, steps=3, save_every=2, run="killed", wandb="offline")
-    folder = tmp_path / "b" / "runs" / "learn" / "killed"
-    kill_after_checkpoint(lwz_started("run", recipe, *KL), folder)   # right after the step-2 checkpoint
-    assert len(metrics(folder)) < 3
-    out = run_to_end("run", str(folder))
-    assert "resumed from" in out and "step-00000002" in out
-    got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3]
+    rewind(run, 3)
+    out = run_to_end("run", str(run))
+    assert "resumed from" in out and "step-00000003" in out
+    got = metrics(run)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
     for want, have in zip(expected, got):
         for key in KEYS:
             assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
 
-    rows = [r for r in read_offline_run(tmp_path / "a" / "runs" / "learn" / "straight" / "wandb") if "reward/length" in r]
-    assert [r["reward/length"] for r in rows] == pytest.approx([m["reward/length"] for m in expected])
+
+PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=1")
 
 
-PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=1",
-           "rollout.stale_tokens=importance")
-
-
-def test_the_partial_rollout_learns_with_carried_groups(tmp_path, peaked_qwen2):
+def test_the_partial_rollout_learns_with_carried_groups_and_resumes_with_its_pool(tmp_path, peaked_qwen2):
     """10 groups in flight for 8 (over_sample 1.25): every step trains on 2 groups carried from the step
     before, their stale tokens masked out of the loss (the default). With 4 samples a group instead of 8
-    (6 fresh groups of 4 a step) it passed at seed 7 and failed at seeds 99 and 1234: too few samples."""
-    recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8)
-    run_to_end("run", str(recipe), "rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=1")
-    rows = metrics(tmp_path / "runs" / "learn" / "r")
-    assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.25) for m in rows[1:])
-    assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in rows)  # over the fresh tokens only
-    rewards = [m["reward/length"] for m in rows]
+    (6 fresh groups of 4 a step) it passed at seed 7 and failed at seeds 99 and 1234: too few samples.
+    Rewound to its step-3 checkpoint, the run resumes with the carried pool and matches its straight steps."""
+    recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8, save_every=3)
+    run_to_end("run", str(recipe), *PARTIAL)
+    run = tmp_path / "runs" / "learn" / "r"
+    expected = metrics(run)
+    assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.25) for m in expected[1:])
+    assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # over the fresh tokens only
+    rewards = [m["reward/length"] for m in expected]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
-
-def test_partial_rollout_resumes_with_its_carried_pool(tmp_path, peaked_qwen2):
-    """5 groups in flight for 4, the fifth carried into the next step (one update stale); the run rewound to
-    its step-2 checkpoint resumes with the carried pool and matches its uninterrupted step 3."""
-    recipe = learning_recipe(tmp_path, peaked_qwen2, steps=3, save_every=2, run="partial")
-    folder = tmp_path / "runs" / "learn" / "partial"
-    run_to_end("run", str(recipe), *PARTIAL)
-    expected = metrics(folder)
-    rewind(folder, 2)
-    out = run_to_end("run", str(folder))
-    assert "resumed from" in out and "step-00000002" in out
-    got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3]
-    assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.25) for m in expected[1:])
+    rewind(run, 3)
+    out = run_to_end("run", str(run))
+    assert "resumed from" in out and "step-00000003" in out
+    got = metrics(run)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
     for want, have in zip(expected, got):
         for key in (*KEYS[:3], "response/tokens_mean", "rollout/off_policy_token_fraction"):
             assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
