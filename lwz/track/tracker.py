@@ -208,6 +208,8 @@ def _init_wandb(run_dir: Path, recipe: Recipe) -> Any:
         return None
     import wandb  # here, not at the top: ranks that do not track never pay for the import
 
+    os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")   # no Weave advert when vLLM has imported openai
+
     args = dict(project=cfg.project, entity=cfg.entity, group=cfg.group or recipe.name, tags=list(cfg.tags),
                 name=run_dir.name, dir=str(run_dir), id=_run_id(run_dir), resume="allow",
                 config=OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -238,8 +240,13 @@ def test_step_line_shows_the_response_length_without_an_answer() -> None:
     assert format_step_line(2, 6, both) == "step 2/6 | answer 50/60"
 
 
-def test_wandb_prints_no_banner_of_its_own(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    """Offline W&B start and finish leave the terminal to lwz (no "wandb: ..." advertising lines)."""
+def test_wandb_prints_no_banner_of_its_own(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline W&B start and finish leave the terminal to lwz (no "wandb: ..." advertising lines), also
+    with `openai` imported (vLLM imports it; W&B then advertises Weave)."""
+    monkeypatch.setitem(sys.modules, "openai", types.ModuleType("openai"))
+    monkeypatch.setenv("WANDB_DISABLE_WEAVE", "false")   # restored after the test
+    monkeypatch.delenv("WANDB_DISABLE_WEAVE")
     with Tracker(tmp_path / "quiet", make_recipe()) as tracker:
         tracker.log(1, step_metrics(1))
     captured = capfd.readouterr()
