@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from lwz.actor.checkpoint import checkpoint_folder, latest_checkpoint, prune_checkpoints
 from lwz.actor.policy import Policy
+from lwz.actor.stage_run import due
 from lwz.algo.scoring import BatchScorer
 from lwz.eval.during_training import evaluate_during_training
 from lwz.plan.resolve import Plan
@@ -85,7 +86,7 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
             tracker.log_samples(done, sample_rows(batch, recipe.logging.samples_per_step))
             if rank0:
                 steps.write(format_step_line(done, recipe.schedule.steps, metrics))
-            if _should_save(done, recipe) and not recipe.rollout.only:
+            if due(done, recipe.schedule.save_every, recipe.schedule.steps) and not recipe.rollout.only:
                 with rollouts.asleep():  # nothing of the engines on the actor's GPU while it saves
                     policy.save(checkpoint_folder(run_dir / "ckpt", done), {"step": done, **rollouts.state()})
                 if rank0:
@@ -94,11 +95,6 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
         dist.barrier()
     if rank0:
         log.info("run finished: %s", run_dir)
-
-
-def _should_save(done: int, recipe: Recipe) -> bool:
-    every = recipe.schedule.save_every
-    return done == recipe.schedule.steps or (every > 0 and done % every == 0)
 
 
 def _should_eval(done: int, recipe: Recipe) -> bool:
