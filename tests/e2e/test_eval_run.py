@@ -20,6 +20,9 @@ def test_longbench_write(tiny_qwen2, tmp_path, capsys):
     assert summary["items"] == len(items) == 24
     assert 0 <= summary["score"] <= 100 and summary["score"] == pytest.approx(sum(i["score"] for i in items) / 24)
     assert (out / "length_scatter.png").stat().st_size > 1000
+    assert summary["in_range_rate"] == pytest.approx(sum(abs(i["produced"] - i["required"]) <= 0.1 * i["required"]
+                                                         for i in items) / 24)
+    assert summary["hack/answer_missing_rate"] == 1.0 and "length_ratio_median" in summary   # a random model: no tags
     assert "vllm" in (out / "logs" / "libraries.rank0.log").read_text()
     shown = capsys.readouterr()
     assert "longbench_write: score" in shown.out
