@@ -28,6 +28,10 @@ TOTAL_REWARD = "reward/total"
 ANSWER_LENGTH = "length/answer_mean"
 RESPONSE_LENGTH = "length/response_mean"
 STEP_TIME = "time/step"
+TOKENS_PER_S = "time/tokens_per_s"
+TRUNCATED = "response/truncated_rate"
+TAIL_RATIO = "rollout/tail_ratio"
+MEANS = (STEP_TIME, TOKENS_PER_S, TAIL_RATIO)   # the table gives their mean over the steps, not the last value
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,15 @@ def read_evals(folder: Path) -> dict[str, tuple[int, float]]:
 
 def metric_keys(runs: Sequence[RunMetrics]) -> list[str]:
     """The compared metrics present in any run: reward/total, each reward/*, answer and response length,
-    step time."""
+    truncation, step time, trained tokens per second and the rollout's tail ratio."""
     present = {key for run in runs for row in run.rows for key in row}
     rewards = sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)
-    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, RESPONSE_LENGTH, STEP_TIME) if k in present]
+    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, RESPONSE_LENGTH, TRUNCATED, STEP_TIME, TOKENS_PER_S,
+                        TAIL_RATIO) if k in present]
 
 
 def comparison_table(runs: Sequence[RunMetrics]) -> str:
-    """Rewards as 'final (best)', lengths final, step time mean, each benchmark's latest score (its step);
+    """Rewards as 'final (best)', lengths and truncation final, step time, tokens/s and tail ratio mean, each benchmark's latest score (its step);
     '-' where a run lacks one."""
     keys = metric_keys(runs)
     benches = sorted({bench for run in runs for bench in run.evals})
@@ -168,7 +173,7 @@ def plot_comparison(runs: Sequence[RunMetrics], out_dir: Path) -> list[Path]:
 def _column_title(key: str) -> str:
     if key.startswith(REWARD_PREFIX):
         return f"{key} final (best)"
-    return f"{key} mean" if key == STEP_TIME else f"{key} final"
+    return f"{key} mean" if key in MEANS else f"{key} final"
 
 
 def _steps(run: RunMetrics) -> str:
@@ -183,7 +188,8 @@ def _cell(run: RunMetrics, key: str) -> str:
         return f"{values[-1]:.3f} ({max(values):.3f})"
     if key == STEP_TIME:
         return f"{sum(values) / len(values):.1f}s"
-    return f"{values[-1]:.1f}"
+    value = sum(values) / len(values) if key in MEANS else values[-1]
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def _eval_cell(run: RunMetrics, bench: str) -> str:

@@ -44,6 +44,7 @@ def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict
         out["time/rollout"] += sync.waited
         out["time/sync"] -= sync.waited
     out["time/step"] = sum(times.values())
+    out["time/tokens_per_s"] = sum(len(r) for r in batch.response_ids) / max(out["time/step"], 1e-9)   # trained
     out["sync/gb_per_s"] = sync.gb_per_s
     out["data/epoch"] = float(epoch)
     return out

@@ -52,6 +52,21 @@ def test_table_has_steps_final_and_best_of_each_metric(two_runs: list[Path]) -> 
                                 "51.0", "4.0s"]
 
 
+def test_throughput_and_tail_are_compared_as_means_truncation_as_final(tmp_path: Path) -> None:
+    """What sets a partial rollout against a sync one: trained tokens per second and the tail ratio (means
+    over the steps) and the share cut at max tokens (the last step's)."""
+    steps = [{"step": i + 1, "reward/total": 0.5, "time/step": 10.0, "time/tokens_per_s": tps, "rollout/tail_ratio": tail,
+              "response/truncated_rate": cut} for i, (tps, tail, cut) in enumerate([(100.0, 1.5, 0.5), (300.0, 2.5, 0.25)])]
+    run = load_run(make_run(tmp_path / "exp" / "partial", 2, steps))
+    assert metric_keys([run]) == ["reward/total", "response/truncated_rate", "time/step", "time/tokens_per_s",
+                                  "rollout/tail_ratio"]
+    table = comparison_table([run]).splitlines()
+    assert "time/tokens_per_s mean" in table[0] and "rollout/tail_ratio mean" in table[0]
+    assert table[2].split()[-4:] == ["0.25", "10.0s", "200.0", "2.00"]
+    written = plot_comparison([run], tmp_path / "compare")
+    assert {"time_tokens_per_s.png", "rollout_tail_ratio.png", "response_truncated_rate.png"} <= {p.name for p in written}
+
+
 def test_plots_one_png_per_metric_with_a_line_per_run(two_runs: list[Path], tmp_path: Path) -> None:
     written = plot_comparison([load_run(f) for f in two_runs], tmp_path / "compare")
     assert sorted(p.name for p in written) == ["length_answer_mean.png", "reward_format.png", "reward_length.png",
