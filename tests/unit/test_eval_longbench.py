@@ -34,15 +34,18 @@ def test_too_long_is_punished_less_than_too_short_by_the_same_ratio():
 
 
 def test_length_monitors_by_hand():
-    """Ratios 0.5, 1.0, 1.05 and 3.0: median 1.025, two of four within +-10%; the looping answer is the one
-    whose 4-grams repeat (9 of its 13) and the one without tags fails the think format."""
-    loop = "<think>plan</think><answer>" + "the cat sat down " * 4 + "</answer>"
-    responses = ["<think>a</think><answer>x</answer>", loop, "no tags at all", "<think>b</think><answer>y</answer>"]
+    """Ratios 0.5, 1.0, 1.05 and 3.0: median 1.025, two of four within +-10%. The looping answer repeats 9
+    of its 13 4-grams (over the format term's 0.4: repetitive); the response without tags is scored
+    whole (its answer is all of it) and fails the think format."""
+    loop = "the cat sat down " * 4
+    responses = ["<think>a</think><answer>x</answer>", f"<think>plan</think><answer>{loop}</answer>",
+                 "no tags at all", "<think>b</think><answer>y</answer>"]
+    answers = ["x", loop, "no tags at all", "y"]
     scored = score_results([{"length": 10, "response": "w " * 5}, {"length": 16, "response": "w " * 16},
                             {"length": 20, "response": "w " * 21}, {"length": 10, "response": "w " * 30}])
-    got = length_monitors(scored, responses, think=True)
+    got = length_monitors(scored, responses, answers, think=True)
     assert got["length_ratio_median"] == pytest.approx(1.025) and got["in_range_rate"] == 0.5
-    assert got["hack/ngram_repetition_rate"] == pytest.approx(9 / 13 / 3)   # 3 answers; 9 of the loop's 13 repeat
+    assert got["hack/ngram_repetition_rate"] == pytest.approx(9 / 13 / 4) and got["hack/repetitive_rate"] == 0.25
     assert got["hack/format_failure_rate"] == 0.25 and got["hack/answer_missing_rate"] == 0.25
 
 
