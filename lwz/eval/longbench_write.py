@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from statistics import fmean, median
+from statistics import median
 from typing import Any
 
 from lwz.errors import LwzError
@@ -66,23 +66,15 @@ def average_score(scored: Sequence[LengthResult]) -> float:
 ABOUT = 0.1   # "about N words" asks for N +- 10% (lwz/data/annotate.py's convention for a stated length)
 
 
-def length_monitors(scored: Sequence[LengthResult], responses: Sequence[str], answers: Sequence[str], *,
-                    think: bool) -> dict[str, float]:
-    """Beyond S_l, over the texts S_l scores (`answers`): the median produced/required ratio, the share
-    within +-10% of the requirement, their repetition (the format term's measures, and the share over its
-    limits: a model that loops to reach a length) and, over the full `responses`, the training's format
-    monitors (answers missing, format failures; `lwz.rewards.metrics`)."""
-    settings = FormatReward(expect_think=think)
-    repetition = [settings.repetition(a) for a in answers]
-    hacking = reward_hacking_metrics(responses, [{} for _ in responses], settings)
+def length_monitors(scored: Sequence[LengthResult], responses: Sequence[str], *, think: bool) -> dict[str, float]:
+    """Beyond S_l: the median produced/required ratio, the share within +-10% of the requirement, and the
+    training's reward-hacking monitors over the responses (`lwz.rewards.metrics`, as `hack/...`: the
+    repetition of what S_l scores and the share over the format term's limits, a model looping to a length;
+    answers missing; format failures)."""
+    hacking = reward_hacking_metrics(responses, [{} for _ in responses], FormatReward(expect_think=think))
     return {"length_ratio_median": median(r.produced / r.required for r in scored),
             "in_range_rate": sum(abs(r.produced - r.required) <= ABOUT * r.required for r in scored) / len(scored),
-            "hack/ngram_repetition_rate": fmean(rate for rate, _ in repetition),
-            "hack/duplicate_paragraph_ratio": fmean(dup for _, dup in repetition),
-            "hack/repetitive_rate": fmean(float(rate > settings.max_ngram_repeat or dup > settings.max_duplicate_paragraphs)
-                                          for rate, dup in repetition),
-            "hack/answer_missing_rate": hacking["answer_missing_rate"],
-            "hack/format_failure_rate": hacking["format_failure_rate"]}
+            **{f"hack/{k}": v for k, v in hacking.items() if "length" not in k}}
 
 
 def plot_scored(scored: Sequence[LengthResult], path: str | os.PathLike, title: str | None = None) -> None:

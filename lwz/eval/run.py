@@ -81,8 +81,7 @@ def eval_longbench_write(engine: VllmEngine, settings: GenerationSettings, out_d
     items = [{**row, **ans, **asdict(s)} for row, ans, s in zip(rows, answers, scored)]
     summary = {"bench": "longbench_write", "items": len(items), "score": average_score(scored),
                "truncated_rate": sum(a["truncated"] for a in answers) / len(answers), "skipped_too_long": skipped,
-               **length_monitors(scored, [a["response"] for a in answers], [a["answer"] for a in answers],
-                                 think=settings.template == "think")}
+               **length_monitors(scored, [a["response"] for a in answers], think=settings.template == "think")}
     _write(out_dir, items, summary)
     plot_scored(scored, out_dir / "length_scatter.png", title=f"LongBench-Write S_l = {summary['score']:.1f}")
     return summary

@@ -3,7 +3,9 @@
 Keys of the returned flat dict (means over the responses named in brackets):
 - format_failure_rate: share of responses that are not well formed [all]
 - answer_missing_rate: share of responses without an answer segment [all]
-- ngram_repetition_rate, duplicate_paragraph_ratio: repetition of the answer [with an answer]
+- ngram_repetition_rate, duplicate_paragraph_ratio: repetition of the answer, or of the whole response
+  where it has no answer segment (what a reader gets; a model that never writes the tags loops there) [all]
+- repetitive_rate: share of those over the format term's repetition limits (looping to a length) [all]
 - answer_length_mean: LongBench-Write length of the answer [with an answer]
 - answer_length_to_target: answer length / midpoint of the target range [with an answer and a range]
 - answer_in_range_rate: share with lo <= length <= hi [with an answer and a range]
@@ -30,7 +32,7 @@ def reward_hacking_metrics(responses: Sequence[str], samples: Sequence[Mapping[s
     assert len(samples) == len(responses), f"{len(responses)} responses, {len(samples)} samples"
     columns: dict[str, list[float]] = {key: [] for key in (
         "format_failure_rate", "answer_missing_rate", "ngram_repetition_rate", "duplicate_paragraph_ratio",
-        "answer_length_mean", "answer_length_to_target", "answer_in_range_rate", "think_length_mean")}
+        "repetitive_rate", "answer_length_mean", "answer_length_to_target", "answer_in_range_rate", "think_length_mean")}
     for response, sample in zip(responses, samples):
         well_formed = is_well_formed(response, expect_think=settings.think_first)
         columns["format_failure_rate"].append(float(not well_formed))
@@ -38,11 +40,13 @@ def reward_hacking_metrics(responses: Sequence[str], samples: Sequence[Mapping[s
         columns["answer_missing_rate"].append(float(answer is None))
         if think is not None:
             columns["think_length_mean"].append(count_length(think))
-        if answer is None:
-            continue
-        rate, duplicates = settings.repetition(answer)
+        rate, duplicates = settings.repetition(response if answer is None else answer)
         columns["ngram_repetition_rate"].append(rate)
         columns["duplicate_paragraph_ratio"].append(duplicates)
+        columns["repetitive_rate"].append(float(rate > settings.max_ngram_repeat
+                                                or duplicates > settings.max_duplicate_paragraphs))
+        if answer is None:
+            continue
         length = count_length(answer)
         columns["answer_length_mean"].append(length)
         lo, hi = check_range(sample.get(LENGTH_RANGE_KEY, (0, 0)))

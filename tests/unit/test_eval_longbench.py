@@ -40,10 +40,9 @@ def test_length_monitors_by_hand():
     loop = "the cat sat down " * 4
     responses = ["<think>a</think><answer>x</answer>", f"<think>plan</think><answer>{loop}</answer>",
                  "no tags at all", "<think>b</think><answer>y</answer>"]
-    answers = ["x", loop, "no tags at all", "y"]
     scored = score_results([{"length": 10, "response": "w " * 5}, {"length": 16, "response": "w " * 16},
                             {"length": 20, "response": "w " * 21}, {"length": 10, "response": "w " * 30}])
-    got = length_monitors(scored, responses, answers, think=True)
+    got = length_monitors(scored, responses, think=True)
     assert got["length_ratio_median"] == pytest.approx(1.025) and got["in_range_rate"] == 0.5
     assert got["hack/ngram_repetition_rate"] == pytest.approx(9 / 13 / 4) and got["hack/repetitive_rate"] == 0.25
     assert got["hack/format_failure_rate"] == 0.25 and got["hack/answer_missing_rate"] == 0.25

@@ -23,10 +23,11 @@ def test_batch_metrics_hand_computed():
     assert metrics["answer_length_to_target"] == pytest.approx((10 / 10 + 4 / 10) / 2)
     assert metrics["answer_in_range_rate"] == 0.5
     assert metrics["think_length_mean"] == pytest.approx((4 + 1 + 1 + 5) / 4)
-    assert metrics["duplicate_paragraph_ratio"] == pytest.approx((0 + 0 + 1 / 3) / 3)
-    # "word" x10: 7 four-grams, 1 distinct; 秋天来了: fewer than 8 characters; P1 P1 P2: 42 four-grams,
-    # the 12 inside the second P1 repeat
-    assert metrics["ngram_repetition_rate"] == pytest.approx((6 / 7 + 0 + 12 / 42) / 3)
+    assert metrics["duplicate_paragraph_ratio"] == pytest.approx((0 + 0 + 0 + 1 / 3) / 4)
+    # "word" x10: 7 four-grams, 1 distinct; 秋天来了: fewer than 8 characters; the malformed one measured
+    # whole (5 words, no repeat); P1 P1 P2: 42 four-grams, the 12 inside the second P1 repeat
+    assert metrics["ngram_repetition_rate"] == pytest.approx((6 / 7 + 0 + 0 + 12 / 42) / 4)
+    assert metrics["repetitive_rate"] == pytest.approx(2 / 4)   # "word" x10 (0.86 > 0.4); P1 P1 P2 (1/3 > 0.2)
     assert all(isinstance(v, float) for v in metrics.values())
 
 
