@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from lwz.commands.runs import ACTIVE_STATES, job_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,17 @@ def rewind(run: Path, step: int) -> None:
         if int(later.name.removeprefix("step-")) > step:
             shutil.rmtree(later)
     (run / "ckpt" / "latest").write_text(f"step-{step:08d}\n")
+
+
+def assert_resumed_equal(folder: Path, expected: list[dict], keys: tuple[str, ...]) -> None:
+    """`lwz run FOLDER` resumes from the step-3 checkpoint to the uninterrupted run's metrics."""
+    out = run_to_end("run", str(folder))
+    assert "resumed from" in out and "step-00000003" in out
+    got = metrics(folder)
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    for want, have in zip(expected, got):
+        for key in keys:
+            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
 
 
 def wait_for_state(job_id: str, accept: Callable[[str], bool], timeout_s: float) -> str:

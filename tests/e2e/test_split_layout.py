@@ -15,7 +15,8 @@ ranks' world and the bridge between them (lwz/runtime/bridge.py), in the loop of
 from __future__ import annotations
 
 import pytest
-from helpers import COMPARED, ONE_STEP_OFF, kill_after_checkpoint, learning_recipe, lwz_started, metrics, rewind, run_to_end
+from helpers import (COMPARED, ONE_STEP_OFF, assert_resumed_equal, kill_after_checkpoint, learning_recipe, lwz_started,
+                     metrics, rewind, run_to_end)
 
 pytestmark = pytest.mark.slow
 
@@ -55,17 +56,6 @@ def straight_run(tmp_path, model, overrides) -> tuple:
                *overrides)
     folder = tmp_path / "a" / "runs" / "learn" / "straight"
     return folder, metrics(folder), (folder / "plan.txt").read_text()
-
-
-def assert_resumed_equal(folder, expected, keys) -> None:
-    """`lwz run FOLDER` resumes from the step-3 checkpoint to the uninterrupted run's metrics."""
-    out = run_to_end("run", str(folder))
-    assert "resumed from" in out and "step-00000003" in out
-    got = metrics(folder)
-    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
-    for want, have in zip(expected, got):
-        for key in keys:
-            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
 
 
 def test_one_step_off_learns_and_resumes(tmp_path, peaked_qwen2):

@@ -8,7 +8,7 @@ the 8 prompts a step the step's reward is mostly which prompts were drawn (their
 """
 
 import pytest
-from helpers import learning_recipe, metrics, rewind, run_to_end
+from helpers import assert_resumed_equal, learning_recipe, metrics, rewind, run_to_end
 
 from lwz.track import read_offline_run
 
@@ -43,13 +43,7 @@ def test_length_reward_rises_and_a_resumed_run_matches_the_straight_one(tmp_path
     assert [r["reward/length"] for r in rows] == pytest.approx(rewards)
 
     rewind(run, 3)
-    out = run_to_end("run", str(run))
-    assert "resumed from" in out and "step-00000003" in out
-    got = metrics(run)
-    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
-    for want, have in zip(expected, got):
-        for key in KEYS:
-            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
+    assert_resumed_equal(run, expected, KEYS)
 
 
 PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=1")
@@ -70,13 +64,7 @@ def test_the_partial_rollout_learns_with_carried_groups_and_resumes_with_its_poo
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 
     rewind(run, 3)
-    out = run_to_end("run", str(run))
-    assert "resumed from" in out and "step-00000003" in out
-    got = metrics(run)
-    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
-    for want, have in zip(expected, got):
-        for key in (*KEYS[:3], "response/tokens_mean", "rollout/off_policy_token_fraction"):
-            assert have[key] == pytest.approx(want[key], abs=1e-6), (have["step"], key)
+    assert_resumed_equal(run, expected, (*KEYS[:3], "response/tokens_mean", "rollout/off_policy_token_fraction"))
 
 
 def test_dynamic_sampling_trains_on_no_zero_variance_group(tmp_path, peaked_qwen2):
