@@ -76,7 +76,8 @@ def train(recipe: Recipe, plan: Plan, run_dir: Path, world: RoleWorld) -> None:
                 updates = [] if recipe.rollout.only else policy.train_on(batch)
             with _timed(times, "sync"):   # rollout-only too: a colocated engine drops its weights while asleep
                 sync = rollouts.sync_weights(policy.hf_weights, done)
-            metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step))
+            metrics = step_metrics(batch, rewards, updates, times, sync, epoch=rollouts.epoch(step),
+                                   loss_tokens=0 if recipe.rollout.only else policy.loss_tokens(batch))
             metrics.update(rollout_metrics)
             metrics["time/reward_overlap"] = rollouts.generating(reward_spans)   # scored while engines generated
             metrics["memory/host_peak_gb"] = host_peak_bytes() / 1e9   # against the plan's host memory

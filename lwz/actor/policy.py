@@ -152,13 +152,18 @@ class Policy(Learner):
 
     # ------------------------------------------------------------------ the update
 
+    def loss_tokens(self, batch: RolloutBatch) -> int:
+        """The batch's response tokens the loss averages over (not those of sequences out of the loss, nor
+        stale ones where `rollout.stale_tokens` masks them)."""
+        return sum(self.loss_settings.loss_tokens(len(batch.response_ids[i]), batch.stale(i))
+                   for i in range(len(batch)) if batch.in_loss(i))
+
     def _global_counts(self, batch: RolloutBatch) -> tuple[float, float]:
         """Response tokens and sequences in the loss, over the whole mini-batch (all DP ranks)."""
         from megatron.core import parallel_state
 
-        kept = [i for i in range(len(batch)) if batch.in_loss(i)]
-        tokens = sum(self.loss_settings.loss_tokens(len(batch.response_ids[i]), batch.stale(i)) for i in kept)
-        counts = torch.tensor([tokens, len(kept)], dtype=torch.float64,
+        kept = sum(batch.in_loss(i) for i in range(len(batch)))
+        counts = torch.tensor([self.loss_tokens(batch), kept], dtype=torch.float64,
                               device=self._device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
         return counts[0].item(), counts[1].item()

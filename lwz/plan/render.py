@@ -7,7 +7,7 @@ import math
 from lwz.algo.rollout_correction import Correction
 from lwz.plan.memory import GIB, hf_param_count
 from lwz.plan.phases import CUDA_CONTEXT, NCCL_COMMUNICATOR, PROCESS_HOST, USABLE_FRACTION
-from lwz.plan.resolve import Plan
+from lwz.plan.resolve import Plan, batch_unit
 from lwz.recipe.schema import Recipe
 
 
@@ -68,7 +68,7 @@ def _settings(recipe: Recipe, plan: Plan) -> list[str]:
         source = (f"rollout   {r.engine}: {rollout.count} engine(s) x tp {r.tp}, {_where(plan, rollout)}, {r.mode}; "
                   f"G={r.group_size}, temperature {r.temperature:g}, top-p {r.top_p:g}, max {r.max_tokens} tokens "
                   f"(prompt <= {r.max_prompt_tokens}), template {r.template}"
-                  + (" in the chat template" if r.chat_template else "") + _partial(recipe)
+                  + (" in the chat template" if r.chat_template else "") + _partial(recipe, plan.dp)
                   + ("; rollout only: no update, no checkpoint" if r.only else ""))
     return common + [
         source,
@@ -92,14 +92,17 @@ def _where(plan: Plan, group) -> str:
     return f"on GPUs of their own ({where})"
 
 
-def _partial(recipe: Recipe) -> str:
+def _partial(recipe: Recipe, dp: int) -> str:
     r = recipe.rollout
     if r.mode not in ("partial", "async"):
         return ""
     flight = math.ceil(recipe.schedule.prompts_per_step * r.over_sample - 1e-9)
+    unit = batch_unit(r.group_size, recipe.algo.mini_batches, dp)
+    keep = recipe.schedule.prompts_per_step
+    joined = f" (those done in the engine step that fills the batch join it, {unit} at a time)" if flight > keep else ""
     ahead = f", the engines {r.max_staleness - 1} batch(es) ahead" if r.mode == "async" else ""
-    return (f"; {r.mode} rollout: {flight} groups in flight for {recipe.schedule.prompts_per_step}, carried samples "
-            f"at most {r.max_staleness} update(s) stale{ahead}, stale tokens {r.stale_tokens}")
+    return (f"; {r.mode} rollout: {flight} groups in flight for {keep}{joined}, carried "
+            f"samples at most {r.max_staleness} update(s) stale{ahead}, stale tokens {r.stale_tokens}")
 
 
 def _correction(recipe: Recipe) -> str:

@@ -7,6 +7,7 @@ the key and the numbers. Rank order follows Megatron's default "tp-cp-dp-pp" (TP
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -297,6 +298,12 @@ def _check_actor_shapes(arch: ArchCfg, recipe: Recipe) -> None:
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def batch_unit(group_size: int, mini_batches: int, dp: int) -> int:
+    """The fewest prompt groups a batch can grow by (the partial rollout's joined groups) and still split into
+    `mini_batches` mini-batches of sequences that divide across `dp` data-parallel ranks."""
+    return next(g for g in itertools.count(mini_batches, mini_batches) if (g // mini_batches * group_size) % dp == 0)
 
 
 def _check_batches(recipe: Recipe, dp: int) -> tuple[int, int]:

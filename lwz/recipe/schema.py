@@ -98,7 +98,9 @@ class RolloutCfg:
                         "algo.rollout_correction=tis.", choices=("sync", "partial", "one_step_off", "async"))
     over_sample: Optional[float] = setting(None, "partial, async: prompt groups in flight per step, as a multiple "
                                            "of schedule.prompts_per_step (new prompts top the carried ones up to "
-                                           "it); null: 1 for partial, 2 for async.", ge=1)
+                                           "it); groups done in the same engine step as the step's last one "
+                                           "join its batch, which so holds up to over_sample x prompts_per_step "
+                                           "groups. null: 1 for partial, 2 for async.", ge=1)
     max_staleness: Optional[int] = setting(None, "partial, async: how many updates behind a group's oldest token "
                                            "may be when it is trained on; older groups are dropped. 0 (partial): "
                                            "unfinished samples are dropped at the end of each step (over-sampling "

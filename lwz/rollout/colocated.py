@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lwz.algo.dynamic_sampling import fill_with_signal
+from lwz.algo.dynamic_sampling import fill_with_signal, groups_of
 from lwz.batch import RolloutBatch
 from lwz.plan.resolve import Plan
 from lwz.recipe.schema import Recipe
@@ -38,7 +38,7 @@ class ColocatedRollouts:
 
     def __init__(self, recipe: Recipe, plan: Plan, distributed: bool):
         role = EngineRole.of("rollout", plan.engine("rollout").ranks)
-        self.rollout = StepRollout.build(recipe, plan.device, role, distributed)
+        self.rollout = StepRollout.build(recipe, plan.device, role, distributed, plan.dp)
         self.engine = self.rollout.engine
 
     def resume(self, start: int, extra: dict | None, weights: Weights) -> None:
@@ -94,8 +94,9 @@ class DynamicSamplingRollouts(ColocatedRollouts):
     def next_batch(self, step: int, score: Scorer) -> tuple[RolloutBatch, dict[str, float]]:
         batch, metrics = super().next_batch(step, score)
         rounds = itertools.count(1)
+        wanted = max(self.groups, len(groups_of(batch)))   # the partial rollout's joined groups included
         batch, resampled = fill_with_signal(batch, lambda groups: score(self._more(step, groups, next(rounds))),
-                                            self.groups, self.max_rounds)
+                                            wanted, self.max_rounds)
         metrics.update(resampled.metrics())
         return batch, metrics
 

@@ -36,7 +36,7 @@ def serve_rollout(recipe: Recipe, plan: Plan, world: RoleWorld) -> None:
     init_engine_world(world.env, "cuda" if plan.device == "gpu" else "cpu", timeout_s=plan.collective_timeout_s)
     first = plan.separate_engine_ranks("rollout")[0]
     role = EngineRole.of("rollout", [[r - first for r in ranks] for ranks in plan.engine("rollout").ranks])
-    rollout = StepRollout.build(recipe, plan.device, role, distributed=world.env.world_size > 1)
+    rollout = StepRollout.build(recipe, plan.device, role, distributed=world.env.world_size > 1, dp=plan.dp)
     lag, steps = rollout_lag(recipe.rollout.mode, recipe.rollout.max_staleness), recipe.schedule.steps
 
     start = receive_start(bridge)

@@ -6,7 +6,10 @@ the unfinished ones to the engines by expected work, and steps every engine (one
 are aborted where they are: their tokens, per-token engine logprobs and the policy version each token
 was sampled under are kept, and next step they continue (prompt + response so far, prefilled again
 under the new weights) for the tokens they have left. A group whose oldest token is more than
-`max_staleness` updates old at the start of a step is dropped.
+`max_staleness` updates old at the start of a step is dropped. Groups that complete in the same engine
+step as the quota's last one are as fresh as it: they join this batch (in whole `lwz.plan.resolve.batch_unit`s, so
+the batch still splits into the mini-batches and data-parallel shards) rather than wait in the pool for
+the next step, where their tokens would be an update stale.
 
 The pool is the same on every rank (each engine's results are gathered everywhere, as in
 `EngineRole.run`) and goes into the checkpoint with the prompt-stream position, so a resumed run
@@ -135,9 +138,10 @@ def generate_round(engine: VllmEngine, groups: Sequence[Group], quota: int, samp
 class PartialRollout:
     """The carried pool and the prompt-stream position, identical on every rank."""
 
-    def __init__(self, prompts_per_step: int, group_size: int, over_sample: float, max_staleness: int):
+    def __init__(self, prompts_per_step: int, group_size: int, over_sample: float, max_staleness: int,
+                 batch_unit: int = 1):
         self.keep, self.group_size, self.over_sample = prompts_per_step, group_size, over_sample
-        self.max_staleness = max_staleness
+        self.max_staleness, self.unit = max_staleness, batch_unit
         self.pool: list[Group] = []
         self.position = 0       # prompts taken from the stream so far
         self.next_uid = 0
@@ -152,8 +156,9 @@ class PartialRollout:
 
     def step(self, engine: VllmEngine, role: EngineRole, sampling: SamplingSettings, version: int, seed: int,
              new_prompt: Callable[[int], tuple[int, list[int], int]], keep: int | None = None,
-             trained_at: int | None = None) -> tuple[list[Group], dict[str, float]]:
-        """Collective: `keep` (default prompts_per_step) complete groups, carried ones first, and the metrics.
+             trained_at: int | None = None, join: bool = True) -> tuple[list[Group], dict[str, float]]:
+        """Collective: `keep` (default prompts_per_step) complete groups, carried ones first, and the metrics;
+        with `join`, also the groups completed beyond the quota in its last engine step, in whole batch units.
 
         The engine holds the weights after `version` updates (the new tokens' version); the groups are trained
         on after `trained_at` updates (default `version`: the colocated layout; later on engines of their own),
@@ -185,9 +190,11 @@ class PartialRollout:
         results = role.each(work)
         done = ready + [Group.from_dict(g) for d, _, _ in results for g in d]
         rest = [Group.from_dict(g) for _, r, _ in results for g in r]
-        batch, self.pool = done[:keep], done[keep:] + rest
+        size = keep + (max(len(done) - keep, 0) // self.unit * self.unit if join else 0)
+        batch, self.pool = done[:size], done[size:] + rest
         stats = [s for _, _, s in results]
-        return batch, self._metrics(batch, stats, trained_at, dropped, carried_in)
+        return batch, {**self._metrics(batch, stats, trained_at, dropped, carried_in),
+                       "rollout/joined_groups": float(max(len(batch) - keep, 0))}
 
     def _too_stale(self, group: Group, trained_at: int) -> bool:
         oldest = group.oldest_version()

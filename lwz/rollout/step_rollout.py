@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from lwz.batch import RolloutBatch
 from lwz.data.prompts import PromptOrder, fitting_prompts, recipe_prompts
 from lwz.data.templates import render_prompt
+from lwz.plan.resolve import batch_unit
 from lwz.recipe.schema import Recipe
 from lwz.rollout.partial import PartialRollout, expected_tokens, groups_to_batch, sync_round_metrics
 from lwz.rollout.role import EngineRole
@@ -34,15 +35,17 @@ class StepRollout:
                                  recipe.data.shuffle)
 
     @staticmethod
-    def build(recipe: Recipe, device: str, role: EngineRole, distributed: bool) -> StepRollout:
+    def build(recipe: Recipe, device: str, role: EngineRole, distributed: bool, dp: int) -> StepRollout:
         """This rank's rollout engine (built with dummy weights: the first sync fills it), the recipe's
-        prompts that fit it, and the rollout of the recipe's mode over them."""
+        prompts that fit it, and the rollout of the recipe's mode over them (`dp`: the actor's data-parallel
+        size, which a batch must divide across)."""
         r = recipe.rollout
         engine = rollout_engine(recipe, device, distributed)
         prompts = fitting_prompts(recipe_prompts(recipe), engine.tokenizer, r.template, r.max_prompt_tokens,
                                   chat=r.chat_template)
-        kind = PartialStepRollout if r.mode in ("partial", "async") else BlockingStepRollout
-        return kind(recipe, engine, role, prompts)
+        if r.mode in ("partial", "async"):
+            return PartialStepRollout(recipe, engine, role, prompts, dp)
+        return BlockingStepRollout(recipe, engine, role, prompts)
 
     def collect(self, step: int, version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
         """The step's groups (unscored) and the rollout metrics; the engine holds the weights after `version`
@@ -92,11 +95,12 @@ class PartialStepRollout(StepRollout):
     """`rollout.mode: partial` and `async`: the step ends when enough groups are complete (lwz.rollout.partial);
     its pool and prompt-stream position go into the checkpoint."""
 
-    def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict]):
+    def __init__(self, recipe: Recipe, engine: VllmEngine, role: EngineRole, prompts: Sequence[dict], dp: int):
         super().__init__(recipe, engine, role, prompts)
         r = recipe.rollout
         self.max_tokens = r.max_tokens
-        self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample, r.max_staleness)
+        self.partial = PartialRollout(recipe.schedule.prompts_per_step, r.group_size, r.over_sample, r.max_staleness,
+                                      batch_unit(r.group_size, recipe.algo.mini_batches, dp))
 
     def collect(self, step: int, version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
         version = step if version is None else version
@@ -106,9 +110,10 @@ class PartialStepRollout(StepRollout):
         return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step), metrics
 
     def more(self, step: int, groups: int, round_: int) -> RolloutBatch:
-        """`groups` more complete groups of the same step (dynamic sampling's extra rounds): the pool goes on."""
+        """`groups` more complete groups of the same step (dynamic sampling's extra rounds): the pool goes on,
+        and keeps the groups completed beyond `groups`."""
         done, _ = self.partial.step(self.engine, self.role, self.sampling, step, self._seed(step, round_),
-                                    self._new_prompt, keep=groups)
+                                    self._new_prompt, keep=groups, join=False)
         return groups_to_batch(done, self.prompts, self.engine.tokenizer, version=step)
 
     def epoch(self, step: int) -> int:

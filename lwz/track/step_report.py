@@ -15,8 +15,9 @@ from lwz.text import count_length
 
 
 def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict[str, float]],
-                 times: dict[str, float], sync: SyncStats, epoch: int) -> dict[str, float]:
-    """Rewards, lengths, reward-hacking measures, actor update metrics and the time split of a step."""
+                 times: dict[str, float], sync: SyncStats, epoch: int, loss_tokens: int) -> dict[str, float]:
+    """Rewards, lengths, reward-hacking measures, actor update metrics and the time split of a step;
+    `loss_tokens`: the batch's tokens in the loss, whose rate is the step's throughput."""
     out: dict[str, float] = {f"reward/{k}": float(np.mean(v)) for k, v in batch.rewards.items()}
     out["reward/total"] = rewards.total(batch.rewards)
     hacking = reward_hacking_metrics(batch.texts, batch.samples, settings=rewards.format_settings)
@@ -44,7 +45,7 @@ def step_metrics(batch: RolloutBatch, rewards: RewardMix, updates: Sequence[dict
         out["time/rollout"] += sync.waited
         out["time/sync"] -= sync.waited
     out["time/step"] = sum(times.values())
-    out["time/tokens_per_s"] = sum(len(r) for r in batch.response_ids) / max(out["time/step"], 1e-9)   # trained
+    out["time/tokens_per_s"] = loss_tokens / max(out["time/step"], 1e-9)
     out["sync/gb_per_s"] = sync.gb_per_s
     out["data/epoch"] = float(epoch)
     return out

@@ -46,20 +46,25 @@ def test_length_reward_rises_and_a_resumed_run_matches_the_straight_one(tmp_path
     assert_resumed_equal(run, expected, KEYS)
 
 
-PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=1")
+PARTIAL = ("rollout.mode=partial", "rollout.over_sample=1.375", "rollout.max_staleness=1", "algo.mini_batches=2")
 
 
 def test_the_partial_rollout_learns_with_carried_groups_and_resumes_with_its_pool(tmp_path, peaked_qwen2):
-    """10 groups in flight for 8 (over_sample 1.25): every step trains on 2 groups carried from the step
-    before, their stale tokens masked out of the loss (the default). With 4 samples a group instead of 8
-    (6 fresh groups of 4 a step) it passed at seed 7 and failed at seeds 99 and 1234: too few samples.
-    Rewound to its step-3 checkpoint, the run resumes with the carried pool and matches its straight steps."""
+    """11 groups in flight for 8 (over_sample 1.375); every sample runs to the 48-token cap, so all 11 complete
+    in the same engine step: 2 of the 3 beyond the quota join the batch (2 mini-batches: it grows 2 groups at a
+    time), the third is carried and trained on next step, one update stale, its tokens masked out of the loss
+    (the default): 1 group of 10. With 4 samples a group instead of 8 the earlier version of this test passed
+    at seed 7 and failed at seeds 99 and 1234: too few samples. Rewound to its step-3 checkpoint, the run
+    resumes with the carried pool and matches its straight steps."""
     recipe = learning_recipe(tmp_path, peaked_qwen2, prompts_per_step=8, save_every=3)
     run_to_end("run", str(recipe), *PARTIAL)
     run = tmp_path / "runs" / "learn" / "r"
     expected = metrics(run)
-    assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.25) for m in expected[1:])
-    assert all(m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) for m in expected)  # over the fresh tokens only
+    assert all(m["rollout/joined_groups"] == 2 for m in expected)
+    assert all(m["rollout/off_policy_token_fraction"] == pytest.approx(0.1) for m in expected[1:])
+    for m in expected:   # the throughput counts the tokens in the loss: the carried group's are not
+        fresh = 80 * m["response/tokens_mean"] * (1 - m["rollout/off_policy_token_fraction"])
+        assert m["time/tokens_per_s"] * m["time/step"] == pytest.approx(fresh)
     rewards = [m["reward/length"] for m in expected]
     assert sum(rewards[-3:]) / 3 > rewards[0] + 0.15, rewards
 

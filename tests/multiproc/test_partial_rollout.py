@@ -5,11 +5,13 @@ state, stale groups are dropped, engines get balanced work, and the loss treats 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 from lwz.algo.grpo import LossSettings, policy_loss
+from lwz.plan.resolve import batch_unit
 from lwz.rollout.partial import (Group, PartialRollout, Sample, assign_by_work, generate_round, groups_to_batch,
                                  sync_round_metrics)
 from lwz.rollout.role import EngineRole
@@ -87,6 +89,30 @@ def test_carried_samples_keep_their_tokens_across_a_step_and_a_saved_state(engin
     assert trained.stale_tokens == [s.versions.count(0) for g in batch for s in g.samples]
     assert metrics["rollout/off_policy_token_fraction"] == pytest.approx(
         sum(trained.stale_tokens) / sum(len(r) for r in trained.response_ids))
+
+
+@pytest.mark.slow
+def test_groups_completing_with_the_quota_join_the_batch_in_whole_units(engine):
+    one_token = replace(SAMPLING, max_tokens=1)    # all 4 groups complete in the round's one engine step
+    role = EngineRole.local("rollout")
+    for unit, size in ((1, 4), (2, 4), (3, 2)):
+        rollout = PartialRollout(prompts_per_step=2, group_size=2, over_sample=2.0, max_staleness=1, batch_unit=unit)
+        batch, metrics = rollout.step(engine, role, one_token, version=0, seed=1, new_prompt=stream(engine))
+        assert len(batch) == size and metrics["rollout/joined_groups"] == size - 2, unit
+        assert len(rollout.pool) == 4 - size and all(g.complete for g in rollout.pool)
+    # dynamic sampling's extra round takes what it asks: the complete group beyond it stays in the pool
+    rollout = PartialRollout(prompts_per_step=2, group_size=2, over_sample=2.0, max_staleness=1)
+    batch, metrics = rollout.step(engine, role, one_token, version=0, seed=2, new_prompt=stream(engine), keep=1,
+                                  join=False)
+    assert len(batch) == 1 and metrics["rollout/joined_groups"] == 0
+    assert len(rollout.pool) == 1 and rollout.pool[0].complete
+
+
+def test_a_batch_grows_by_groups_that_split_into_mini_batches_and_data_parallel_shards():
+    assert batch_unit(group_size=4, mini_batches=1, dp=1) == 1
+    assert batch_unit(group_size=4, mini_batches=2, dp=1) == 2
+    assert batch_unit(group_size=2, mini_batches=1, dp=4) == 2      # 2 groups = 4 sequences over 4 ranks
+    assert batch_unit(group_size=3, mini_batches=2, dp=2) == 4      # 2 mini-batches of 2 groups = 6 sequences
 
 
 def test_stale_groups_are_dropped_and_new_prompts_fill_the_pool():

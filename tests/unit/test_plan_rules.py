@@ -104,8 +104,8 @@ def test_partial_rollout_settings_need_a_pooled_mode():
     rejects("algo.max_sampling_rounds", "applies to dynamic sampling only", overrides=["algo.max_sampling_rounds=4"])
     recipe = load_recipe(PAPER, ["rollout.mode=partial", "rollout.over_sample=1.25", "rollout.max_staleness=2"])
     text = render_plan(recipe, resolve(recipe))
-    assert "partial rollout: 80 groups in flight for 64, carried samples at most 2 update(s) stale, " \
-           "stale tokens mask" in text
+    assert "partial rollout: 80 groups in flight for 64 (those done in the engine step that fills the batch join " \
+           "it, 1 at a time), carried samples at most 2 update(s) stale, stale tokens mask" in text
 
 
 def test_sequence_parallel_plans_on_cpu():
@@ -291,8 +291,9 @@ def test_async_named_alone_takes_working_defaults():
     assert (recipe.rollout.stale_tokens, recipe.algo.rollout_correction) == ("recompute", "tis")
     assert (recipe.rollout.over_sample, recipe.rollout.max_staleness) == (2.0, 2)
     text = render_plan(recipe, resolve(recipe))
-    assert "async rollout: 8 groups in flight for 4, carried samples at most 2 update(s) stale, the engines 1 " \
-           "batch(es) ahead, stale tokens recompute" in text, text
+    assert "async rollout: 8 groups in flight for 4 (those done in the engine step that fills the batch join it, 1 " \
+           "at a time), carried samples at most 2 update(s) stale, the engines 1 batch(es) ahead, stale tokens recompute" \
+           in text, text
     rejects("rollout.mode", "needs the rollout engines on GPUs of their own", recipe=tiny, overrides=["rollout.mode=async"])
     rejects("rollout.max_staleness", "async needs at least 1", recipe=ASYNC,
             overrides=["rollout.mode=async", "rollout.max_staleness=0"])
