@@ -45,9 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     resuming = Path(args.recipe).is_dir()
     if resuming:
-        if args.overrides:
-            raise LwzError(args.recipe, None, "a run folder resumes with its own recipe; overrides are not allowed")
-        folder, recipe, plan = open_run(Path(args.recipe))
+        folder, recipe, plan = open_run(Path(args.recipe), args.overrides)
     else:
         recipe, plan = _load_and_plan(args.recipe, args.overrides)
     if args.stage is not None and recipe.stage != args.stage:

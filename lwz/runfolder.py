@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lwz import __version__, atomic
@@ -74,15 +75,41 @@ def _resumable(recipe: Recipe) -> Path:
     return runs[-1]
 
 
-def open_run(folder: Path) -> tuple[Path, Recipe, Plan]:
-    """A run folder's recipe and plan, to resume it."""
+# What a started run may change when it resumes (`lwz run RUN key=value`): how long it goes on and how it
+# is kept and logged, nothing that shapes the steps already taken.
+RESUME_OVERRIDES = ("schedule.steps", "schedule.save_every", "schedule.eval_every", "schedule.keep_checkpoints",
+                    "logging.wandb.mode")
+
+
+def open_run(folder: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe, Plan]:
+    """A run folder's recipe and plan, to resume it; `overrides` of RESUME_OVERRIDES change them (the
+    folder's recipe.yaml and plan.txt are rewritten once the new plan resolves)."""
     from lwz.plan.resolve import resolve
     from lwz.recipe.load import load_recipe
 
     if not (folder / "recipe.yaml").is_file():
         raise LwzError(str(folder), None, "not a run folder (no recipe.yaml)")
-    recipe = load_recipe(folder / "recipe.yaml")
+    for key in (o.split("=", 1)[0] for o in overrides):
+        if key not in RESUME_OVERRIDES:
+            raise LwzError(str(folder), key, "a started run keeps its recipe; when it resumes only "
+                           f"{', '.join(RESUME_OVERRIDES)} may change")
+    recipe = load_recipe(folder / "recipe.yaml", list(overrides))
+    done = steps_done(folder)
+    if recipe.schedule.steps < done:
+        raise LwzError(str(folder), "schedule.steps", f"{recipe.schedule.steps} is fewer than the {done} steps the "
+                       "run has checkpointed")
     try:
-        return folder, recipe, resolve(recipe)
+        plan = resolve(recipe)
     except LwzError as e:
         raise LwzError(str(folder / "recipe.yaml"), e.key, e.message) from None
+    if overrides:
+        header = f"# resolved by {code_version()}; resumed with {' '.join(overrides)}\n"
+        atomic.write_text(folder / "recipe.yaml", header + recipe_to_yaml(recipe))
+        atomic.write_text(folder / "plan.txt", render_plan(recipe, plan))
+    return folder, recipe, plan
+
+
+def steps_done(folder: Path) -> int:
+    """The step of the run's newest checkpoint (0 before the first)."""
+    latest = folder / "ckpt" / "latest"
+    return int(latest.read_text().strip().removeprefix("step-")) if latest.is_file() else 0

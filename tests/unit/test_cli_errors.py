@@ -109,6 +109,25 @@ def test_dry_run_writes_recipe_and_plan_and_starts_nothing(tmp_path, capsys, pap
     assert str(folder) in capsys.readouterr().out
 
 
+def test_a_resumed_run_may_change_how_long_it_goes_on_and_nothing_that_shaped_its_steps(tmp_path, capsys,
+                                                                                         paper_models):
+    assert main(["run", PAPER, "--dry-run", f"logging.output_dir={tmp_path}", "logging.run=r1"]) == 0
+    folder = tmp_path / "longwriter_zero" / "r1"
+    before = (folder / "recipe.yaml").read_text()
+    code, err = run_cli(["run", str(folder), "--dry-run", "rollout.group_size=8"], capsys)
+    assert code == 2 and err.count("\n") == 0 and f"{folder}: rollout.group_size: a started run keeps" in err, err
+    (folder / "ckpt" / "latest").write_text("step-00000030\n")
+    code, err = run_cli(["run", str(folder), "--dry-run", "schedule.steps=20"], capsys)
+    assert code == 2 and "schedule.steps: 20 is fewer than the 30 steps the run has checkpointed" in err, err
+    assert (folder / "recipe.yaml").read_text() == before          # nothing written by a refusal
+    assert main(["run", str(folder), "--dry-run", "schedule.steps=900", "schedule.save_every=25"]) == 0
+    recipe = (folder / "recipe.yaml").read_text()
+    assert "steps: 900" in recipe and "save_every: 25" in recipe and "resumed with schedule.steps=900" in recipe
+    assert "schedule  900 steps, save every 25" in (folder / "plan.txt").read_text()
+    body = lambda text: {line for line in text.splitlines() if not line.startswith("#")}  # noqa: E731
+    assert all(line.strip().startswith(("steps:", "save_every:")) for line in body(recipe) ^ body(before))
+
+
 def test_inheritance_and_overrides(tmp_path):
     from lwz.recipe.load import load_recipe
 
