@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # experiments/smollm2_ultralong.yaml (issue 33) on one 2-core, 24 GB machine: the held-out evaluation of the
-# base model, the two runs (sync, partial) one after the other (each needs 16.6 GB of host memory), the same
+# base model, the two runs (sync, partial) one after the other (each needs 22.8 GB of host memory by the plan), the same
 # evaluation of each run's newest checkpoint, then `lwz compare`. The runs take hours: stop the script (or the machine) at any time;
 # started again, it skips the evaluation already written and resumes each run from its last checkpoint.
 # Evaluation: the 40 held-out requests (300-1,500 words), one answer each, at most 4,096 tokens.

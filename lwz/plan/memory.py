@@ -15,6 +15,11 @@ Activations per micro-batch of T = micro_batch_tokens / CP tokens, per layer (b 
   none: T b (4h / r + (2q + 2kv + 3f) / TP)   (norm inputs/outputs; qkv, attention output, gate,
         up, SwiGLU output), r = TP with sequence parallelism else 1;
   full recompute: T b h / r per layer (its input) plus one layer's "none" set while recomputing.
+  with megatron's local spec (CPU, no transformer-engine), what autograd saves there, measured by
+  bench/update_memory.py: T b (6h / r + (4q + kv + 5f) / TP + d) (the norms keep input and output,
+  PyTorch SDPA keeps the key and value expanded to all heads, RoPE its rotated key, the unfused SwiGLU
+  two more f); the backward's working set on top: LOCAL_BACKWARD_TRANSIENT of it, and an fp32 gradient
+  of the vocabulary matrix on the first stage and on the last, 4 V_pad h / TP each (also measured).
 Stage s holds PP - s micro-batches in flight (1F1B); the last stage adds the fp32 logits of one
 projection chunk and their gradient, 2 x 4 min(T, C) V_pad / TP (C = actor.vocab_chunk_tokens).
 Engines (vLLM): weights = ceil(P_hf / TP) x b; KV cache = sequences x tokens x 2 L ceil(kv_heads/TP)
@@ -34,6 +39,11 @@ from lwz.recipe.schema import ArchCfg
 
 GIB = 1 << 30
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+# The local spec's update holds, at its peak, beyond its saved tensors: this share of them (activation
+# gradients, the allocator's free pages) plus an fp32 gradient of each vocabulary matrix (the embedding's,
+# the output projection's). Fitted on SmolLM2-135M at 1k-4.4k tokens: 0.34 and 0.23 GiB, the latter the two
+# 49,152 x 576 gradients (bench/update_memory.py); with a margin.
+LOCAL_BACKWARD_TRANSIENT = 0.4
 
 
 def head_dim(arch: ArchCfg) -> int:
@@ -95,23 +105,28 @@ class ActorMemory:
         return self.static + self.activations
 
 
-def _layer_activations(arch: ArchCfg, b: int, tokens: int, tp: int, replicated_div: int) -> int:
-    """Bytes one layer keeps for its backward ("none" recompute) for a micro-batch of `tokens`."""
-    h, f = arch.hidden_size, arch.intermediate_size
-    q, kv = arch.num_attention_heads * head_dim(arch), arch.num_key_value_heads * head_dim(arch)
+def _layer_activations(arch: ArchCfg, b: int, tokens: int, tp: int, replicated_div: int,
+                       local_spec: bool = False) -> int:
+    """Bytes one layer keeps for its backward ("none" recompute) for a micro-batch of `tokens`
+    (`local_spec`: megatron's local layer spec, lwz's SDPA attention and RMSNorm, as on CPU)."""
+    h, f, d = arch.hidden_size, arch.intermediate_size, head_dim(arch)
+    q, kv = arch.num_attention_heads * d, arch.num_key_value_heads * d
+    if local_spec:
+        return tokens * b * (6 * h // replicated_div + (4 * q + kv + 5 * f) // tp + d)
     return tokens * b * (4 * h // replicated_div + (2 * q + 2 * kv + 3 * f) // tp)
 
 
 def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: int = 1,
                  distributed_optimizer: bool = True, recompute: str = "none",
                  sequence_parallel: bool = False, micro_batch_tokens: int, vocab_chunk_tokens: int = 2048,
-                 reference: bool = False, scalar_head: bool = False) -> list[ActorMemory]:
-    """Memory of one actor rank for each pipeline stage (`scalar_head`: of a reward model)."""
+                 reference: bool = False, scalar_head: bool = False, local_spec: bool = False) -> list[ActorMemory]:
+    """Memory of one actor rank for each pipeline stage (`scalar_head`: of a reward model; `local_spec`:
+    megatron's local layer spec, as on CPU, with its backward's working set)."""
     b = DTYPE_BYTES[dtype]
     h = arch.hidden_size
     tokens = math.ceil(micro_batch_tokens / cp)
     replicated_div = tp if sequence_parallel else 1
-    full_layer = _layer_activations(arch, b, tokens, tp, replicated_div)
+    full_layer = _layer_activations(arch, b, tokens, tp, replicated_div, local_spec)
     layers = arch.num_layers // pp
     optimizer_bytes = 8 if dtype == "fp32" else 12
     stages = []
@@ -122,6 +137,10 @@ def actor_memory(arch: ArchCfg, *, dtype: str, tp: int, pp: int, dp: int, cp: in
             activations = in_flight * layers * full_layer
         else:
             activations = in_flight * layers * tokens * b * h // replicated_div + full_layer
+        if local_spec:
+            vocab_matrices = (stage == 0) + (stage == pp - 1 and not scalar_head)
+            activations = math.ceil(activations * (1 + LOCAL_BACKWARD_TRANSIENT)) \
+                + vocab_matrices * 4 * padded_vocab_size(arch.vocab_size, tp) * h // tp
         if stage == pp - 1 and not scalar_head:
             activations += 2 * 4 * min(tokens, vocab_chunk_tokens) * padded_vocab_size(arch.vocab_size, tp) // tp
         stages.append(ActorMemory(

@@ -153,7 +153,7 @@ def resolve(recipe: Recipe) -> Plan:
                           micro_batch_tokens=actor.micro_batch_tokens,
                           vocab_chunk_tokens=actor.micro_batch_tokens if recipe.stage == "pretrain"  # whole logits
                           else actor.vocab_chunk_tokens,
-                          reference=recipe.algo.kl_coef > 0, scalar_head=reward_model)
+                          reference=recipe.algo.kl_coef > 0, scalar_head=reward_model, local_spec=not gpu)
     rollout_tp = recipe.rollout.tp if engines else 1
     card = GpuCard(int(cluster.gpu_memory_gib * GIB), actor_communicators(
         actor_world, actor.tp, actor.pp, dp, rollout_tp, colocated=not engines or recipe.rollout.colocate))

@@ -47,6 +47,22 @@ def test_7b_tp4_pp1_dp2_no_recompute():
     assert s.total == 2 * params + 4 * params + 6 * params + 14_656_995_328
 
 
+SMOLLM2 = ArchCfg(family="llama", num_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                  intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True)
+
+
+def test_local_spec_counts_what_autograd_saves_there_and_the_backward_working_set():
+    """CPU's layer spec at SmolLM2's shape, fp32, 4,416 tokens: bench/update_memory.py measured 6.80 GiB saved
+    for the backward and 9.36 GiB of resident memory above the update's start."""
+    (s,) = actor_memory(SMOLLM2, dtype="fp32", tp=1, pp=1, dp=1, micro_batch_tokens=4416, vocab_chunk_tokens=64,
+                        local_spec=True)
+    saved = 30 * 4416 * 4 * (6 * 576 + 4 * 576 + 192 + 5 * 1536 + 64)   # 13,696 floats a token a layer
+    assert saved / 2**30 == pytest.approx(6.80, rel=0.01)
+    vocab_grads = 2 * 4 * 49152 * 576                  # the embedding's and the (tied) projection's, PP = 1
+    assert s.activations == -(-saved * 14 // 10) + vocab_grads + 2 * 4 * 64 * 49152
+    assert 9.36 <= s.activations / 2**30 <= 1.1 * 9.36
+
+
 def test_7b_tp2_pp2_dp2_full_recompute_with_reference():
     stages = actor_memory(QWEN25_7B, dtype="bf16", tp=2, pp=2, dp=2, recompute="full", micro_batch_tokens=4096,
                           vocab_chunk_tokens=8192, reference=True)
