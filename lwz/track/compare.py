@@ -30,6 +30,7 @@ RESPONSE_LENGTH = "length/response_mean"
 STEP_TIME = "time/step"
 TOKENS_PER_S = "time/tokens_per_s"
 TRUNCATED = "response/truncated_rate"
+REPETITIVE = "hack/repetitive_rate"   # responses over the format term's repetition limits: loops to reach a length
 TAIL_RATIO = "rollout/tail_ratio"
 MEANS = (STEP_TIME, TOKENS_PER_S, TAIL_RATIO)   # the table gives their mean over the steps, not the last value
 
@@ -84,11 +85,11 @@ def read_evals(folder: Path) -> dict[str, tuple[int, float]]:
 
 def metric_keys(runs: Sequence[RunMetrics]) -> list[str]:
     """The compared metrics present in any run: reward/total, each reward/*, answer and response length,
-    truncation, step time, trained tokens per second and the rollout's tail ratio."""
+    truncation, repetitive responses, step time, trained tokens per second and the rollout's tail ratio."""
     present = {key for run in runs for row in run.rows for key in row}
     rewards = sorted(k for k in present if k.startswith(REWARD_PREFIX) and k != TOTAL_REWARD)
-    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, RESPONSE_LENGTH, TRUNCATED, STEP_TIME, TOKENS_PER_S,
-                        TAIL_RATIO) if k in present]
+    return [k for k in (TOTAL_REWARD, *rewards, ANSWER_LENGTH, RESPONSE_LENGTH, TRUNCATED, REPETITIVE, STEP_TIME,
+                        TOKENS_PER_S, TAIL_RATIO) if k in present]
 
 
 def comparison_table(runs: Sequence[RunMetrics]) -> str:

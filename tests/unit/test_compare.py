@@ -56,15 +56,17 @@ def test_throughput_and_tail_are_compared_as_means_truncation_as_final(tmp_path:
     """What sets a partial rollout against a sync one: trained tokens per second and the tail ratio (means
     over the steps) and the share cut at max tokens (the last step's)."""
     steps = [{"step": i + 1, "reward/total": 0.5, "time/step": 10.0, "time/tokens_per_s": tps, "rollout/tail_ratio": tail,
-              "response/truncated_rate": cut} for i, (tps, tail, cut) in enumerate([(100.0, 1.5, 0.5), (300.0, 2.5, 0.25)])]
+              "response/truncated_rate": cut, "hack/repetitive_rate": cut / 2}
+             for i, (tps, tail, cut) in enumerate([(100.0, 1.5, 0.5), (300.0, 2.5, 0.25)])]
     run = load_run(make_run(tmp_path / "exp" / "partial", 2, steps))
-    assert metric_keys([run]) == ["reward/total", "response/truncated_rate", "time/step", "time/tokens_per_s",
-                                  "rollout/tail_ratio"]
+    assert metric_keys([run]) == ["reward/total", "response/truncated_rate", "hack/repetitive_rate", "time/step",
+                                  "time/tokens_per_s", "rollout/tail_ratio"]
     table = comparison_table([run]).splitlines()
     assert "time/tokens_per_s mean" in table[0] and "rollout/tail_ratio mean" in table[0]
-    assert table[2].split()[-4:] == ["0.25", "10.0s", "200.0", "2.00"]
+    assert table[2].split()[-5:] == ["0.25", "0.12", "10.0s", "200.0", "2.00"]
     written = plot_comparison([run], tmp_path / "compare")
-    assert {"time_tokens_per_s.png", "rollout_tail_ratio.png", "response_truncated_rate.png"} <= {p.name for p in written}
+    assert {"time_tokens_per_s.png", "rollout_tail_ratio.png", "response_truncated_rate.png",
+            "hack_repetitive_rate.png"} <= {p.name for p in written}
 
 
 def test_plots_one_png_per_metric_with_a_line_per_run(two_runs: list[Path], tmp_path: Path) -> None:
