@@ -76,9 +76,8 @@ def _resumable(recipe: Recipe) -> Path:
 
 
 # What a started run may change when it resumes (`lwz run RUN key=value`): how long it goes on and how it
-# is kept and logged, nothing that shapes the steps already taken.
-RESUME_OVERRIDES = ("schedule.steps", "schedule.save_every", "schedule.eval_every", "schedule.keep_checkpoints",
-                    "logging.wandb.mode")
+# is kept, nothing that shapes the steps already taken.
+RESUME_OVERRIDES = ("schedule.steps", "schedule.save_every", "schedule.eval_every", "schedule.keep_checkpoints")
 
 
 def open_run(folder: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe, Plan]:
@@ -94,7 +93,10 @@ def open_run(folder: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe,
             raise LwzError(str(folder), key, "a started run keeps its recipe; when it resumes only "
                            f"{', '.join(RESUME_OVERRIDES)} may change")
     recipe = load_recipe(folder / "recipe.yaml", list(overrides))
-    done = steps_done(folder)
+    from lwz.actor.checkpoint import latest_checkpoint, step_of
+
+    newest = latest_checkpoint(folder / "ckpt")
+    done = step_of(newest) if newest is not None else 0
     if recipe.schedule.steps < done:
         raise LwzError(str(folder), "schedule.steps", f"{recipe.schedule.steps} is fewer than the {done} steps the "
                        "run has checkpointed")
@@ -108,8 +110,3 @@ def open_run(folder: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe,
         atomic.write_text(folder / "plan.txt", render_plan(recipe, plan))
     return folder, recipe, plan
 
-
-def steps_done(folder: Path) -> int:
-    """The step of the run's newest checkpoint (0 before the first)."""
-    latest = folder / "ckpt" / "latest"
-    return int(latest.read_text().strip().removeprefix("step-")) if latest.is_file() else 0

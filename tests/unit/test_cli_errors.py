@@ -116,6 +116,12 @@ def test_a_resumed_run_may_change_how_long_it_goes_on_and_nothing_that_shaped_it
     before = (folder / "recipe.yaml").read_text()
     code, err = run_cli(["run", str(folder), "--dry-run", "rollout.group_size=8"], capsys)
     assert code == 2 and err.count("\n") == 0 and f"{folder}: rollout.group_size: a started run keeps" in err, err
+    from lwz.actor.checkpoint import EXTRA
+
+    checkpoint = folder / "ckpt" / "step-00000030"     # what a complete checkpoint holds, as the loader checks
+    checkpoint.mkdir()
+    (checkpoint / EXTRA).write_text("{}")
+    (checkpoint / "metadata.json").write_text("{}")
     (folder / "ckpt" / "latest").write_text("step-00000030\n")
     code, err = run_cli(["run", str(folder), "--dry-run", "schedule.steps=20"], capsys)
     assert code == 2 and "schedule.steps: 20 is fewer than the 30 steps the run has checkpointed" in err, err

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +242,8 @@ def test_wandb_prints_no_banner_of_its_own(tmp_path: Path, capfd: pytest.Capture
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Offline W&B start and finish leave the terminal to lwz (no "wandb: ..." advertising lines), also
     with `openai` imported (vLLM imports it; W&B then advertises Weave)."""
-    monkeypatch.setitem(sys.modules, "openai", types.ModuleType("openai"))
+    import openai  # noqa: F401  (the real package, as vLLM imports it)
+
     monkeypatch.setenv("WANDB_DISABLE_WEAVE", "false")   # restored after the test
     monkeypatch.delenv("WANDB_DISABLE_WEAVE")
     with Tracker(tmp_path / "quiet", make_recipe()) as tracker:
