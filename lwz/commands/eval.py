@@ -51,8 +51,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lwz.runtime.device import engine_device
     from lwz.launch.worker import configure_logging
 
-    model_dir, out_dir = _resolve_target(args)
-    configure_logging(out_dir)  # vLLM's lines go to OUT/logs/libraries.rank0.log, not the terminal
+    model_dir, out_dir, run = _resolve_target(args)
+    configure_logging(out_dir)  # vLLM's lines and Python warnings go to OUT/logs/libraries.rank0.log, not the terminal
+    if run is not None and not model_dir.is_dir():
+        from lwz.commands.export import export_checkpoint
+
+        export_checkpoint(run, args.step, model_dir)
     device = args.device or engine_device()
     dtype = args.dtype or ("bf16" if device == "gpu" else "fp32")
     settings = GenerationSettings(template=args.template, chat_template=args.chat_template, max_tokens=args.max_tokens,
@@ -96,24 +100,23 @@ def cmd_arena(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_target(args: argparse.Namespace) -> tuple[Path, Path]:
+def _resolve_target(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    """The model folder, the output folder and, for a run folder, the run (its checkpoint of `args.step`,
+    the newest by default, is exported to RUN/export/step-N unless it already is)."""
     target = Path(args.target)
     if (target / "config.json").is_file():
         out = Path(args.out) if args.out else Path("runs") / "eval" / target.name / args.bench
-        return target, out
+        return target, out, None
     if (target / "recipe.yaml").is_file():
         from lwz.actor.checkpoint import latest_checkpoint, step_of
-        from lwz.commands.export import export_checkpoint
 
         if args.step is None:
             latest = latest_checkpoint(target / "ckpt")
             if latest is None:
                 raise LwzError(str(target / "ckpt"), "--step", "the run has no checkpoint yet")
             args.step = step_of(latest)
-        model_dir = target / "export" / f"step-{args.step:08d}"
-        if not model_dir.is_dir():
-            export_checkpoint(target, args.step, model_dir)
-        return model_dir, Path(args.out) if args.out else target / "eval" / args.bench / f"step-{args.step:08d}"
+        out = Path(args.out) if args.out else target / "eval" / args.bench / f"step-{args.step:08d}"
+        return target / "export" / f"step-{args.step:08d}", out, target
     raise LwzError(str(target), None, "not an HF model folder (config.json) or a run folder (recipe.yaml)")
 
 

@@ -51,7 +51,11 @@ def export_checkpoint(run: str | Path, step: int, out: str | Path) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export and print where the folder went."""
+    """Export and print where the folder went; megatron's warnings go to RUN/logs/libraries.rank0.log."""
+    from lwz.launch.worker import configure_logging
+
+    if (Path(args.run) / "recipe.yaml").is_file():   # else export_checkpoint says RUN is no run folder
+        configure_logging(Path(args.run))
     out = export_checkpoint(args.run, args.step, args.out)
     print(f"exported step {args.step} of {args.run} to {out}")
     return 0

@@ -1,4 +1,4 @@
-"""Export RUN's checkpoint of STEP to OUT with `lwz export`'s code, then load OUT with transformers.
+"""Export RUN's checkpoint of STEP to OUT with `lwz export`, then load OUT with transformers.
 
 Writes {"logits": HF logits of the probe tokens, "config": the exported config} to OUT/../check.pt.
 """
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from lwz.commands.export import export_checkpoint
+from lwz.cli import main
 
 if __name__ == "__main__":
+    run, step, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    assert main(["export", run, "--step", step, str(out)]) == 0   # first: megatron is imported under its log routing
     from actor_worker import LOGIT_PROBE
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run, step, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    export_checkpoint(run, step, out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(out)
     with torch.no_grad():

@@ -69,6 +69,8 @@ def test_export_matches_megatron_logits_and_loads_in_transformers(saved_run):
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "dist_actor" / "export_check.py"), str(run),
                            str(SAVE_AT), str(out)], env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "Warning" not in proc.stderr   # megatron's (no Apex, deprecations) go to the run's libraries log
+    assert "Apex" in (run / "logs" / "libraries.rank0.log").read_text()
     check = torch.load(out.parent / "check.pt", weights_only=False)
     assert (check["logits"] - result["logits"]).abs().max().item() < 1e-4
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {

@@ -175,3 +175,11 @@ def test_arch_is_read_from_a_local_config_json(tmp_path):
     assert recipe.model.arch.num_layers == 2          # the recipe's value wins over config.json
     recipe = load_recipe(TINY, [f"model.path={model}", "model.arch.num_layers=null", "model.arch.vocab_size=null"])
     assert (recipe.model.arch.num_layers, recipe.model.arch.vocab_size) == (3, 1000)
+
+
+def test_eval_of_a_run_without_a_checkpoint_is_refused_before_anything_is_written(tmp_path, capsys, paper_models):
+    assert main(["run", PAPER, "--dry-run", f"logging.output_dir={tmp_path}", "logging.run=r1"]) == 0
+    folder = tmp_path / "longwriter_zero" / "r1"
+    code, err = run_cli(["eval", str(folder), "--bench", "longbench_write"], capsys)
+    assert code == 2 and err.count("\n") == 0 and "the run has no checkpoint yet" in err, err
+    assert not (folder / "eval").exists() and not (folder / "export").exists() and not (folder / "logs").exists()
