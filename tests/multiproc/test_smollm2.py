@@ -57,6 +57,20 @@ def test_the_asset_is_a_llama_folder_that_writes_english(smollm2):
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
 
 
+def test_a_first_build_shows_lwz_lines_only(tmp_path):
+    """A fresh machine's first run builds SmolLM2 and the tiny writing RM: the terminal shows lwz's lines and the
+    RM's training bar, not transformers' bars and load report or the GGUF dequantizer's bar."""
+    code = ("from lwz.launch.worker import configure_logging; configure_logging()\n"
+            "from lwz.models_local.smollm2 import smollm2_path; from lwz.rm.train import tiny_writing_rm_path\n"
+            "smollm2_path(); tiny_writing_rm_path()")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LWZ_CACHE": str(tmp_path)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for noise in ("Loading weights", "LOAD REPORT", "de-quantizing", "Writing model shards"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+    assert "building SmolLM2" in proc.stderr and "train-rm" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_megatron_logits_equal_transformers(smollm2, tmp_path):
     """Tied embeddings, no biases, GQA 9/3: TP=1 and PP=2 (TP must divide the 3 KV heads)."""
     cases = [{"name": "smollm2", "hf_dir": str(smollm2), "dtype": "float32", "layouts": [[1, 1], [1, 2]],
